@@ -1,0 +1,105 @@
+"""Hook layers for exactly one forward pass and keep what they output.
+
+The hooks live only inside ``with capture(...)``: they are registered on
+entry and removed in ``finally``, also when the forward pass raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import LayerShapeError
+
+__all__ = ["Captured", "capture", "first_tensor"]
+
+
+def first_tensor(output: Any) -> Tensor | None:
+    """The tensor a layer produced: the output itself, or the first element of a tuple/list."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    return None
+
+
+@dataclass
+class Captured:
+    """What the hooks saw in one forward pass.
+
+    Attributes:
+        activations: layer name -> the layer's output tensor (for a layer
+            called several times, the last call). Each is the tensor that
+            gradients are taken against; the model downstream received a
+            clone, so in-place operations after the layer cannot change it.
+        calls: layer name -> how many times the layer was called.
+        lazy: whether autograd recording was off until the first hooked layer.
+    """
+
+    activations: dict[str, Tensor] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    lazy: bool = False
+
+
+def _make_hook(name: str, store: Captured):
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        t = first_tensor(output)
+        if t is None:
+            raise LayerShapeError(
+                f"layer {name!r} ({type(module).__name__}) returned {type(output).__name__}, "
+                "not a tensor; hook a submodule that returns a tensor"
+            )
+        if store.lazy:
+            # Autograd recording starts at the first hooked layer: nothing
+            # below it is recorded, so nothing below it is kept or back-propagated.
+            torch.set_grad_enabled(True)
+        if not t.requires_grad:
+            # Frozen parameters and inputs that do not require grad: make the
+            # activation a leaf so the score can still be differentiated to it.
+            t = t.detach().requires_grad_(True)
+        store.activations[name] = t
+        store.calls[name] = store.calls.get(name, 0) + 1
+        # Downstream gets a clone: an in-place op after this layer (ReLU(inplace=True))
+        # changes the clone, never the activation we differentiate against.
+        downstream = t.clone()
+        if isinstance(output, Tensor):
+            return downstream
+        return type(output)([downstream, *output[1:]]) if isinstance(output, list) else (downstream, *output[1:])
+
+    return hook
+
+
+@contextmanager
+def capture(model: nn.Module, layers: Mapping[str, nn.Module], *, lazy: bool = True) -> Iterator[Captured]:
+    """Hook ``layers`` of ``model`` for the forward passes run inside the block.
+
+    Args:
+        model: the model (only used to scope the block; its state is not changed).
+        layers: ``{name: module}`` as returned by :func:`camlens.layers.resolve_layers`.
+        lazy: run the forward with autograd off until the first hooked layer.
+
+    Yields:
+        A :class:`Captured` that fills up as the model runs.
+
+    Example:
+        >>> with capture(model, {"seq.4": model.seq[4]}) as cap:  # doctest: +SKIP
+        ...     out = model(x)
+        >>> cap.activations["seq.4"].shape  # doctest: +SKIP
+    """
+    store = Captured(lazy=lazy)
+    handles = []
+    grad_before = torch.is_grad_enabled()
+    try:
+        for name, module in layers.items():
+            handles.append(module.register_forward_hook(_make_hook(name, store)))
+        torch.set_grad_enabled(not lazy)
+        yield store
+    finally:
+        torch.set_grad_enabled(grad_before)
+        for h in handles:
+            h.remove()

@@ -1,0 +1,1 @@
+"""One module per ``camlens`` sub-command; see :data:`camlens.cli.COMMANDS`."""

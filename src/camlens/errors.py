@@ -1,0 +1,49 @@
+"""The exceptions camlens raises for mistakes a user can fix.
+
+Every error derives from :class:`CamlensError`, so ``except CamlensError``
+catches all of them; each also derives from the built-in exception a caller
+would naturally expect (``KeyError``, ``ValueError``, ...).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CamlensError",
+    "DataError",
+    "InputError",
+    "LayerNotFoundError",
+    "LayerNotUsedError",
+    "LayerShapeError",
+    "TargetError",
+]
+
+
+class CamlensError(Exception):
+    """Base class of every error camlens raises on purpose."""
+
+
+class LayerNotFoundError(CamlensError, LookupError):
+    """A requested layer is not a submodule of the model."""
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class LayerNotUsedError(CamlensError, RuntimeError):
+    """A layer was not called in the forward pass, or the target does not depend on it."""
+
+
+class LayerShapeError(CamlensError, ValueError):
+    """A layer's output cannot be read as (N, C, *spatial) feature maps."""
+
+
+class TargetError(CamlensError, ValueError):
+    """A target (class index, top-k, callable) does not fit the model's output."""
+
+
+class InputError(CamlensError, ValueError):
+    """The input tensor cannot be explained as given (device, inference mode, rank)."""
+
+
+class DataError(CamlensError, ValueError):
+    """A data file or download is missing, truncated, corrupt or of the wrong kind."""

@@ -1,0 +1,322 @@
+"""The engine every CAM method shares: capture -> weights -> combine -> post-process.
+
+A method subclasses :class:`BaseCAM` and overrides :meth:`BaseCAM.weights`
+(channel weights from activations and gradients) or, for methods that are
+not a weighted sum of channels, :meth:`BaseCAM.layer_maps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..capture import capture
+from ..errors import InputError, LayerNotUsedError, LayerShapeError
+from ..layers import LayerSpec, resolve_layers
+from ..ops import FUSIONS, fuse, minmax_normalize, upsample
+from ..targets import OutputSpec, TargetSpec, select_output, target_scores
+
+__all__ = ["BaseCAM", "CAMContext", "CAMResult", "Reshape"]
+
+Reshape = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class CAMResult:
+    """The maps of one call, per layer.
+
+    Attributes:
+        maps: layer name -> post-processed maps, ``(N, H, W)`` for one target
+            per image or ``(N, K, H, W)`` for several (``top_k``, an (N, K)
+            target, a callable returning (N, K)); upsampled to the input's
+            spatial size and min-max normalized to [0, 1] unless switched off.
+        raw: layer name -> maps at layer resolution, after the method's ReLU
+            (if ``relu=True``) and before upsampling and normalization; same
+            leading shape as ``maps``.
+        targets: explained class indices, ``(N,)`` or ``(N, K)``; ``None`` for
+            a callable target.
+        scores: the explained (pre-softmax) scores, shaped like ``targets``.
+        logits: the selected model output, detached.
+        fused: the layers' maps fused (``fuse=`` given), shaped like one ``maps`` entry.
+    """
+
+    maps: dict[str, Tensor]
+    raw: dict[str, Tensor]
+    targets: Tensor | None
+    scores: Tensor
+    logits: Tensor
+    fused: Tensor | None = None
+
+    @property
+    def map(self) -> Tensor:
+        """The single layer's maps (or the fused maps), for one-layer calls."""
+        if self.fused is not None:
+            return self.fused
+        if len(self.maps) != 1:
+            raise LayerShapeError(
+                f"result.map is for one layer; this result has {list(self.maps)}: use result.maps[name]"
+            )
+        return next(iter(self.maps.values()))
+
+
+@dataclass
+class CAMContext:
+    """Everything a method may use to make its maps.
+
+    ``activations[name]`` is ``(N, C, *spatial)`` and detached;
+    ``gradients[name]`` is ``(N, K, C, *spatial)``, the gradient of each of the
+    K target scores (``None`` for gradient-free methods); ``classes`` is
+    ``(N, K)`` or ``None``; ``score_fn(x)`` re-runs the model and returns the
+    same K target scores for a new input (for perturbation methods).
+    """
+
+    model: nn.Module
+    x: Tensor
+    logits: Tensor
+    scores: Tensor
+    classes: Tensor | None
+    activations: dict[str, Tensor]
+    gradients: dict[str, Tensor] | None
+    score_fn: Callable[[Tensor], Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class BaseCAM:
+    """A class-activation-map method bound to a model and one or more layers.
+
+    Args:
+        model: any ``nn.Module``; it is left exactly as found (mode, hooks,
+            ``requires_grad``, ``.grad``).
+        layers: a layer name as in ``model.named_modules()``, a submodule, or
+            a list of either. All layers are computed in one forward pass and
+            one backward pass.
+        relu: apply ReLU to the combined map (the paper's definition).
+        upsample: resize maps to the input's spatial size ((bi/tri)linear).
+        normalize: min-max normalize each map to [0, 1] (needs ``upsample``
+            or not; a constant map becomes zeros, never NaN).
+        fuse: combine the layers' maps into ``result.fused``: ``"mean"``,
+            ``"max"`` or ``"product"`` (needs ``upsample=True`` when the
+            layers differ in resolution).
+        reshape: a function turning a layer's output into ``(N, C, *spatial)``
+            (for token or channels-last layouts), or a dict of them by layer name.
+            It is applied to activations and gradients alike.
+        output: where the scores are in the model's output (see
+            :func:`camlens.targets.select_output`).
+    """
+
+    name: ClassVar[str] = ""
+    uses_gradients: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSpec | Iterable[LayerSpec],
+        *,
+        relu: bool = True,
+        upsample: bool = True,
+        normalize: bool = True,
+        fuse: str | None = None,
+        reshape: Reshape | Mapping[str, Reshape] | None = None,
+        output: OutputSpec = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if fuse is not None and fuse not in FUSIONS:
+            raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
+        self.model = model
+        self.layers = resolve_layers(model, layers)
+        self.relu = relu
+        self.upsample = upsample
+        self.normalize = normalize
+        self.fuse = fuse
+        self.reshape = reshape
+        self.output = output
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={type(self.model).__name__}, layers={list(self.layers)})"
+
+    # ---- the method-specific part -------------------------------------------------
+
+    def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        """Channel weights ``(N, K, C)`` (or element-wise ``(N, K, C, *spatial)``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement weights() or layer_maps()")
+
+    def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
+        """Maps ``(N, K, *spatial)`` per layer, before ReLU; default: sum_c w_c A^c."""
+        out = {}
+        for name, acts in ctx.activations.items():
+            assert ctx.gradients is not None
+            out[name] = combine(self.weights(acts, ctx.gradients[name]), acts)
+        return out
+
+    # ---- the shared engine ----------------------------------------------------------
+
+    def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
+        """Explain ``x`` (a batch ``(N, C, *spatial)``) for ``target`` or the ``top_k`` classes.
+
+        See :func:`camlens.targets.target_scores` for the forms of ``target``.
+        """
+        self._check_input(x)
+        with torch.inference_mode(False):
+            logits, acts, scores, classes, multi = self._forward(x, target, top_k)
+            grads = self._gradients(scores, acts) if self.uses_gradients else None
+            activations = {n: self._as_maps(n, a.detach(), x) for n, a in acts.items()}
+            gradients = None
+            if grads is not None:
+                gradients = {n: self._as_maps(n, g, x, batched=True) for n, g in grads.items()}
+            ctx = CAMContext(
+                model=self.model,
+                x=x,
+                logits=logits.detach(),
+                scores=scores.detach(),
+                classes=classes,
+                activations=activations,
+                gradients=gradients,
+                score_fn=lambda inp: self._score(inp, target, classes),
+            )
+            with torch.no_grad():
+                raw = self.layer_maps(ctx)
+                return self._postprocess(raw, ctx, multi)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise InputError(f"x must be a torch.Tensor batch (N, C, H, W), got {type(x).__name__}")
+        if x.is_inference():
+            raise InputError(
+                "x is an inference tensor (made under torch.inference_mode()), which autograd cannot use; "
+                "make it outside inference_mode, or pass x.clone() called outside it"
+            )
+        ref = next(self.model.parameters(), None)
+        if ref is None:
+            ref = next(self.model.buffers(), None)
+        if ref is not None and ref.device != x.device:
+            raise InputError(
+                f"x is on {x.device} but {type(self.model).__name__} is on {ref.device}; "
+                f"move one of them, e.g. x.to({str(ref.device)!r})"
+            )
+
+    def _forward(self, x: Tensor, target: TargetSpec, top_k: int | None):
+        for lazy in (True, False):
+            with capture(self.model, self.layers, lazy=lazy) as cap:
+                output = self.model(x)
+                logits = select_output(output, self.output)
+                scores, classes, multi = target_scores(logits, target, top_k)
+            missing = [n for n in self.layers if n not in cap.activations]
+            if missing:
+                raise LayerNotUsedError(
+                    f"layer(s) {missing} of {type(self.model).__name__} were not called in the forward pass; "
+                    "choose layers the model uses for this input"
+                )
+            if scores.requires_grad or not self.uses_gradients:
+                return logits, cap.activations, scores, classes, multi
+            # The graph did not survive lazy recording (e.g. a wrapper gathered the
+            # outputs with autograd off): run once more with autograd on throughout.
+        raise LayerNotUsedError(
+            f"the target scores do not depend on layer(s) {list(self.layers)}; "
+            "pick layers that lie on the path to the explained output"
+        )
+
+    def _gradients(self, scores: Tensor, acts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        names = list(acts)
+        inputs = [acts[n] for n in names]
+        k = scores.shape[1]
+        if k == 1:
+            # Images are independent (eval mode): d(sum_i s_i)/dA_i = ds_i/dA_i.
+            grads = torch.autograd.grad(scores.sum(), inputs, allow_unused=True)
+            grads = tuple(None if g is None else g.unsqueeze(1) for g in grads)
+        else:
+            eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
+            grad_outputs = eye[:, None, :].expand(k, scores.shape[0], k)
+            try:
+                grads = torch.autograd.grad(
+                    scores, inputs, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True
+                )
+            except RuntimeError:
+                # An op without a vmap rule: one backward per target instead.
+                per = [
+                    torch.autograd.grad(scores[:, j].sum(), inputs, allow_unused=True, retain_graph=j < k - 1)
+                    for j in range(k)
+                ]
+                grads = tuple(
+                    None if per[0][i] is None else torch.stack([p[i] for p in per], dim=0) for i in range(len(inputs))
+                )
+            grads = tuple(None if g is None else g.movedim(0, 1) for g in grads)
+        unused = [n for n, g in zip(names, grads) if g is None]
+        if unused:
+            raise LayerNotUsedError(
+                f"the target scores do not depend on layer(s) {unused}; "
+                "pick layers that lie on the path to the explained output"
+            )
+        return dict(zip(names, grads))  # type: ignore[arg-type]
+
+    def _score(self, inp: Tensor, target: TargetSpec, classes: Tensor | None) -> Tensor:
+        """Scores ``(len(inp), K)`` of the explained targets for a new input."""
+        logits = select_output(self.model(inp), self.output)
+        if classes is None:
+            s = target(logits)  # type: ignore[operator]
+            return s[:, None] if s.ndim == 1 else s
+        if classes.shape[0] != logits.shape[0]:
+            raise ValueError("score_fn expects inputs aligned with the explained batch")
+        return logits.gather(1, classes)
+
+    def _as_maps(self, name: str, t: Tensor, x: Tensor, batched: bool = False) -> Tensor:
+        """A captured tensor as ``(N, C, *spatial)`` (``(N, K, C, *spatial)`` when ``batched``)."""
+        fn = self.reshape.get(name) if isinstance(self.reshape, Mapping) else self.reshape
+        if fn is not None:
+            if batched:
+                n, k = t.shape[:2]
+                out = fn(t.flatten(0, 1))
+                t = out.view(n, k, *out.shape[1:])
+            else:
+                t = fn(t)
+        lead = 2 if batched else 1
+        if t.ndim - lead - 1 != x.ndim - 2 or t.ndim - lead - 1 < 1:
+            shape = tuple(t.shape[1:] if batched else t.shape)
+            raise LayerShapeError(
+                f"layer {name!r} outputs shape {shape}, which is not (N, C, *spatial) with the input's "
+                f"{x.ndim - 2} spatial dimension(s); pass reshape=fn turning it into (N, C, H, W) "
+                "(e.g. tokens (N, T, C) -> (N, C, h, w)), or choose a convolutional layer"
+            )
+        return t
+
+    def _postprocess(self, raw: dict[str, Tensor], ctx: CAMContext, multi: bool) -> CAMResult:
+        size = ctx.x.shape[2:]
+        raw_out: dict[str, Tensor] = {}
+        maps: dict[str, Tensor] = {}
+        for name, m in raw.items():
+            m = torch.relu(m) if self.relu else m
+            raw_out[name] = m
+            if self.upsample:
+                m = upsample(m, size)
+            if self.normalize:
+                m = minmax_normalize(m)
+            maps[name] = m
+        fused = None
+        if self.fuse is not None:
+            shapes = {tuple(m.shape) for m in maps.values()}
+            if len(shapes) > 1:
+                raise LayerShapeError(f"cannot fuse maps of shapes {sorted(shapes)}; use upsample=True")
+            fused = fuse(list(maps.values()), self.fuse)
+
+        def out(t: Tensor | None) -> Tensor | None:
+            return t if t is None or multi else t.squeeze(1)
+
+        return CAMResult(
+            maps={n: out(m) for n, m in maps.items()},  # type: ignore[misc]
+            raw={n: out(m) for n, m in raw_out.items()},  # type: ignore[misc]
+            targets=out(ctx.classes),
+            scores=out(ctx.scores),  # type: ignore[arg-type]
+            logits=ctx.logits,
+            fused=out(fused),
+        )
+
+
+def combine(weights: Tensor, activations: Tensor) -> Tensor:
+    """sum_c w_c A^c: ``(N, K, C)`` or ``(N, K, C, *s)`` weights with ``(N, C, *s)`` activations -> ``(N, K, *s)``."""
+    if weights.ndim == 3:
+        return torch.einsum("nkc,nc...->nk...", weights, activations)
+    return (weights * activations.unsqueeze(1)).sum(dim=2)

@@ -1,0 +1,39 @@
+"""The one registry of methods by name: the CLI, the docs and the tests read it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from .base import BaseCAM
+
+__all__ = ["METHODS", "get_method", "register"]
+
+METHODS: dict[str, type[BaseCAM]] = {}
+
+T = TypeVar("T", bound=type[BaseCAM])
+
+
+def register(name: str) -> Callable[[T], T]:
+    """Class decorator: make a method available as ``name`` (lower-case, with dashes)."""
+
+    def deco(cls: T) -> T:
+        if name in METHODS:
+            raise ValueError(f"method name {name!r} is already registered to {METHODS[name].__name__}")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> type[BaseCAM]:
+    """The method class registered as ``name`` (case-insensitive; '_' and '-' alike)."""
+    key = name.lower().replace("_", "-")
+    if key not in METHODS:
+        import difflib
+
+        near = difflib.get_close_matches(key, list(METHODS), n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else ""
+        raise KeyError(f"no method {name!r}{hint} Registered: {', '.join(sorted(METHODS))}")
+    return METHODS[key]
