@@ -21,8 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
+# make bench B=engine runs benchmarks/bench_engine.py (B=methods, train, ... likewise)
+B ?= engine
 bench: $(STAMP)
-	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/bench_$(B).py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

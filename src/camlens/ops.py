@@ -39,10 +39,10 @@ def minmax_normalize(maps: Tensor, start_dim: int = 2) -> Tensor:
     map stays NaN (nothing is hidden).
     """
     flat = maps.flatten(start_dim)
-    lo = flat.amin(dim=-1, keepdim=True)
-    hi = flat.amax(dim=-1, keepdim=True)
+    lo, hi = torch.aminmax(flat, dim=-1, keepdim=True)
     span = hi - lo
-    out = torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny), flat - lo)
+    # A constant map has span 0 and flat - lo == 0: dividing by 1 keeps it 0.
+    out = (flat - lo) / torch.where(span > 0, span, torch.ones_like(span))
     return out.view_as(maps)
 
 
