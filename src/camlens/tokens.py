@@ -22,12 +22,10 @@ __all__ = ["MAX_PREFIX_TOKENS", "auto_reshape", "channels_last_to_maps", "find_g
 MAX_PREFIX_TOKENS = 10
 
 
-def _patch_for(size: Sequence[int], grid: Sequence[int]) -> int | None:
-    """The smallest patch size P with ``size[i] // P == grid[i]`` for every i, or None."""
-    lo = 1
-    hi = min(size)
-    for p in range(lo, hi + 1):
-        if all(s // p == g for s, g in zip(size, grid)):
+def _patch_for(size: Sequence[int], grid: Sequence[int], exact: bool = False) -> int | None:
+    """The smallest patch size P with ``size[i] // P == grid[i]`` for every i (and no remainder if ``exact``)."""
+    for p in range(1, min(size) + 1):
+        if all(s // p == g and (not exact or s % p == 0) for s, g in zip(size, grid)):
             return p
     return None
 
@@ -36,8 +34,11 @@ def find_grid(tokens: int, image_size: Sequence[int], max_prefix: int = MAX_PREF
     """The patch grid hidden in ``tokens`` tokens of an image of ``image_size`` (H, W).
 
     Searches the fewest extra tokens ``p`` (0 up to ``max_prefix``) such that
-    ``tokens - p = h * w`` and one patch size ``P`` gives ``H // P == h`` and
-    ``W // P == w`` (square patches, with or without padding to a multiple).
+    ``tokens - p = h * w`` and one square patch size ``P`` tiles the image
+    exactly, ``H = h P`` and ``W = w P``; only if none does, the same search
+    allows a remainder, ``H // P == h`` and ``W // P == w`` (cropped edges).
+    Exact tiling first keeps 1 class + 8 register tokens on a 32x32 image with
+    8x8 patches (25 tokens) from being read as a 5x5 grid of 6-pixel patches.
 
     Args:
         tokens: the token count T of a ``(N, T, C)`` activation.
@@ -56,14 +57,12 @@ def find_grid(tokens: int, image_size: Sequence[int], max_prefix: int = MAX_PREF
             f"{tuple(image_size)}; pass reshape=fn turning (N, T, C) into (N, C, *spatial)"
         )
     height, width = int(image_size[0]), int(image_size[1])
-    for prefix in range(0, min(max_prefix, tokens - 1) + 1):
-        g = tokens - prefix
-        for h in range(1, g + 1):
-            if g % h:
-                continue
-            w = g // h
-            if _patch_for((height, width), (h, w)) is not None:
-                return prefix, h, w
+    for exact in (True, False):
+        for prefix in range(0, min(max_prefix, tokens - 1) + 1):
+            g = tokens - prefix
+            for h in range(1, g + 1):
+                if g % h == 0 and _patch_for((height, width), (h, g // h), exact) is not None:
+                    return prefix, h, g // h
     raise LayerShapeError(
         f"cannot find a patch grid in {tokens} tokens for a {height}x{width} input "
         f"(tried 0..{max_prefix} leading class/register tokens); "
