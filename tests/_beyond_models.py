@@ -79,7 +79,7 @@ class ChannelsLastMix(nn.Module):
 class SwinLike(nn.Module):
     """Patch embedding to channels-last (N, h, w, C), two stages, mean-pooled head (timm Swin's layout)."""
 
-    def __init__(self, patch: int = 4, dim: int = 12, classes: int = 3, in_channels: int = 3) -> None:
+    def __init__(self, patch: int = 4, dim: int = 24, classes: int = 3, in_channels: int = 3) -> None:
         super().__init__()
         self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
         self.stages = nn.Sequential(ChannelsLastMix(dim), ChannelsLastMix(dim))

@@ -54,6 +54,14 @@ def test_channels_last_and_auto_reshape_rules():
     # ambiguous (N, 4, 4, 4): read as channels-first
     amb = torch.randn(2, 4, 4, 4)
     assert auto_reshape(amb, x_shape) is amb
+    amb = torch.randn(2, 8, 8, 10)  # both readings plausible: channels-first wins
+    assert auto_reshape(amb, x_shape) is amb
+    # a valid (unpadded) strided conv: (5, 9) would be an exact 4-pixel grid of 20x36, but
+    # (9, 17) is a plausible map of it, so the tensor stays channels-first
+    valid = torch.randn(2, 5, 9, 17)
+    assert auto_reshape(valid, (2, 1, 20, 36)) is valid
+    swin = torch.randn(1, 7, 7, 768)  # Swin-T's last stage at 224
+    assert auto_reshape(swin, (1, 3, 224, 224)).shape == (1, 768, 7, 7)
     # 1-D input: untouched
     seq = torch.randn(2, 5, 7)
     assert auto_reshape(seq, (2, 1, 28)) is seq
@@ -143,7 +151,7 @@ def test_swin_like_channels_last_maps_equal_an_explicit_permute_and_a_loop():
         alpha = wvec / 64  # gradient is constant over the 8x8 grid, its mean is itself
         for i in range(8):
             for j in range(8):
-                v = float(sum(alpha[c] * a[b, i, j, c] for c in range(12)))
+                v = float(sum(alpha[c] * a[b, i, j, c] for c in range(24)))
                 assert auto.raw[layer][b, i, j].item() == pytest.approx(max(v, 0.0), abs=1e-6)
 
 

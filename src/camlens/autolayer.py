@@ -12,6 +12,8 @@ too: in a ViT the last block's output reaches the classifier only through
 its class token, so everything inside that block is only partly used; the
 choice is then the previous block's output, which is the input of the last
 block's attention, where token mixing still carries the patches to the score.
+(A container such as the ``nn.Sequential`` of all blocks, which passes the
+last block's output on unchanged, does not count as such a module.)
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class LayerInfo:
         map_shape: the ``(N, C, *spatial)`` shape it reads as, or ``None``.
         on_path: whether the target score's gradient is non-zero on its maps
             (``None`` where not computed).
+        same_as: a submodule whose output is this very tensor (a container
+            such as ``nn.Sequential`` passing its last child's output on), or ``None``.
     """
 
     name: str
@@ -47,6 +51,7 @@ class LayerInfo:
     shape: tuple[int, ...]
     map_shape: tuple[int, ...] | None
     on_path: bool | None
+    same_as: str | None = None
 
     @property
     def spatial(self) -> bool:
@@ -123,15 +128,18 @@ def scan_layers(
         for h in handles:
             h.remove()
     grad_of = dict(zip(graph, grads))
+    first_by_id: dict[int, str] = {}
     infos = []
     for name, (kind, t) in outs.items():
+        owner = first_by_id.setdefault(id(t), name)
+        same_as = owner if owner != name and owner.startswith(name + ".") else None
         m = _as_maps(t.detach(), x)
         on_path: bool | None = None
         if m is not None:
             g = grad_of.get(name)
             gm = None if g is None else _as_maps(g, x)
             on_path = gm is not None and bool(gm.ne(0).any())
-        infos.append(LayerInfo(name, kind, tuple(t.shape), None if m is None else tuple(m.shape), on_path))
+        infos.append(LayerInfo(name, kind, tuple(t.shape), None if m is None else tuple(m.shape), on_path, same_as))
     return infos
 
 
@@ -161,7 +169,10 @@ def choose_layer(
         '0'
     """
     infos = scan_layers(model, x, target, output=output)
-    dead = [i.name for i in infos if i.map_shape is not None and i.on_path is False]
+    # A module whose maps do not reach the score, but whose insides partly do (the
+    # last ViT block: only its class token is read). A container merely passing a
+    # child's output on (nn.Sequential of blocks) is judged by that child instead.
+    dead = [i.name for i in infos if i.map_shape is not None and i.on_path is False and i.same_as is None]
 
     def inside_dead(name: str) -> bool:
         return any(name.startswith(d + ".") for d in dead)

@@ -121,22 +121,42 @@ def auto_reshape(t: Tensor, input_shape: Sequence[int]) -> Tensor:
 
     The rules, in order:
 
-    1. rank already matches the input and the trailing dims are a grid of the
-       input (``H // P == h`` and ``W // P == w`` for one P), or the input is
-       not an image: returned unchanged;
-    2. ``(N, T, C)`` for an image input: tokens, see :func:`tokens_to_maps`;
-    3. ``(N, h, w, C)`` whose middle dims are a grid of the image and whose
-       last two are not: channels-last (Swin), moved to ``(N, C, h, w)``.
+    1. the input is not an image (1-D signals, 3-D volumes): unchanged;
+    2. ``(N, T, C)``: tokens, see :func:`tokens_to_maps`;
+    3. ``(N, a, b, c)`` where ``(a, b)`` is a patch grid of the image
+       (``H // P == a``, ``W // P == b``) and ``(b, c)`` cannot be a feature
+       map of it (larger than the image, or an aspect ratio more than
+       :data:`ASPECT_SLACK` times off): channels-last (Swin), moved to
+       ``(N, c, a, b)``;
+    4. anything else: unchanged (channels-first; the engine reports a wrong rank).
 
-    Anything else is returned unchanged (the engine then reports the shape).
-    An ``(N, 7, 7, 7)`` tensor reads as channels-first: pass ``reshape=`` for
-    the other reading.
+    Channels-first wins when both readings are plausible, e.g. ``(N, 8, 8, 10)``
+    for a square image: pass ``reshape=camlens.channels_last_to_maps`` there.
+    Real Swin stages (``(N, 7, 7, 768)`` at 224) are unambiguous.
     """
     spatial = tuple(int(s) for s in input_shape[2:])
     if len(spatial) != 2:
         return t
     if t.ndim == 3:
         return tokens_to_maps(t, spatial)
-    if t.ndim == 4 and not _fits(spatial, t.shape[2:]) and _fits(spatial, t.shape[1:3]):
+    if t.ndim == 4 and _fits(spatial, t.shape[1:3]) and not _could_be_maps(spatial, t.shape[2:]):
         return channels_last_to_maps(t)
     return t
+
+
+#: how far (as a factor) a channels-first reading's aspect ratio may stray from the input's.
+ASPECT_SLACK = 1.25
+
+
+def _could_be_maps(image: Sequence[int], hw: Sequence[int]) -> bool:
+    """Whether ``hw`` can be the spatial size of channels-first maps of ``image``.
+
+    Not larger than the image, and an aspect ratio within :data:`ASPECT_SLACK`
+    of the image's (valid convolutions lose a few border pixels, so an exact
+    patch grid is not required).
+    """
+    (big_h, big_w), (h, w) = image, hw
+    if h > big_h or w > big_w:
+        return False
+    r = (h / w) / (big_h / big_w)
+    return max(r, 1 / r) <= ASPECT_SLACK
