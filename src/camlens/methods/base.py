@@ -203,7 +203,9 @@ class BaseCAM:
                 gradients=gradients,
                 score_fn=lambda inp: self._score(inp, target, classes),
             )
-            with torch.no_grad():
+            # Mixed precision: the model ran under the caller's autocast; the maps are
+            # combined, resized and normalized in float32 (captured half tensors are upcast).
+            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
                 raw = self.layer_maps(ctx)
                 return self._postprocess(raw, ctx, multi)
 
@@ -299,6 +301,8 @@ class BaseCAM:
             t = fn(t.flatten(0, 1)).unflatten(0, (n, k))
         else:
             t = fn(t)
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
         lead = 2 if batched else 1
         if t.ndim - lead - 1 != x.ndim - 2 or t.ndim - lead - 1 < 1:
             shape = tuple(t.shape[1:] if batched else t.shape)
