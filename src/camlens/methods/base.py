@@ -8,8 +8,8 @@ not a weighted sum of channels, :meth:`BaseCAM.layer_maps`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
