@@ -155,6 +155,24 @@ def test_swin_like_channels_last_maps_equal_an_explicit_permute_and_a_loop():
                 assert auto.raw[layer][b, i, j].item() == pytest.approx(max(v, 0.0), abs=1e-6)
 
 
+def test_hf_swin_tokens_and_automatic_choice():
+    from transformers import SwinConfig, SwinForImageClassification
+
+    torch.manual_seed(0)
+    cfg = SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                     window_size=4, num_labels=3)
+    model = SwinForImageClassification(cfg).eval()
+    x = torch.rand(2, 3, 32, 32)
+    # the pooler's (N, 32, 1) output is not read as 32 one-channel tokens
+    assert auto_reshape(torch.zeros(2, 32, 1), x.shape).shape == (2, 32, 1)
+    assert camlens.choose_layer(model, x) == "swin.layernorm"
+    layer = "swin.encoder.layers.1"  # (N, 16, 32): a 4x4 grid, no extra tokens
+    auto = camlens.GradCAM(model, layer)(x)
+    hand = camlens.GradCAM(model, layer, reshape=lambda t: t.reshape(len(t), 4, 4, -1).permute(0, 3, 1, 2))(x)
+    assert auto.raw[layer].shape == (2, 4, 4)
+    torch.testing.assert_close(auto.maps[layer], hand.maps[layer], atol=1e-6, rtol=0)
+
+
 def test_shape_error_for_tokens_without_grid_names_the_layer():
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 50, 3), torch.nn.Flatten(2), torch.nn.Linear(30 * 30, 8),  # (N, 50, 8)

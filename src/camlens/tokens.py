@@ -122,7 +122,8 @@ def auto_reshape(t: Tensor, input_shape: Sequence[int]) -> Tensor:
     The rules, in order:
 
     1. the input is not an image (1-D signals, 3-D volumes): unchanged;
-    2. ``(N, T, C)``: tokens, see :func:`tokens_to_maps`;
+    2. ``(N, T, C)`` with ``C > 1``: tokens, see :func:`tokens_to_maps`
+       (``(N, C, 1)`` is a 1-D pooled output, e.g. Hugging Face Swin's pooler);
     3. ``(N, a, b, c)`` where ``(a, b)`` is a patch grid of the image
        (``H // P == a``, ``W // P == b``) and ``(b, c)`` cannot be a feature
        map of it (larger than the image, or an aspect ratio more than
@@ -137,7 +138,7 @@ def auto_reshape(t: Tensor, input_shape: Sequence[int]) -> Tensor:
     spatial = tuple(int(s) for s in input_shape[2:])
     if len(spatial) != 2:
         return t
-    if t.ndim == 3:
+    if t.ndim == 3 and t.shape[2] > 1:  # (N, C, 1) is a pooled output, not one-channel tokens
         return tokens_to_maps(t, spatial)
     if t.ndim == 4 and _fits(spatial, t.shape[1:3]) and not _could_be_maps(spatial, t.shape[2:]):
         return channels_last_to_maps(t)
