@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from _beyond_models import SwinLike, TinyViT, hf_vit
@@ -92,6 +94,7 @@ def _hand_gradcam_tokens(model, layer, x, prefix, h, w):
 
 def test_hf_vit_token_maps_equal_a_hand_written_reshape():
     model = hf_vit()
+    assert "torchvision" not in sys.modules  # transformers' ViT needs no torchvision
     x = torch.rand(3, 3, 32, 32)
     layer = "vit.layers.1.layernorm_before"
     auto = camlens.GradCAM(model, layer)(x)
