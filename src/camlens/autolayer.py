@@ -138,7 +138,7 @@ def scan_layers(
         if m is not None:
             g = grad_of.get(name)
             gm = None if g is None else _as_maps(g, x)
-            on_path = gm is not None and bool(gm.ne(0).any())
+            on_path = gm is not None and bool(gm.any())
         infos.append(LayerInfo(name, kind, tuple(t.shape), None if m is None else tuple(m.shape), on_path, same_as))
     return infos
 

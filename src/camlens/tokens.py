@@ -11,6 +11,7 @@ extra tokens and move channels first.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from torch import Tensor
 
@@ -51,6 +52,12 @@ def find_grid(tokens: int, image_size: Sequence[int], max_prefix: int = MAX_PREF
     Raises:
         LayerShapeError: no grid fits; the message says how to pass ``reshape=``.
     """
+    return _find_grid(int(tokens), tuple(int(s) for s in image_size), int(max_prefix))
+
+
+@lru_cache(maxsize=256)
+def _find_grid(tokens: int, image_size: tuple[int, ...], max_prefix: int) -> tuple[int, int, int]:
+    """Cached search behind :func:`find_grid`."""
     if len(image_size) != 2:
         raise LayerShapeError(
             f"token layers need a 2-D image input to find their grid; the input has spatial size "
