@@ -99,7 +99,6 @@ def test_layers_command_lists_shapes_and_the_choice(capsys):
 
 
 def test_layers_command_reads_a_checkpoint_folder(tmp_path, capsys):
-    pytest.importorskip("safetensors", reason="checkpoints need the cli extra (safetensors)")
     from camlens.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
