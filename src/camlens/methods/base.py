@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +20,8 @@ from ..errors import InputError, LayerNotUsedError, LayerShapeError
 from ..layers import LayerSpec, resolve_layers
 from ..ops import FUSIONS, fuse, minmax_normalize, upsample
 from ..targets import OutputSpec, TargetSpec, select_output, target_scores
+from ..tokens import auto_reshape
+from ..wrapped import check_not_compiled_inside, strip_wrapper_prefix, unwrap_model
 
 __all__ = ["BaseCAM", "CAMContext", "CAMResult", "Reshape"]
 
@@ -93,7 +96,12 @@ class BaseCAM:
             ``requires_grad``, ``.grad``).
         layers: a layer name as in ``model.named_modules()``, a submodule, or
             a list of either. All layers are computed in one forward pass and
-            one backward pass.
+            one backward pass. ``None``: chosen on the first call from a real
+            forward pass on its input (:func:`camlens.autolayer.choose_layer`)
+            and kept for later calls. A wrapped model (``DataParallel``,
+            ``DistributedDataParallel``, ``torch.compile``) is explained
+            through the real model inside (:mod:`camlens.wrapped`); names
+            with the wrapper's ``module.`` / ``_orig_mod.`` prefix work too.
         relu: apply ReLU to the combined map (the paper's definition).
         upsample: resize maps to the input's spatial size ((bi/tri)linear).
         normalize: min-max normalize each map to [0, 1] (needs ``upsample``
@@ -103,7 +111,9 @@ class BaseCAM:
             layers differ in resolution).
         reshape: a function turning a layer's output into ``(N, C, *spatial)``
             (for token or channels-last layouts), or a dict of them by layer name.
-            It is applied to activations and gradients alike.
+            It is applied to activations and gradients alike. By default
+            :func:`camlens.tokens.auto_reshape` reads ``(N, T, C)`` tokens and
+            ``(N, h, w, C)`` channels-last outputs of image models.
         output: where the scores are in the model's output (see
             :func:`camlens.targets.select_output`).
     """
@@ -114,7 +124,7 @@ class BaseCAM:
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         relu: bool = True,
         upsample: bool = True,
@@ -127,8 +137,17 @@ class BaseCAM:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if fuse is not None and fuse not in FUSIONS:
             raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
-        self.model = model
-        self.layers = resolve_layers(model, layers)
+        # DataParallel / DDP / torch.compile: hook the real model (camlens.wrapped).
+        self.wrapped = model
+        self.model = model = unwrap_model(model)
+        self.layers: dict[str, nn.Module] = {}
+        if layers is not None:
+            if isinstance(layers, str):
+                layers = strip_wrapper_prefix(layers, self.wrapped)
+            elif not isinstance(layers, nn.Module):
+                layers = [strip_wrapper_prefix(s, self.wrapped) if isinstance(s, str) else s for s in layers]
+            self.layers = resolve_layers(model, layers)
+            check_not_compiled_inside(model, self.layers)
         self.relu = relu
         self.upsample = upsample
         self.normalize = normalize
@@ -137,7 +156,8 @@ class BaseCAM:
         self.output = output
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={type(self.model).__name__}, layers={list(self.layers)})"
+        layers = list(self.layers) or "auto"
+        return f"{type(self).__name__}(model={type(self.model).__name__}, layers={layers})"
 
     # ---- the method-specific part -------------------------------------------------
 
@@ -161,6 +181,11 @@ class BaseCAM:
         See :func:`camlens.targets.target_scores` for the forms of ``target``.
         """
         self._check_input(x)
+        if not self.layers:
+            from ..autolayer import choose_layer
+
+            with torch.inference_mode(False):
+                self.layers = resolve_layers(self.model, choose_layer(self.model, x, target, output=self.output))
         with torch.inference_mode(False):
             logits, acts, scores, classes, multi = self._forward(x, target, top_k)
             grads = self._gradients(scores, acts) if self.uses_gradients else None
@@ -178,7 +203,9 @@ class BaseCAM:
                 gradients=gradients,
                 score_fn=lambda inp: self._score(inp, target, classes),
             )
-            with torch.no_grad():
+            # Mixed precision: the model ran under the caller's autocast; the maps are
+            # combined, resized and normalized in float32 (captured half tensors are upcast).
+            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
                 raw = self.layer_maps(ctx)
                 return self._postprocess(raw, ctx, multi)
 
@@ -266,13 +293,16 @@ class BaseCAM:
     def _as_maps(self, name: str, t: Tensor, x: Tensor, batched: bool = False) -> Tensor:
         """A captured tensor as ``(N, C, *spatial)`` (``(N, K, C, *spatial)`` when ``batched``)."""
         fn = self.reshape.get(name) if isinstance(self.reshape, Mapping) else self.reshape
-        if fn is not None:
-            if batched:
-                n, k = t.shape[:2]
-                out = fn(t.flatten(0, 1))
-                t = out.view(n, k, *out.shape[1:])
-            else:
-                t = fn(t)
+        if fn is None:
+            # Token (N, T, C) and channels-last (N, h, w, C) layers: see camlens.tokens.
+            fn = partial(auto_reshape, input_shape=tuple(x.shape))
+        if batched:
+            n, k = t.shape[:2]
+            t = fn(t.flatten(0, 1)).unflatten(0, (n, k))
+        else:
+            t = fn(t)
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
         lead = 2 if batched else 1
         if t.ndim - lead - 1 != x.ndim - 2 or t.ndim - lead - 1 < 1:
             shape = tuple(t.shape[1:] if batched else t.shape)
