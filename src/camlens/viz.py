@@ -134,29 +134,32 @@ def grid_figure(
     titles: Sequence[str],
     cmap: str = "jet",
     alpha: float = 0.5,
+    highlight: Sequence[bool] | None = None,
 ) -> Any:
-    """Many images at once: a row per image, the image then its overlay per layer.
+    """Many images at once: a column per image, the image on top and its overlay per layer below.
 
     Args:
-        images: N images ``(1, H, W)``; maps: N dicts layer -> ``(H, W)``; titles: N row labels.
+        images: N images ``(1, H, W)``; maps: N dicts layer -> ``(H, W)``; titles: N column titles.
+        highlight: N flags; flagged titles are drawn in red (e.g. wrong predictions).
 
     Returns:
         A matplotlib ``Figure``.
     """
     _, Figure = _mpl()
     layers = list(maps[0])
-    cols = 1 + len(layers)
-    fig = Figure(figsize=(1.9 * cols + 1.5, 1.9 * len(images) + 0.3), layout="constrained")
-    axes = fig.subplots(len(images), cols, squeeze=False)
-    for r, (image, m, t) in enumerate(zip(images, maps, titles)):
+    n = len(images)
+    fig = Figure(figsize=(1.25 * n + 0.6, 1.25 * (1 + len(layers)) + 0.5), layout="constrained")
+    axes = fig.subplots(1 + len(layers), n, squeeze=False)
+    for c, (image, m, t) in enumerate(zip(images, maps, titles)):
         img = _np(image).reshape(_np(image).shape[-2:])
-        axes[r, 0].imshow(img, cmap="gray", vmin=0, vmax=1)
-        axes[r, 0].set_ylabel(t, fontsize=7, rotation=0, ha="right", va="center")
-        for c, layer in enumerate(layers, start=1):
+        axes[0, c].imshow(img, cmap="gray", vmin=0, vmax=1)
+        red = highlight is not None and highlight[c]
+        axes[0, c].set_title(t, fontsize=7, color="red" if red else "black")
+        for r, layer in enumerate(layers, start=1):
             axes[r, c].imshow(overlay(img, m[layer], cmap, alpha))
-            if r == 0:
-                axes[r, c].set_title(layer, fontsize=9)
-    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 0].set_ylabel("image", fontsize=8)
+    for r, layer in enumerate(layers, start=1):
+        axes[r, 0].set_ylabel(layer, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

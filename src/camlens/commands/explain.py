@@ -118,10 +118,13 @@ def write_figures(ex: Explained, class_names: Sequence[str], out: Path, cmap: st
         fig = explanation_figure(ex.x[i], panels, title_for(ex, i, class_names), cmap=cmap)
         paths.append(save_figure(fig, out / f"{name}.png", dpi=dpi))
     if len(ex.names) > 1:
-        titles = [f"{class_names[int(ex.labels[i])]}→{class_names[int(ex.pred[i])]}" if int(ex.labels[i]) >= 0
-                  else f"{ex.names[i]}→{class_names[int(ex.pred[i])]}" for i in range(len(ex.names))]
+        titles, wrong = [], []
+        for i in range(len(ex.names)):
+            pred, label = class_names[int(ex.pred[i])], int(ex.labels[i])
+            titles.append(f"{class_names[label]}\n→ {pred}" if label >= 0 else f"{ex.names[i]}\n→ {pred}")
+            wrong.append(label >= 0 and label != int(ex.pred[i]))
         fig = grid_figure(list(ex.x), [{l: ex.maps[l][i, 0] for l in layers} for i in range(len(ex.names))],
-                          titles, cmap=cmap)
+                          titles, cmap=cmap, highlight=wrong)
         paths.append(save_figure(fig, out / "grid.png", dpi=dpi))
     return paths
 
