@@ -17,7 +17,7 @@ def curve_figure(history: Sequence[Mapping[str, Any]]) -> Any:
 
     _, Figure = _mpl()
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(8, 3), layout="constrained")
+    fig = Figure(figsize=(8, 3), layout="tight")
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
     ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation loss")
@@ -36,7 +36,7 @@ def per_class_figure(per_class: Sequence[float], class_names: Sequence[str]) -> 
     from .viz import _mpl
 
     _, Figure = _mpl()
-    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    fig = Figure(figsize=(6, 3.2), layout="tight")
     ax = fig.subplots()
     ax.barh(list(class_names)[::-1], list(per_class)[::-1], color="C0")
     ax.set_xlim(0, 1)

@@ -106,7 +106,10 @@ def explanation_figure(
     img = _np(image).reshape(_np(image).shape[-2:])
     layers = list(panels[0].maps)
     cols = 1 + 2 * len(panels)
-    fig = Figure(figsize=(2.3 * cols + 0.4, 2.3 * len(layers) + 0.6), layout="constrained")
+    width, height = 2.3 * cols + 0.4, 2.3 * len(layers) + 0.6
+    fig = Figure(figsize=(width, height))  # fixed margins: constrained layout triples the save time
+    fig.subplots_adjust(left=0.5 / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - 0.6 / height,
+                        wspace=0.15, hspace=0.12)
     axes = fig.subplots(len(layers), cols, squeeze=False)
     for r, layer in enumerate(layers):
         axes[r, 0].imshow(img, cmap="gray", vmin=0, vmax=1)
@@ -124,7 +127,7 @@ def explanation_figure(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, y=1 - 0.15 / height)
     return fig
 
 
@@ -148,7 +151,10 @@ def grid_figure(
     _, Figure = _mpl()
     layers = list(maps[0])
     n = len(images)
-    fig = Figure(figsize=(1.25 * n + 0.6, 1.25 * (1 + len(layers)) + 0.5), layout="constrained")
+    width, height = 1.25 * n + 0.6, 1.25 * (1 + len(layers)) + 0.5
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.45 / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - 0.45 / height,
+                        wspace=0.06, hspace=0.06)
     axes = fig.subplots(1 + len(layers), n, squeeze=False)
     for c, (image, m, t) in enumerate(zip(images, maps, titles)):
         img = _np(image).reshape(_np(image).shape[-2:])
