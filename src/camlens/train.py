@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .errors import DataError, InputError
 
-__all__ = ["EpochStats", "TrainResult", "evaluate", "select_device", "train"]
+__all__ = ["EpochStats", "TrainResult", "evaluate", "select_device", "train", "train_epoch"]
 
 
 @dataclass
@@ -113,6 +113,48 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1024) -> 
         preds[i : i + batch_size] = out.argmax(1)
     n = max(int(x.shape[0]), 1)
     return float(loss) / n, float((preds == y).double().mean()) if x.shape[0] else 0.0, preds
+
+
+def train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    bar: Any = None,
+) -> tuple[float, dict[str, float]]:
+    """One epoch over ``(x, y)`` in shuffled batches (slices of one random permutation).
+
+    Args:
+        x: ``(N, C, H, W)`` float, y: ``(N,)`` int64, both on the model's device.
+        gen: the CPU generator of the shuffling (seeded for repeatable runs).
+        bar: a tqdm bar to advance per batch, or ``None``.
+
+    Returns:
+        ``(mean training loss over images, {"batches": s, "step": s})``: seconds
+        spent slicing batches and in forward + backward + optimizer step.
+    """
+    model.train()
+    n = x.shape[0]
+    t_batch = t_step = 0.0
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    order = torch.randperm(n, generator=gen).to(x.device)
+    for start in range(0, n, batch_size):
+        ta = time.perf_counter()
+        idx = order[start : start + batch_size]
+        xb, yb = x[idx], y[idx]
+        tb = time.perf_counter()
+        loss = F.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach().double() * yb.shape[0]
+        t_batch += tb - ta
+        t_step += time.perf_counter() - tb
+        if bar is not None:
+            bar.update(1)
+    return float(loss_sum) / n, {"batches": t_batch, "step": t_step}
 
 
 def _per_class(preds: Tensor, y: Tensor, num_classes: int) -> list[float]:
@@ -214,31 +256,12 @@ def train(
     }
     history: list[EpochStats] = []
     per_class: list[float] = []
-    n = x.shape[0]
-    steps = math.ceil(n / batch_size)
+    steps = math.ceil(x.shape[0] / batch_size)
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        t_batch = t_step = 0.0
-        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
-        order = torch.randperm(n, generator=gen).to(dev)
         bar = _bar(steps, f"epoch {epoch}/{epochs}") if progress else None
         try:
-            for s in range(steps):
-                ta = time.perf_counter()
-                idx = order[s * batch_size : (s + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                tb = time.perf_counter()
-                loss = F.cross_entropy(model(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += loss.detach().double() * yb.shape[0]
-                tc = time.perf_counter()
-                t_batch += tb - ta
-                t_step += tc - tb
-                if bar is not None:
-                    bar.update(1)
+            train_loss, timings = train_epoch(model, opt, x, y, batch_size, gen, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -247,8 +270,7 @@ def train(
         val_loss, acc, preds = evaluate(model, vx, vy)
         t_val = time.perf_counter() - tv
         per_class = _per_class(preds, vy, len(CLASSES))
-        stats = EpochStats(epoch, float(loss_sum) / n, val_loss, acc, time.perf_counter() - t0,
-                           {"batches": t_batch, "step": t_step, "validation": t_val})
+        stats = EpochStats(epoch, train_loss, val_loss, acc, time.perf_counter() - t0, {**timings, "validation": t_val})
         history.append(stats)
         if log is not None:
             log(f"epoch {epoch}/{epochs}  train loss {stats.train_loss:.4f}  val loss {val_loss:.4f}  "
