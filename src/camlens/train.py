@@ -288,5 +288,12 @@ def _bar(total: int, desc: str):  # -> tqdm | None
     try:
         from tqdm.auto import tqdm
     except ImportError:
+        _no_tqdm_hint()
         return None
     return tqdm(total=total, desc=desc, unit="batch", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _no_tqdm_hint() -> None:
+    if not getattr(_no_tqdm_hint, "said", False):
+        print("(progress bars need tqdm: pip install 'camlens[cli]')", file=sys.stderr)
+        _no_tqdm_hint.said = True  # type: ignore[attr-defined]

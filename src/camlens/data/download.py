@@ -100,6 +100,7 @@ def _bar(total: int | None, name: str):  # -> tqdm | None
     try:
         from tqdm.auto import tqdm
     except ImportError:
+        _no_tqdm_hint()
         return None
     return tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, leave=False)
 
@@ -162,3 +163,9 @@ def download_fashion_mnist(
                 f"(or point {ENV_VAR} / --data-dir at a folder that has them)"
             )
     return folder
+
+
+def _no_tqdm_hint() -> None:
+    if not getattr(_no_tqdm_hint, "said", False):
+        print("(progress bars need tqdm: pip install 'camlens[cli]')", file=sys.stderr)
+        _no_tqdm_hint.said = True  # type: ignore[attr-defined]
