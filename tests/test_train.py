@@ -20,7 +20,7 @@ from camlens.data import CLASSES, load_split
 from camlens.errors import DataError, InputError
 from camlens.train import evaluate, select_device, train, train_epoch
 
-QUICK = dict(train_limit=256, val_limit=300, epochs=1, progress=False, log=None, device="cpu")
+QUICK = dict(train_limit=256, val_limit=150, epochs=1, progress=False, log=None, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _plain_eval(model, x, y):
 def test_history_matches_an_independent_evaluation(quick_run):
     result, ckpt = quick_run
     img, lbl = load_split(None, "test")
-    x, y = img[:300].unsqueeze(1).float() / 255.0, lbl[:300]
+    x, y = img[:150].unsqueeze(1).float() / 255.0, lbl[:150]
     loss, acc = _plain_eval(result.model, x, y)
     last = result.history[-1]
     assert last.val_accuracy == pytest.approx(acc, abs=1e-12)
@@ -95,7 +95,7 @@ def test_checkpoint_meta_and_roundtrip(quick_run):
     assert meta["classes"] == list(CLASSES)
     assert meta["epochs"] == 2 and len(meta["history"]) == 2
     assert meta["accuracy"] == result.accuracy
-    assert meta["data"] == {"source": "bundled-sample", "train_images": 256, "val_images": 300, "val_split": "test"}
+    assert meta["data"] == {"source": "bundled-sample", "train_images": 256, "val_images": 150, "val_split": "test"}
     assert meta["recipe"] == {"optimizer": "Adam", "lr": 1e-3, "batch_size": 128, "epochs": 2, "seed": 3}
     model, _ = load_checkpoint(ckpt)
     x = torch.rand(4, 1, 28, 28)
