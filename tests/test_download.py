@@ -116,6 +116,26 @@ def test_missing_file_on_server_is_a_clear_error(server, tmp_path):
         download_fashion_mnist(tmp_path, mirrors=[server + "/good/"], md5={"nope.gz": "0" * 32}, progress=False)
 
 
+def test_cli_full_downloads_into_the_cache_and_trains(server, tmp_path, monkeypatch, capsys):
+    import camlens.data.download as dl
+    from camlens.checkpoint import read_meta
+    from camlens.cli import main
+
+    monkeypatch.setattr(dl, "MIRRORS", (server + "/drop/", server + "/good/"))
+    monkeypatch.setattr(dl, "MD5", SUMS)
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "cache"))
+    rc = main(["train", "--full", "--out", str(tmp_path / "ck"), "--epochs", "1", "--train-limit", "64",
+               "--val-limit", "64", "--no-progress", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(NAMES)
+    assert read_meta(tmp_path / "ck")["data"]["source"] == str((tmp_path / "cache").resolve())
+
+
+def test_no_mirrors_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="mirrors=\\(\\) is empty"):
+        download_fashion_mnist(tmp_path, mirrors=(), progress=False)
+
+
 def test_cache_folder_env_var_and_override(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
     assert data_dir() == tmp_path / "env"

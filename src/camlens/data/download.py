@@ -108,8 +108,8 @@ def _bar(total: int | None, name: str):  # -> tqdm | None
 def download_fashion_mnist(
     root: str | Path | None = None,
     *,
-    mirrors: Sequence[str] = MIRRORS,
-    md5: Mapping[str, str] = MD5,
+    mirrors: Sequence[str] | None = None,
+    md5: Mapping[str, str] | None = None,
     timeout: float = 30.0,
     progress: bool = True,
 ) -> Path:
@@ -120,8 +120,8 @@ def download_fashion_mnist(
 
     Args:
         root: the cache folder (see :func:`data_dir` for the default).
-        mirrors: base URLs, tried in order for each file.
-        md5: file name -> expected hex MD5 (the official sums by default).
+        mirrors: base URLs, tried in order for each file (default :data:`MIRRORS`).
+        md5: file name -> expected hex MD5 (default :data:`MD5`, the official sums).
         timeout: seconds per network operation.
         progress: show a tqdm bar per file (when tqdm is installed).
 
@@ -132,6 +132,8 @@ def download_fashion_mnist(
         DataError: a file could not be had from any mirror; the message lists
             what each mirror did and what to try.
     """
+    mirrors = MIRRORS if mirrors is None else mirrors
+    md5 = MD5 if md5 is None else md5
     if not mirrors:
         raise DataError("mirrors=() is empty; give at least one base URL")
     folder = data_dir(root)
