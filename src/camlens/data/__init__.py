@@ -4,3 +4,8 @@ from .fashion import CLASSES, FILES, FashionMNIST, load_split, sample_dir
 from .idx import read_idx
 
 __all__ = ["CLASSES", "FILES", "FashionMNIST", "load_split", "read_idx", "sample_dir"]
+
+# -- the downloader (issue 3) --
+from .download import ENV_VAR, MD5, MIRRORS, data_dir, download_fashion_mnist  # noqa: E402
+
+__all__ += ["ENV_VAR", "MD5", "MIRRORS", "data_dir", "download_fashion_mnist"]
