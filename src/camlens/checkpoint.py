@@ -34,12 +34,23 @@ META = "meta.json"
 FORMAT = "camlens-checkpoint/1"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename.
+
+    The file gets the permissions a plain ``open(path, "wb")`` would give
+    (0666 less the umask), not ``mkstemp``'s owner-only 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -82,20 +93,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: Mapping[str, Any])
     blob = st.save(tensors)
     digest = hashlib.sha256(blob).hexdigest()
     weights_name = f"weights-{digest[:16]}.safetensors"
-    old = _current_weights(folder)
     atomic_write_bytes(folder / weights_name, blob)
     full = {**meta, "format": FORMAT, "camlens_version": __version__, "weights": weights_name, "sha256": digest}
     atomic_write_bytes(folder / META, (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
-    if old is not None and old != weights_name:
-        (folder / old).unlink(missing_ok=True)
+    # The old weights, and any left by a save killed before its commit point.
+    for stale in folder.glob("weights-*.safetensors"):
+        if stale.name != weights_name:
+            stale.unlink(missing_ok=True)
     return folder
-
-
-def _current_weights(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / META).read_text()).get("weights")
-    except (OSError, ValueError):
-        return None
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
