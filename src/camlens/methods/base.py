@@ -83,6 +83,8 @@ class CAMContext:
     gradients: dict[str, Tensor] | None
     score_fn: Callable[[Tensor], Tensor]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ``target`` the call was given (a callable target is needed to score new inputs).
+    target: TargetSpec = None
 
 
 class BaseCAM:
@@ -177,6 +179,7 @@ class BaseCAM:
                 activations=activations,
                 gradients=gradients,
                 score_fn=lambda inp: self._score(inp, target, classes),
+                target=target,
             )
             with torch.no_grad():
                 raw = self.layer_maps(ctx)
