@@ -62,8 +62,8 @@ class FullGrad(BaseCAM):
     psi). Differences: upsampling is bilinear with ``align_corners=False``
     (theirs ``True``), and min-max has no ``eps``. Batch-norm biases use the
     running statistics (eval mode). By default every convolution with a bias
-    and every batch norm contributes (``layers=None``); pass ``layers`` to
-    choose. One forward and one backward per target; the map is ``maps["fullgrad"]``.
+    and every batch norm contributes (``layers=None``); given ``layers``,
+    those among them and inside them contribute (``"layer4"``: its convs and norms). One forward and one backward per target; the map is ``maps["fullgrad"]``.
 
     Shapes: maps ``(N, [K,] H, W)`` at input size.
     """
@@ -82,13 +82,19 @@ class FullGrad(BaseCAM):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        names = bias_layers(model) if layers is None else layers
-        self.layers = resolve_layers(model, names) if names else {}
-        for n, m in self.layers.items():
-            if bias_of(m) is None:
+        if layers is None:
+            self.layers = {n: m for n, m in model.named_modules() if n and bias_of(m) is not None}
+        else:
+            self.layers = {}
+            for top, module in resolve_layers(model, layers).items():
+                for sub, m in module.named_modules():
+                    if bias_of(m) is not None:
+                        self.layers[f"{top}.{sub}" if sub else top] = m
+            if not self.layers:
                 raise LayerShapeError(
-                    f"layer {n!r} ({type(m).__name__}) adds no per-channel bias; FullGrad layers are "
-                    f"convolutions with a bias or batch norms, e.g. {bias_layers(model)[:5]}"
+                    f"layers={layers!r} hold no convolution with a bias and no batch norm; FullGrad sums "
+                    f"the bias-gradients of such layers: pass layers=None (all of them) or modules that "
+                    f"contain some, e.g. {bias_layers(model)[:5]}"
                 )
         self.model = model
         self.relu = relu
