@@ -88,3 +88,18 @@ def test_registry_names_match_exports() -> None:
         assert cls.name == name
         assert getattr(camlens, cls.__name__) is cls
         assert cls.__doc__ and cls.__doc__.strip()
+
+
+def test_cli_table_and_docs_come_from_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from camlens.cli import main
+
+    assert main(["methods", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    for name in METHODS:
+        assert f"| {name} |" in table
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    start = docs.index("<!-- methods-table:start -->") + len("<!-- methods-table:start -->")
+    end = docs.index("<!-- methods-table:end -->")
+    assert docs[start:end].strip() == table, "docs/methods.md is stale: paste `camlens methods --markdown`"
