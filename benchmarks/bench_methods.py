@@ -90,11 +90,18 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["gradcam"]
     tc = med.get("torchcam.ScoreCAM")
-    print(f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.rounds} interleaved rounds")
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({cpu}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.rounds} interleaved rounds"
+    )
     print(f"{'method':<28}{'median s':>10}{'x Grad-CAM':>12}{'torchcam/this':>15}")
     for name, t in med.items():
-        vs = f"{tc / t:>15.2f}" if tc and (name.startswith(("scorecam", "ablationcam")) or name.startswith("torchcam")) else ""
+        vs = (
+            f"{tc / t:>15.2f}"
+            if tc and (name.startswith(("scorecam", "ablationcam")) or name.startswith("torchcam"))
+            else ""
+        )
         print(f"{name:<28}{t:>10.4f}{t / base:>12.2f}{vs}")
 
 

@@ -129,7 +129,13 @@ def gradcampp_ref(normalize_alpha: bool):
 @pytest.mark.parametrize("normalize_alpha", [False, True])
 def test_gradcampp_matches_loop(normalize_alpha: bool) -> None:
     model, x = spatial_model(), inputs()
-    check(camlens.GradCAMPlusPlus(model, "3", normalize_alpha=normalize_alpha), model, x, 3, gradcampp_ref(normalize_alpha))
+    check(
+        camlens.GradCAMPlusPlus(model, "3", normalize_alpha=normalize_alpha),
+        model,
+        x,
+        3,
+        gradcampp_ref(normalize_alpha),
+    )
 
 
 def test_gradcampp_exp_closed_form_matches_autograd_derivatives() -> None:
@@ -210,13 +216,11 @@ def test_cam_matches_loop_and_needs_a_gap_head() -> None:
     model, x = gap_model(), inputs()
     w = model[6].weight.detach()
 
-    def ref(a, g, n=[0]):
-        c = CLASSES[ref.calls]
-        ref.calls += 1
-        return loop_map(lambda k: float(w[c, k]), a, g)
-
-    ref.calls = 0
-    check(camlens.CAM(model, "3"), model, x, 3, ref)
+    a, _ = acts_grads(model, x, 3, CLASSES)
+    result = camlens.CAM(model, "3")(x, target=CLASSES)
+    for n, c in enumerate(CLASSES):
+        expected = loop_map([float(w[c, k]) for k in range(4)].__getitem__, a[n], None)
+        torch.testing.assert_close(result.raw["3"][n], expected, rtol=1e-7, atol=1e-10)
     with pytest.raises(camlens.LayerNotFoundError, match="in_features=4"):
         camlens.CAM(spatial_model(), "3")(x)
 
@@ -300,7 +304,7 @@ def test_scorecam_matches_loop(weighting: str) -> None:
         if weighting == "channel-softmax":
             z = sum(math.exp(s) for s in scores)
             scores = [math.exp(s) / z for s in scores]
-        expected = loop_map(lambda k: scores[k], a[n], None)
+        expected = loop_map(list(scores).__getitem__, a[n], None)
         torch.testing.assert_close(result.raw[str(cut)][n], expected, rtol=1e-7, atol=1e-10)
 
 
@@ -356,7 +360,7 @@ def ablation_ref(model: nn.Sequential, x, cut: int, classes: list[int]):
                 ab = a[n : n + 1].clone()
                 ab[0, k] = 0
                 ws.append((base - float(model[cut + 1 :](ab)[0, c])) / base)
-        out.append(loop_map(lambda k: ws[k], a[n], None))
+        out.append(loop_map(list(ws).__getitem__, a[n], None))
     return torch.stack(out)
 
 
@@ -405,7 +409,8 @@ def test_ablationcam_falls_back_to_full_rerun_across_a_skip_connection() -> None
         h = torch.relu(model.conv1(x))
         a = model.conv2(h)
         for n, c in enumerate([1, 3]):
-            def score(act):
+
+            def score(act, n=n, c=c):
                 return float(model.fc(torch.relu(act + h[n : n + 1]).mean(dim=(2, 3)))[0, c])
 
             base = score(a[n : n + 1])
@@ -414,7 +419,7 @@ def test_ablationcam_falls_back_to_full_rerun_across_a_skip_connection() -> None
                 ab = a[n : n + 1].clone()
                 ab[0, k] = 0
                 ws.append((base - score(ab)) / base)
-            torch.testing.assert_close(result.raw["conv2"][n], loop_map(lambda k: ws[k], a[n], None))
+            torch.testing.assert_close(result.raw["conv2"][n], loop_map(list(ws).__getitem__, a[n], None))
 
 
 def test_perturbation_budget_errors_name_the_argument() -> None:

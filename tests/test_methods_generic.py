@@ -12,15 +12,19 @@ from camlens.methods import METHODS
 
 def gap_model() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(4, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(6, 5),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(6, 5),
+        )
+        .double()
+        .eval()
+    )
 
 
 #: the layer each method explains in these tests (FullGrad: every bias layer; guided backprop: none).
@@ -65,12 +69,16 @@ def test_model_left_as_found(name: str) -> None:
     model, x = gap_model(), x_batch(2)
     model.train()
     model[0].weight.requires_grad_(False)
-    hooks_before = sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    hooks_before = sum(
+        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
+    )
     make(name, model)(x)
     assert model.training and all(m.training for m in model.modules())
     assert not model[0].weight.requires_grad and model[2].weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
-    hooks_after = sum(len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    hooks_after = sum(
+        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
+    )
     assert hooks_after == hooks_before
 
 

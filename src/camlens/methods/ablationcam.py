@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError, LayerShapeError
+from ..errors import CamlensError, InputError, LayerShapeError
 from ..layers import LayerSpec
 from ..targets import OutputSpec
 from ._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, row_bytes, row_scores
@@ -181,12 +181,14 @@ class AblationCAM(BaseCAM):
         img = torch.arange(min(2, a.shape[0]), device=a.device).repeat_interleave(2)
         try:
             s = self._scorer(ctx, name, "hook")(a[img], img)
-        except LayerShapeError:
+        except CamlensError:
             raise
-        except RuntimeError:
-            return False
+        except (RuntimeError, ValueError, IndexError):
+            return False  # e.g. a batch-size mismatch where a skip connection joins
         ref = ctx.scores[img]
-        return s.shape == ref.shape and bool(torch.allclose(s, ref, rtol=1e-4, atol=1e-5 * (1 + float(ref.abs().max()))))
+        return s.shape == ref.shape and bool(
+            torch.allclose(s, ref, rtol=1e-4, atol=1e-5 * (1 + float(ref.abs().max())))
+        )
 
     def _choose(self, ctx: CAMContext, name: str) -> str:
         seq_ok = sequential_tail(self.model, name) is not None
@@ -215,7 +217,9 @@ class AblationCAM(BaseCAM):
         module = self.layers[name]
         act_row = ctx.activations[name][:1]
         after = None if mode == "full" else module
-        per_row = row_bytes(self.model, lambda: self.model(x1), after=after) + 2 * act_row.numel() * act_row.element_size()
+        per_row = (
+            row_bytes(self.model, lambda: self.model(x1), after=after) + 2 * act_row.numel() * act_row.element_size()
+        )
         if mode == "full":
             per_row += x1.numel() * x1.element_size()
         return max(1, self.memory_budget // per_row)

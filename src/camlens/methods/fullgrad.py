@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +12,7 @@ from ..errors import LayerShapeError
 from ..layers import LayerSpec, resolve_layers
 from ..ops import minmax_normalize, upsample
 from ..targets import OutputSpec, TargetSpec, select_output, target_scores
-from .base import BaseCAM, CAMResult, Reshape
+from .base import BaseCAM, CAMResult
 from .guided import per_target_grads
 from .registry import register
 
@@ -63,7 +63,19 @@ class FullGrad(BaseCAM):
     (theirs ``True``), and min-max has no ``eps``. Batch-norm biases use the
     running statistics (eval mode). By default every convolution with a bias
     and every batch norm contributes (``layers=None``); given ``layers``,
-    those among them and inside them contribute (``"layer4"``: its convs and norms). One forward and one backward per target; the map is ``maps["fullgrad"]``.
+    those among them and inside them contribute (``"layer4"``: its convs and
+    norms). One forward and one backward per target; the map is
+    ``maps["fullgrad"]``.
+
+    Args:
+        model: any ``nn.Module``, left as found.
+        layers: ``None`` (every bias layer) or modules whose bias layers contribute.
+        relu: rectify the summed map (a no-op: every term is non-negative).
+        normalize: min-max normalize the map.
+        output: where the scores are in the model's output.
+
+    Raises:
+        LayerShapeError: ``layers`` hold no convolution with a bias and no batch norm.
 
     Shapes: maps ``(N, [K,] H, W)`` at input size.
     """
@@ -74,10 +86,7 @@ class FullGrad(BaseCAM):
         layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         relu: bool = True,
-        upsample: bool = True,
         normalize: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
         output: OutputSpec = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -116,7 +125,7 @@ class FullGrad(BaseCAM):
             grads = per_target_grads(scores, [xg, *(cap.activations[n] for n in names)])
         with torch.no_grad():
             total = _psi(grads[0] * x.unsqueeze(1)).sum(dim=2)  # (N, K, *S)
-            for name, g in zip(names, grads[1:]):
+            for name, g in zip(names, grads[1:], strict=True):
                 if g.ndim != x.ndim + 1:
                     continue  # not (N, K, C, *spatial): e.g. a 1-D batch norm on features
                 b = bias_of(self.layers[name])

@@ -24,6 +24,4 @@ class GradCAMElementWise(BaseCAM):
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, torch.Tensor]:
         assert ctx.gradients is not None
-        return {
-            n: torch.relu(ctx.gradients[n] * a.unsqueeze(1)).sum(dim=2) for n, a in ctx.activations.items()
-        }
+        return {n: torch.relu(ctx.gradients[n] * a.unsqueeze(1)).sum(dim=2) for n, a in ctx.activations.items()}

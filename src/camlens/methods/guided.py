@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..layers import LayerSpec
 from ..ops import minmax_normalize, upsample
 from ..targets import OutputSpec, TargetSpec, select_output, target_scores
-from .base import BaseCAM, CAMResult, Reshape
+from .base import BaseCAM, CAMResult
 from .gradcam import GradCAM
 from .registry import register
 
@@ -102,10 +102,15 @@ class GuidedBackprop(BaseCAM):
 
     The map is an image like the input: ``maps["input"]`` is ``(N, [K,] C_in, H, W)``
     (min-max normalized over ``(C_in, H, W)`` if ``normalize=True``;
-    ``raw["input"]`` is the signed gradient). ``layers`` is not used.
+    ``raw["input"]`` is the signed gradient).
 
     Args:
-        model, normalize, output: as in :class:`BaseCAM`.
+        model: any ``nn.Module``, left as found.
+        layers: accepted so that every registered method takes the same
+            arguments; not used (the map is the input gradient).
+        normalize: min-max normalize each map over ``(C_in, H, W)``.
+        relu: keep only positive gradients (off by default).
+        output: where the scores are in the model's output.
     """
 
     uses_gradients = True
@@ -116,18 +121,15 @@ class GuidedBackprop(BaseCAM):
         layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         normalize: bool = True,
-        output: OutputSpec = None,
         relu: bool = False,
-        upsample: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
+        output: OutputSpec = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.layers = {}
         self.relu = relu
-        self.upsample = upsample
+        self.upsample = False
         self.normalize = normalize
         self.fuse = None
         self.reshape = None
@@ -163,12 +165,7 @@ class GuidedGradCAM(GradCAM):
     """
 
     def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
-        self._check_input(x)
-        normalize, self.normalize = self.normalize, False
-        try:
-            cam = GradCAM.__call__(self, x, target, top_k=top_k)
-        finally:
-            self.normalize = normalize
+        cam = GradCAM.__call__(self, x, target, top_k=top_k)  # its raw maps: ReLU'd, not normalized
         multi = cam.scores.ndim == 2
         classes = cam.targets if cam.targets is None or multi else cam.targets[:, None]
         # Explain exactly the classes Grad-CAM explained (or the same callable).

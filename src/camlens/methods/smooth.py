@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,7 @@ from .registry import get_method, register
 __all__ = ["TRANSFORMS", "NoiseSmooth", "TTASmooth"]
 
 Transform = Callable[[Tensor], Tensor]
-TransformSpec = Union[str, tuple[Transform, Transform]]
+TransformSpec = str | tuple[Transform, Transform]
 
 #: built-in test-time transforms by name: each is its own inverse on images and maps.
 TRANSFORMS: dict[str, Transform] = {
@@ -43,7 +43,9 @@ class _Averaged(BaseCAM):
         cls = get_method(method) if isinstance(method, str) else method
         if not (isinstance(cls, type) and issubclass(cls, BaseCAM)):
             raise InputError(f"method={method!r} must be a registered method name or a BaseCAM subclass")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise InputError(f"batch_size={batch_size!r} must be a positive int (images per inner call) or None")
         self.inner = cls(model, layers, **method_kwargs) if layers is not None else cls(model, **method_kwargs)  # type: ignore[call-arg]
         self.model = model
@@ -196,7 +198,9 @@ class TTASmooth(_Averaged):
             elif isinstance(t, tuple) and len(t) == 2 and all(callable(f) for f in t):
                 pairs.append(t)
             else:
-                raise InputError(f"transform {t!r} must be a name from {sorted(TRANSFORMS)} or a (forward, inverse) pair")
+                raise InputError(
+                    f"transform {t!r} must be a name from {sorted(TRANSFORMS)} or a (forward, inverse) pair"
+                )
         if not pairs:
             raise InputError("transforms=() is empty; give at least one, e.g. ('identity', 'hflip')")
         self.transforms = pairs
