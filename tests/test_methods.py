@@ -561,3 +561,43 @@ def test_tta_smoothing_undoes_the_flip() -> None:
     torch.testing.assert_close(result.maps["3"], (plain + flipped) / 2)
     with pytest.raises(camlens.InputError, match="transform 'rot'"):
         camlens.TTASmooth(model, "3", transforms=("rot",))
+
+
+def test_scorecam_channel_softmax_matches_torchcam_when_no_upsampling_is_needed() -> None:
+    """torchcam normalizes before upsampling; at equal resolution both orders agree."""
+    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+    model, x = spatial_model(), inputs()
+    ours = camlens.ScoreCAM(model, "3", weighting="channel-softmax")(x, target=CLASSES).maps["3"]
+    extractor = TorchcamScoreCAM(model, "3", input_shape=(2, 6, 6))
+    try:
+        with torch.no_grad():
+            scores = model(x)
+        (theirs,) = extractor(class_idx=CLASSES, scores=scores)
+    finally:
+        extractor.remove_hooks()
+    torch.testing.assert_close(ours, theirs.to(DT), rtol=0, atol=1e-6)
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(torch.relu(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_ablationcam_refuses_a_layer_called_twice_and_removes_its_hooks() -> None:
+    model, x = Twice().to(DT).eval(), inputs()
+    with pytest.raises(camlens.LayerShapeError, match="called more than once"):
+        AblationCAM(model, "conv")(x)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_guided_backprop_warns_without_relu_modules() -> None:
+    model = nn.Sequential(nn.Conv2d(2, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).to(DT).eval()
+    with pytest.warns(UserWarning, match="no nn.ReLU"):
+        camlens.GuidedBackprop(model)(inputs())
