@@ -30,7 +30,9 @@ from camlens.methods import METHODS  # noqa: E402
 LAYER = "layer4"
 
 
-def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int], only: set[str] | None):
+def contenders(
+    model: torch.nn.Module, x: torch.Tensor, classes: list[int], only: set[str] | None, torchcam_batch: int = 0
+):
     out: dict[str, Callable[[], object]] = {}
     for name, cls in sorted(METHODS.items()):
         if only and name not in only and name != "gradcam":
@@ -48,8 +50,8 @@ def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int], only
     except ImportError as e:  # the bar needs it: say so loudly
         raise SystemExit(f"torchcam is not installed ({e}); pip install --no-deps torchcam==0.5.0") from None
 
-    def torchcam_scorecam() -> object:
-        extractor = TorchcamScoreCAM(model, LAYER, input_shape=tuple(x.shape[1:]))
+    def torchcam_scorecam(batch_size: int = 32) -> object:
+        extractor = TorchcamScoreCAM(model, LAYER, batch_size=batch_size, input_shape=tuple(x.shape[1:]))
         try:
             with torch.no_grad():
                 scores = model(x)
@@ -59,6 +61,8 @@ def contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int], only
 
     if not only or {"scorecam", "ablationcam"} & only:
         out["torchcam.ScoreCAM"] = torchcam_scorecam
+        if torchcam_batch:
+            out[f"torchcam.ScoreCAM[bs={torchcam_batch}]"] = lambda: torchcam_scorecam(torchcam_batch)
     return out
 
 
@@ -68,6 +72,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--only", default="", help="comma-separated method names (gradcam is always timed)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,7 +84,7 @@ def main() -> None:
     with torch.no_grad():
         classes = model(x).argmax(1).tolist()
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
-    runs = contenders(model, x, classes, only)
+    runs = contenders(model, x, classes, only, args.torchcam_batch)
     warnings.simplefilter("ignore")
     for fn in runs.values():  # warm-up
         fn()
@@ -97,12 +104,10 @@ def main() -> None:
     )
     print(f"{'method':<28}{'median s':>10}{'x Grad-CAM':>12}{'torchcam/this':>15}")
     for name, t in med.items():
-        vs = (
-            f"{tc / t:>15.2f}"
-            if tc and (name.startswith(("scorecam", "ablationcam")) or name.startswith("torchcam"))
-            else ""
-        )
+        vs = f"{tc / t:>15.2f}" if tc and name.startswith(("scorecam", "ablationcam", "torchcam")) else ""
         print(f"{name:<28}{t:>10.4f}{t / base:>12.2f}{vs}")
+    rows = camlens.ScoreCAM(model, LAYER)._rows_per_chunk(x)
+    print(f"# camlens Score-CAM rows per forward pass (default 512 MiB budget): {rows}; torchcam default batch_size: 32")
 
 
 if __name__ == "__main__":
