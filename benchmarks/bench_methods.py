@@ -107,7 +107,7 @@ def main() -> None:
         vs = f"{tc / t:>15.2f}" if tc and name.startswith(("scorecam", "ablationcam", "torchcam")) else ""
         print(f"{name:<28}{t:>10.4f}{t / base:>12.2f}{vs}")
     rows = camlens.ScoreCAM(model, LAYER)._rows_per_chunk(x)
-    print(f"# camlens Score-CAM rows per forward pass (default 512 MiB budget): {rows}; torchcam default batch_size: 32")
+    print(f"# camlens Score-CAM rows per forward pass (512 MiB budget): {rows}; torchcam default batch_size: 32")
 
 
 if __name__ == "__main__":
