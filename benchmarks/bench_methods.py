@@ -102,10 +102,10 @@ def main() -> None:
         f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({cpu}, "
         f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.rounds} interleaved rounds"
     )
-    print(f"{'method':<28}{'median s':>10}{'x Grad-CAM':>12}{'torchcam/this':>15}")
+    print(f"{'method':<28}{'median s':>10}{'min s':>10}{'x Grad-CAM':>12}{'torchcam/this':>15}")
     for name, t in med.items():
         vs = f"{tc / t:>15.2f}" if tc and name.startswith(("scorecam", "ablationcam", "torchcam")) else ""
-        print(f"{name:<28}{t:>10.4f}{t / base:>12.2f}{vs}")
+        print(f"{name:<28}{t:>10.4f}{min(times[name]):>10.4f}{t / base:>12.2f}{vs}")
     rows = camlens.ScoreCAM(model, LAYER)._rows_per_chunk(x)
     print(f"# camlens Score-CAM rows per forward pass (512 MiB budget): {rows}; torchcam default batch_size: 32")
 
