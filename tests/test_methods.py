@@ -601,3 +601,10 @@ def test_guided_backprop_warns_without_relu_modules() -> None:
     model = nn.Sequential(nn.Conv2d(2, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).to(DT).eval()
     with pytest.warns(UserWarning, match="no nn.ReLU"):
         camlens.GuidedBackprop(model)(inputs())
+
+
+def test_scorecam_channels_last_changes_only_the_memory_order() -> None:
+    model, x = spatial_model(), inputs()
+    a = camlens.ScoreCAM(model, "3", channels_last=True)(x, target=CLASSES).raw["3"]
+    b = camlens.ScoreCAM(model, "3", channels_last=False)(x, target=CLASSES).raw["3"]
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -15,7 +15,7 @@ from ..errors import InputError, TargetError
 from ..targets import OutputSpec, select_output
 from .base import CAMContext
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "chunks", "check_budget", "row_bytes", "row_scores"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "check_budget", "chunks", "layout", "row_bytes", "row_scores"]
 
 #: bytes the extra forward passes of one chunk may use, by default (512 MiB).
 DEFAULT_MEMORY_BUDGET = 512 * 2**20
@@ -58,6 +58,17 @@ def row_bytes(model: nn.Module, run: Callable[[], object], after: nn.Module | No
         for h in handles:
             h.remove()
     return max(total[0], 1)
+
+
+def layout(t: Tensor, channels_last: bool | None) -> Tensor:
+    """``t`` in channels-last memory order if asked, or by default for 4-D inputs on CPU.
+
+    On CPU, oneDNN convolutions run faster on NHWC inputs (measured ~1.3x for
+    the benchmark ResNet); the values are the same up to float rounding and
+    the model's weights are not touched.
+    """
+    use = (t.device.type == "cpu") if channels_last is None else channels_last
+    return t.contiguous(memory_format=torch.channels_last) if use and t.ndim == 4 else t
 
 
 def chunks(total: int, per_chunk: int) -> Iterator[slice]:
