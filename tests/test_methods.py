@@ -514,7 +514,7 @@ def test_guided_backprop_loop_on_one_relu() -> None:
                           nn.Flatten(), nn.Linear(4, 1, bias=False)).to(DT).eval()  # fmt: skip
     x = torch.randn(1, 1, 2, 2, dtype=DT)
     got = camlens.GuidedBackprop(model)(x, target=0).raw["input"][0, 0]
-    w1, v, u = model[0].weight[:, 0, 0, 0], model[2].weight[0, :, 0, 0], model[4].weight[0]
+    w1, v, u = (t.detach() for t in (model[0].weight[:, 0, 0, 0], model[2].weight[0, :, 0, 0], model[4].weight[0]))
     for p, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         expected = 0.0
         for k in range(3):
