@@ -608,3 +608,11 @@ def test_scorecam_channels_last_changes_only_the_memory_order() -> None:
     a = camlens.ScoreCAM(model, "3", channels_last=True)(x, target=CLASSES).raw["3"]
     b = camlens.ScoreCAM(model, "3", channels_last=False)(x, target=CLASSES).raw["3"]
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_perturbation_methods_score_callable_targets_on_new_rows() -> None:
+    model, x = spatial_model(), inputs()
+    for method in (AblationCAM(model, "3"), camlens.ScoreCAM(model, "3", weighting="channel-softmax")):
+        by_class = method(x, target=1).raw["3"]
+        by_callable = method(x, target=lambda logits: logits[:, 1]).raw["3"]
+        torch.testing.assert_close(by_callable, by_class)
