@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .autolayer import choose_layer, scan_layers
 from .capture import capture
 from .errors import (
     CamlensError,
@@ -13,30 +14,66 @@ from .errors import (
     TargetError,
 )
 from .layers import list_layers, resolve_layers
-# beyond the tutorial's CNN (issue 7): token layers, layer choice, wrapped models, targets
-from .autolayer import choose_layer, scan_layers
+from .methods import (
+    CAM,
+    METHODS,
+    AblationCAM,
+    BaseCAM,
+    CAMResult,
+    CounterfactualCAM,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
+    HiResCAM,
+    LayerCAM,
+    NoiseSmooth,
+    ScoreCAM,
+    TTASmooth,
+    XGradCAM,
+    get_method,
+)
 from .targets_extra import DetectionTarget, EmbeddingTarget, SegmentationTarget, detection_output
 from .tokens import auto_reshape, channels_last_to_maps, tokens_to_maps
 from .wrapped import unwrap_model
-from .methods import METHODS, BaseCAM, CAMResult, GradCAM, get_method
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAM",
     "METHODS",
+    "AblationCAM",
     "BaseCAM",
     "CAMResult",
     "CamlensError",
+    "CounterfactualCAM",
     "DataError",
     "DetectionTarget",
+    "EigenCAM",
+    "EigenGradCAM",
     "EmbeddingTarget",
+    "FullGrad",
     "GradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "HiResCAM",
     "InputError",
+    "LayerCAM",
     "LayerNotFoundError",
     "LayerNotUsedError",
     "LayerShapeError",
+    "NoiseSmooth",
+    "ScoreCAM",
     "SegmentationTarget",
+    "TTASmooth",
     "TargetError",
+    "XGradCAM",
     "__version__",
     "auto_reshape",
     "capture",

@@ -86,6 +86,8 @@ class CAMContext:
     gradients: dict[str, Tensor] | None
     score_fn: Callable[[Tensor], Tensor]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ``target`` the call was given (a callable target is needed to score new inputs).
+    target: TargetSpec = None
 
 
 class BaseCAM:
@@ -202,6 +204,7 @@ class BaseCAM:
                 activations=activations,
                 gradients=gradients,
                 score_fn=lambda inp: self._score(inp, target, classes),
+                target=target,
             )
             # Mixed precision: the model ran under the caller's autocast; the maps are
             # combined, resized and normalized in float32 (captured half tensors are upcast).

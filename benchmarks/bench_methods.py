@@ -1,0 +1,114 @@
+"""Time every registered method on the ResNet-style benchmark model, relative to plain Grad-CAM.
+
+Also times Score-CAM and Ablation-CAM against torchcam's ScoreCAM on the same
+input (torchcam is installed with --no-deps in the benchmark environment).
+Timings are interleaved (one call of every contender per round) and the
+median over rounds is reported, so load from other processes hits all alike.
+
+    PYTHONPATH=src python benchmarks/bench_methods.py [--rounds 5] [--batch 16] [--only scorecam,ablationcam]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models import resnet_small  # noqa: E402
+
+import camlens  # noqa: E402
+from camlens.methods import METHODS  # noqa: E402
+
+LAYER = "layer4"
+
+
+def contenders(
+    model: torch.nn.Module, x: torch.Tensor, classes: list[int], only: set[str] | None, torchcam_batch: int = 0
+):
+    out: dict[str, Callable[[], object]] = {}
+    for name, cls in sorted(METHODS.items()):
+        if only and name not in only and name != "gradcam":
+            continue
+        method = cls(model) if name in ("fullgrad", "guided-backprop") else cls(model, LAYER)
+        out[name] = lambda m=method: m(x, target=classes)
+    if not only or "scorecam" in only:
+        sc = camlens.ScoreCAM(model, LAYER, weighting="channel-softmax")
+        out["scorecam[channel-softmax]"] = lambda: sc(x, target=classes)
+    if not only or "ablationcam" in only:
+        ab = camlens.AblationCAM(model, LAYER, rerun="full")
+        out["ablationcam[rerun=full]"] = lambda: ab(x, target=classes)
+    try:
+        from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+    except ImportError as e:  # the bar needs it: say so loudly
+        raise SystemExit(f"torchcam is not installed ({e}); pip install --no-deps torchcam==0.5.0") from None
+
+    def torchcam_scorecam(batch_size: int = 32) -> object:
+        extractor = TorchcamScoreCAM(model, LAYER, batch_size=batch_size, input_shape=tuple(x.shape[1:]))
+        try:
+            with torch.no_grad():
+                scores = model(x)
+            return extractor(class_idx=classes, scores=scores)
+        finally:
+            extractor.remove_hooks()
+
+    if not only or {"scorecam", "ablationcam"} & only:
+        out["torchcam.ScoreCAM"] = torchcam_scorecam
+        if torchcam_batch:
+            out[f"torchcam.ScoreCAM[bs={torchcam_batch}]"] = lambda: torchcam_scorecam(torchcam_batch)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--only", default="", help="comma-separated method names (gradcam is always timed)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
+    )
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = resnet_small(num_classes=100).eval()
+    x = torch.randn(args.batch, 3, 64, 64)
+    with torch.no_grad():
+        classes = model(x).argmax(1).tolist()
+    only = {s.strip() for s in args.only.split(",") if s.strip()} or None
+    runs = contenders(model, x, classes, only, args.torchcam_batch)
+    warnings.simplefilter("ignore")
+    for fn in runs.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["gradcam"]
+    tc = med.get("torchcam.ScoreCAM")
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({cpu}, "
+        f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.rounds} interleaved rounds"
+    )
+    print(f"{'method':<28}{'median s':>10}{'min s':>10}{'x Grad-CAM':>12}{'torchcam/this':>15}")
+    for name, t in med.items():
+        vs = f"{tc / t:>15.2f}" if tc and name.startswith(("scorecam", "ablationcam", "torchcam")) else ""
+        print(f"{name:<28}{t:>10.4f}{min(times[name]):>10.4f}{t / base:>12.2f}{vs}")
+    rows = camlens.ScoreCAM(model, LAYER)._rows_per_chunk(x)
+    print(f"# camlens Score-CAM rows per forward pass (512 MiB budget): {rows}; torchcam default batch_size: 32")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Ablation-CAM (Desai & Ramaswamy, WACV 2020)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CamlensError, InputError, LayerShapeError
+from ..layers import LayerSpec
+from ..targets import OutputSpec
+from ._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
+from .base import BaseCAM, CAMContext, Reshape, combine
+from .registry import register
+
+__all__ = ["RERUNS", "AblationCAM", "sequential_tail"]
+
+#: how the network is re-run after ablating a channel; "auto" tries them in this order.
+RERUNS = ("auto", "sequential", "hook", "full")
+
+
+def _plain_sequential(m: nn.Module) -> bool:
+    return isinstance(m, nn.Sequential) and type(m).forward is nn.Sequential.forward
+
+
+def sequential_tail(model: nn.Module, name: str) -> list[nn.Module] | None:
+    """The modules that run after layer ``name``, if ``model`` is nested plain ``nn.Sequential`` down to it.
+
+    Returns ``None`` when some container on the path is not an ``nn.Sequential``
+    with the stock ``forward`` (then what follows the layer is not known
+    without running the model).
+    """
+    parts = name.split(".")
+    node = model
+    levels: list[list[nn.Module]] = []
+    for part in parts:
+        if not _plain_sequential(node):
+            return None
+        keys = list(node._modules)
+        if part not in keys:
+            return None
+        pos = keys.index(part)
+        levels.append([m for m in list(node._modules.values())[pos + 1 :] if m is not None])
+        node = node._modules[part]  # type: ignore[assignment]
+    return [m for level in reversed(levels) for m in level]
+
+
+class _Replace:
+    """A forward hook that makes the layer return ``rows`` instead of its output (once per forward)."""
+
+    def __init__(self) -> None:
+        self.rows: Tensor | None = None
+        self.calls = 0
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            raise LayerShapeError(
+                f"{type(module).__name__} is called more than once per forward pass; Ablation-CAM needs "
+                "a layer called once (ablating every call would explain a different network)"
+            )
+        if isinstance(output, Tensor):
+            return self.rows
+        return type(output)([self.rows, *output[1:]]) if isinstance(output, list) else (self.rows, *output[1:])
+
+
+@register("ablationcam")
+class AblationCAM(BaseCAM):
+    """Ablation-CAM: each channel weighted by the relative drop of the score when it is zeroed.
+
+    With ``S^c`` the target score and ``S^c_k`` the score with channel ``k`` of
+    the layer's output set to zero (paper, eq. 3):
+
+        w_k = (S^c - S^c_k) / S^c            (0 where S^c = 0)
+        L^c = ReLU(sum_k w_k A^k)
+
+    The paper sets the ablated channel to zero (so does this class);
+    pytorch-grad-cam instead writes a large negative value into it.
+
+    Re-running: only what follows the layer depends on the ablation, so the
+    layer's output is replaced by the ablated copies and, where possible, only
+    the rest of the network is recomputed (``rerun=``):
+
+    - ``"sequential"``: the model is (nested) plain ``nn.Sequential`` down to
+      the layer: only the modules after it run, on the ablated copies.
+    - ``"hook"``: a forward hook makes the layer return the ablated copies of a
+      chunk's images while the part before the layer runs on those images once
+      (not once per copy). It needs everything after the layer to take the
+      larger batch, which fails when a tensor from before the layer joins
+      after it (a skip connection across the layer, e.g. a layer inside a
+      residual block); this is checked on the clean activations first.
+    - ``"full"``: every ablated copy re-runs the whole network (always works).
+    - ``"auto"`` (default): the first of these that works; the choice per layer
+      is kept in ``self.rerun_used``.
+
+    Chunks hold ``batch_size`` ablated copies, or as many as fit
+    ``memory_budget`` bytes (measured from one copy's layer outputs).
+    ``reshape=`` layers are not supported (the ablated maps would have to be
+    turned back into the layer's layout).
+
+    Shapes: activations ``(N, C, *s)``, ablated scores ``(N, C, K)``,
+    weights ``(N, K, C)``, maps ``(N, K, *s)``.
+    """
+
+    uses_gradients = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSpec | Iterable[LayerSpec],
+        *,
+        rerun: str = "auto",
+        batch_size: int | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        relu: bool = True,
+        upsample: bool = True,
+        normalize: bool = True,
+        fuse: str | None = None,
+        reshape: Reshape | Mapping[str, Reshape] | None = None,
+        output: OutputSpec = None,
+    ) -> None:
+        super().__init__(
+            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
+        )
+        if rerun not in RERUNS:
+            raise InputError(f"rerun={rerun!r} is not one of {list(RERUNS)}")
+        if reshape is not None:
+            raise InputError("AblationCAM does not support reshape=; choose a layer with (N, C, *spatial) output")
+        check_budget(memory_budget, batch_size)
+        self.rerun = rerun
+        self.batch_size = batch_size
+        self.memory_budget = memory_budget
+        self.rerun_used: dict[str, str] = {}
+
+    # ---- the three ways of scoring ablated activations ------------------------------
+
+    def _run_hooked(self, module: nn.Module, inp: Tensor, rows: Tensor) -> Any:
+        replace = _Replace()
+        replace.rows = rows
+        handle = module.register_forward_hook(replace)
+        try:
+            return self.model(inp)
+        finally:
+            handle.remove()
+
+    def _scorer(self, ctx: CAMContext, name: str, mode: str) -> Callable[[Tensor, Tensor], Tensor]:
+        """``score(rows, img) -> (M, K)`` for ablated activations ``rows`` of images ``img``."""
+        module = self.layers[name]
+        if mode == "sequential":
+            tail = sequential_tail(self.model, name)
+            assert tail is not None
+
+            def run_tail(rows: Tensor, img: Tensor) -> Tensor:
+                out: Any = rows
+                for m in tail:
+                    out = m(out)
+                return row_scores(ctx, out, img, self.output)
+
+            return run_tail
+        if mode == "hook":
+
+            def run_hook(rows: Tensor, img: Tensor) -> Tensor:
+                # rows are image-major, so the distinct images keep their order.
+                uniq, counts = torch.unique_consecutive(img, return_counts=True)
+                del counts
+                return row_scores(ctx, self._run_hooked(module, ctx.x[uniq], rows), img, self.output)
+
+            return run_hook
+
+        def run_full(rows: Tensor, img: Tensor) -> Tensor:
+            inp = layout(ctx.x[img], None)  # channels-last on CPU: faster convolutions
+            return row_scores(ctx, self._run_hooked(module, inp, rows), img, self.output)
+
+        return run_full
+
+    def _hook_works(self, ctx: CAMContext, name: str) -> bool:
+        """Whether the hook re-run reproduces the clean scores of two images' duplicated activations."""
+        a = ctx.activations[name]
+        img = torch.arange(min(2, a.shape[0]), device=a.device).repeat_interleave(2)
+        try:
+            s = self._scorer(ctx, name, "hook")(a[img], img)
+        except CamlensError:
+            raise
+        except (RuntimeError, ValueError, IndexError):
+            return False  # e.g. a batch-size mismatch where a skip connection joins
+        ref = ctx.scores[img]
+        return s.shape == ref.shape and bool(
+            torch.allclose(s, ref, rtol=1e-4, atol=1e-5 * (1 + float(ref.abs().max())))
+        )
+
+    def _choose(self, ctx: CAMContext, name: str) -> str:
+        seq_ok = sequential_tail(self.model, name) is not None
+        if self.rerun == "sequential" and not seq_ok:
+            raise InputError(
+                f"rerun='sequential' needs the model to be plain nn.Sequential down to layer {name!r}; "
+                "use rerun='hook', 'full' or 'auto'"
+            )
+        if self.rerun != "auto":
+            return self.rerun
+        if seq_ok:
+            return "sequential"
+        if self._hook_works(ctx, name):
+            return "hook"
+        warnings.warn(
+            f"Ablation-CAM: the network after layer {name!r} cannot be re-run on its own "
+            "(a tensor from before the layer joins after it); re-running the whole network per ablated copy",
+            stacklevel=4,
+        )
+        return "full"
+
+    def _rows_per_chunk(self, ctx: CAMContext, name: str, mode: str) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        x1 = ctx.x[:1]
+        module = self.layers[name]
+        act_row = ctx.activations[name][:1]
+        after = None if mode == "full" else module
+        per_row = (
+            row_bytes(self.model, lambda: self.model(x1), after=after) + 2 * act_row.numel() * act_row.element_size()
+        )
+        if mode == "full":
+            per_row += x1.numel() * x1.element_size()
+        return max(1, self.memory_budget // per_row)
+
+    def ablated_scores(self, ctx: CAMContext, name: str) -> Tensor:
+        """Target scores ``(N, C, K)`` with each channel of layer ``name`` set to zero in turn."""
+        a = ctx.activations[name]
+        n, c = a.shape[:2]
+        mode = self._choose(ctx, name)
+        self.rerun_used[name] = mode
+        score = self._scorer(ctx, name, mode)
+        per = self._rows_per_chunk(ctx, name, mode)
+        out = torch.empty(n * c, ctx.scores.shape[1], dtype=ctx.scores.dtype, device=a.device)
+        for sl in chunks(n * c, per):
+            r = torch.arange(sl.start, sl.stop, device=a.device)
+            img, ch = r // c, r % c
+            rows = a[img].clone()
+            rows[torch.arange(len(r), device=a.device), ch] = 0
+            out[sl] = score(rows, img).to(out.dtype)
+        return out.view(n, c, -1)
+
+    def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
+        maps = {}
+        for name, a in ctx.activations.items():
+            ablated = self.ablated_scores(ctx, name)  # (N, C, K)
+            base = ctx.scores[:, None, :]
+            w = torch.where(base != 0, (base - ablated) / torch.where(base != 0, base, torch.ones_like(base)), 0.0)
+            maps[name] = combine(w.transpose(1, 2).to(a.dtype), a)
+        return maps

@@ -1,0 +1,77 @@
+"""LayerCAM (Jiang et al., IEEE TIP 2021), with its multi-layer fusion."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import LayerSpec
+from ..ops import minmax_normalize, upsample
+from ..targets import OutputSpec
+from .base import BaseCAM, CAMContext, CAMResult, Reshape
+from .registry import register
+
+__all__ = ["LayerCAM"]
+
+
+@register("layercam")
+class LayerCAM(BaseCAM):
+    """LayerCAM: activations weighted position by position by their positive gradients.
+
+        L_ij = ReLU(sum_k ReLU(g^k_ij) A^k_ij),   g^k = dS/dA^k
+
+    Multi-layer fusion (paper, eq. 9): with several layers and ``fuse=None``
+    (the default) ``result.fused`` is the element-wise maximum over layers of
+    the upsampled maps scaled as ``tanh(gamma * L / max(L))`` (``gamma=2``),
+    which lifts the small values of shallow layers; the scaling is applied to
+    every layer (as torchcam does), and the fused map is min-max normalized
+    when ``normalize=True``. Give ``fuse="mean"|"max"|"product"`` for the
+    engine's plain fusion of the normalized maps instead.
+
+    Args:
+        gamma: the tanh scale of the fusion.
+        (the rest as in :class:`BaseCAM`)
+
+    Shapes: activations ``(N, C, *s)``, gradients ``(N, K, C, *s)``, maps ``(N, K, *s)``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSpec | Iterable[LayerSpec],
+        *,
+        gamma: float = 2.0,
+        relu: bool = True,
+        upsample: bool = True,
+        normalize: bool = True,
+        fuse: str | None = None,
+        reshape: Reshape | Mapping[str, Reshape] | None = None,
+        output: OutputSpec = None,
+    ) -> None:
+        super().__init__(
+            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
+        )
+        if not gamma > 0:
+            raise ValueError(f"gamma={gamma!r} must be a positive float (the paper uses 2)")
+        self.gamma = float(gamma)
+
+    def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
+        assert ctx.gradients is not None
+        return {n: (torch.relu(ctx.gradients[n]) * a.unsqueeze(1)).sum(dim=2) for n, a in ctx.activations.items()}
+
+    def _postprocess(self, raw: dict[str, Tensor], ctx: CAMContext, multi: bool) -> CAMResult:
+        result = super()._postprocess(raw, ctx, multi)
+        if self.fuse is None and len(raw) > 1:
+            scaled = []
+            for m in raw.values():
+                m = torch.relu(m) if self.relu else m
+                m = upsample(m, ctx.x.shape[2:])
+                top = m.flatten(2).amax(dim=-1)[(...,) + (None,) * (m.ndim - 2)]
+                scaled.append(torch.tanh(self.gamma * m / torch.where(top > 0, top, torch.ones_like(top))))
+            fused = torch.stack(scaled).amax(dim=0)
+            if self.normalize:
+                fused = minmax_normalize(fused)
+            result.fused = fused if multi else fused.squeeze(1)
+        return result
