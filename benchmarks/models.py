@@ -79,7 +79,7 @@ class ResNet(nn.Module):
 
 
 def resnet_small(num_classes: int = 100) -> ResNet:
-    """ResNet-18 layout at half width, for 3x64x64 inputs on CPU; last conv stage ``layer4`` is 4x4."""
+    """ResNet-18 layout at half width, for 3x64x64 inputs on CPU; last conv stage ``layer4`` is 2x2."""
     return ResNet(BasicBlock, [2, 2, 2, 2], [32, 64, 128, 256], num_classes=num_classes)
 
 
