@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .capture import capture
+from .dataset import explain_dataset, open_results
 from .errors import (
     CamlensError,
     DataError,
@@ -31,7 +32,9 @@ __all__ = [
     "TargetError",
     "__version__",
     "capture",
+    "explain_dataset",
     "get_method",
     "list_layers",
+    "open_results",
     "resolve_layers",
 ]

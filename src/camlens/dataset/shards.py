@@ -70,7 +70,9 @@ def write_shard(folder: Path, k: int, tensors: dict[str, Tensor], info: dict[str
         tensors: name -> contiguous CPU tensor.
         info: JSON facts for the record (``fingerprint``, ``start``, ``stop``).
     """
-    blob = _st().save(tensors, metadata={"shard": str(k), "fingerprint": str(info.get("fingerprint", ""))})
+    # One metadata key: safetensors does not keep the order of several, and shards must be byte-reproducible.
+    meta = json.dumps({"shard": k, "fingerprint": info.get("fingerprint")}, sort_keys=True)
+    blob = _st().save(tensors, metadata={"camlens": meta})
     record = {**info, "index": k, "file": shard_file(k), "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
     atomic_write_bytes(folder / shard_file(k), blob)
     atomic_write_bytes(folder / _record_file(k), (json.dumps(record, sort_keys=True) + "\n").encode())
