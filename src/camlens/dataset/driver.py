@@ -382,11 +382,10 @@ def _explain_batch(
     for i, (cam, name) in enumerate(zip(cams, names)):
         res = first if i == 0 else cam(x, target=classes)
         for layer, m in res.raw.items():
+            m = m.to(dtype)  # rounded once, here; the statistics use the stored values
             out[f"maps/{name}/{layer}"] = m
             if mask is not None:
-                # from the stored (rounded) values, so the statistics can be recomputed from the shards
-                m4 = (m if m.ndim == 4 else m[:, None]).to(dtype).float()
-                v = mass_inside(m4, mask)
+                v = mass_inside(m if m.ndim == 4 else m[:, None], mask)
                 out[f"inside/{name}/{layer}"] = v if m.ndim == 4 else v[:, 0]
     return out, int(first.logits.shape[1])
 
@@ -408,22 +407,19 @@ class _ShardWriter:
             self.buf = {}
         n, lo = len(ids), self.filled
         items = {"ids": ids, "labels": labels}
-        for key, t in batch.items():
-            if key.startswith("maps/"):
-                t16 = t.to(self.dtype)
-                if not bool(torch.isfinite(t16).all()) and bool(torch.isfinite(t).all()):
-                    raise InputError(
-                        f"maps of {key[5:]} exceed the range of {self.dtype} (max {float(t.abs().max()):.3g}); "
-                        "rerun into a new folder with dtype='float32' (--dtype float32)"
-                    )
-                t = t16
-            items[key] = t.detach()
+        items.update(batch)
         for key, t in items.items():
             if key not in self.buf:
                 self.buf[key] = torch.empty((len(self.rows), *t.shape[1:]), dtype=t.dtype)
             self.buf[key][lo : lo + n].copy_(t)
         self.filled += n
         if self.filled == len(self.rows):
+            for key in self.map_keys:  # one check per shard: cheaper than per batch
+                if self.dtype == torch.float16 and bool(torch.isinf(self.buf["maps/" + key]).any()):
+                    raise InputError(
+                        f"maps of {key} exceed the range of float16 (65504) in shard {k}; "
+                        "rerun into a new folder with dtype='float32' (--dtype float32)"
+                    )
             write_shard(
                 self.folder,
                 k,

@@ -26,7 +26,7 @@ __all__ = ["ClassStats", "mass_inside", "object_mask"]
 
 def object_mask(x: Tensor) -> Tensor:
     """Object pixels ``(N, H, W)`` bool: any channel nonzero."""
-    return (x != 0).any(dim=1)
+    return x[:, 0] != 0 if x.shape[1] == 1 else (x != 0).any(dim=1)
 
 
 def mass_inside(maps: Tensor, mask: Tensor) -> Tensor:
@@ -39,9 +39,9 @@ def mass_inside(maps: Tensor, mask: Tensor) -> Tensor:
     Returns:
         ``(N, K)`` float32 in [0, 1]; NaN for a map whose total is zero.
     """
-    m = upsample(maps.float(), mask.shape[-2:])
-    total = m.sum(dim=(-2, -1))
-    inside = (m * mask[:, None].to(m.dtype)).sum(dim=(-2, -1))
+    m = upsample(maps.float(), mask.shape[-2:]).flatten(2)  # (N, K, H*W)
+    total = m.sum(dim=-1)
+    inside = torch.bmm(m, mask.flatten(1).to(m.dtype)[:, :, None])[..., 0]
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(m.dtype).tiny), torch.nan)
 
 
