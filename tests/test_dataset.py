@@ -264,3 +264,22 @@ def test_open_results_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "camlens-dataset/1", "complete": False}))
     with pytest.raises(DataError, match="is not finished.*rerun the same"):
         open_results(tmp_path)
+
+
+def test_weights_fingerprint_covers_buffers_and_zero_dim_tensors():
+    from camlens.dataset.sources import model_fingerprint
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))  # num_batches_tracked is a 0-d int64 buffer
+    before = model_fingerprint(net)
+    assert before == model_fingerprint(net)
+    net[1].running_mean.add_(1e-3)
+    assert model_fingerprint(net) != before
+
+
+def test_maps_beyond_float16_are_refused_with_the_fix(tmp_path):
+    model = make_model()
+    with torch.no_grad():
+        model.seq[7].weight.mul_(1e9)
+    with pytest.raises(InputError, match=r"exceed the range of float16 .*\(--dtype float32\)"):
+        camlens.explain_dataset(model, "fashion-mnist:test", tmp_path, limit=8, progress=False)
+    assert not list(tmp_path.glob("shard-*"))

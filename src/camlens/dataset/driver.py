@@ -452,6 +452,8 @@ def _finish(
         shard = read_shard(folder / record["file"], record["sha256"])
         if stats_per_method is None:
             names = getattr(ds, "classes", None)
+            if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+                names = None
             if names is None and data_info.get("kind") in ("fashion-mnist", "idx"):
                 from ..data import CLASSES
 
