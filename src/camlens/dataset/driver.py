@@ -272,8 +272,12 @@ def explain_dataset(
             "map_keys": map_keys,
             "stats": STATS,
         }
-        if rank == 0 and existing is None:
-            write_manifest(folder, {**header, "complete": False, "shards": []})
+        if rank == 0:
+            for name in (MANIFEST, STATS):  # temporaries of a run killed while writing them
+                for tmp in folder.glob(f".{name}.*.tmp"):
+                    tmp.unlink(missing_ok=True)
+            if existing is None:
+                write_manifest(folder, {**header, "complete": False, "shards": []})
         # ---- this rank's work ------------------------------------------------------------
         mine = shards_of_rank(n_shards, rank, world)
         clean_temporaries(folder, mine)
