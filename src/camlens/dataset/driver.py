@@ -306,11 +306,8 @@ def explain_dataset(
                 if x.shape[0] != len(ids):
                     raise DataError(f"the data loader returned {x.shape[0]} items for a batch of {len(ids)}")
                 x = x.to(dev, non_blocking=True)
-                y = torch.full((len(ids),), -1, dtype=torch.long) if y is None else y.long()
-                out_batch, n_cls = _explain_batch(
-                    cams, method_names, x, y, target_kind, target_value, use_mask, _DTYPES[dtype]
-                )
-                writer.add(k, torch.as_tensor(ids, dtype=torch.long), y.cpu(), out_batch, n_cls)
+                out_batch = _explain_batch(cams, method_names, x, y, target_kind, target_value, use_mask, _DTYPES[dtype])
+                writer.add(k, y, out_batch)
                 computed_items += len(ids)
                 if bar is not None:
                     bar.update(len(ids))
@@ -358,44 +355,38 @@ def _explain_batch(
     cams: list,
     names: list[str],
     x: Tensor,
-    y: Tensor,
+    y: Tensor | None,
     kind: str,
     value: int | None,
     use_mask: bool,
     dtype: torch.dtype,
-) -> tuple[dict[str, Tensor], int]:
-    """One batch through every method: the shard's per-item tensors (on the device) and the number of classes."""
+) -> dict[str, Tensor]:
+    """One batch through every method: targets, logits, maps (in the stored dtype) and the object mask.
+
+    Everything derived from these (probabilities, arg-max, mass inside) is computed
+    once per shard by :class:`_ShardWriter`: a few large operations instead of many small ones.
+    """
     if kind == "top":
         first = cams[0](x, top_k=value)
     elif kind == "label":
-        if bool((y < 0).any()):
+        if y is None or bool((y < 0).any()):
             raise InputError("targets='label' but the dataset gives no labels; use targets='predicted'")
         first = cams[0](x, target=y.to(x.device))
     else:
         first = cams[0](x, target=value)  # None: predicted; int: that class
-    classes = first.targets
-    assert classes is not None
-    out: dict[str, Tensor] = {}
-    probs = torch.softmax(first.logits.float(), dim=1)
-    cls2 = classes if classes.ndim == 2 else classes[:, None]
-    p = probs.gather(1, cls2)
-    out["targets"] = classes
-    out["probs"] = p if classes.ndim == 2 else p[:, 0]
-    out["preds"] = first.logits.argmax(dim=1)
-    mask = object_mask(x) if use_mask else None
+    assert first.targets is not None
+    out = {"targets": first.targets, "logits": first.logits}
+    if use_mask:
+        out["mask"] = object_mask(x)
     for i, (cam, name) in enumerate(zip(cams, names)):
-        res = first if i == 0 else cam(x, target=classes)
+        res = first if i == 0 else cam(x, target=first.targets)
         for layer, m in res.raw.items():
-            m = m.to(dtype)  # rounded once, here; the statistics use the stored values
-            out[f"maps/{name}/{layer}"] = m
-            if mask is not None:
-                v = mass_inside(m if m.ndim == 4 else m[:, None], mask)
-                out[f"inside/{name}/{layer}"] = v if m.ndim == 4 else v[:, 0]
-    return out, int(first.logits.shape[1])
+            out[f"maps/{name}/{layer}"] = m.to(dtype)  # rounded once; the statistics use the stored values
+    return out
 
 
 class _ShardWriter:
-    """Fills one shard's preallocated CPU tensors batch by batch and writes it when full."""
+    """Fills one shard's preallocated CPU tensors batch by batch; completes and writes it when full."""
 
     def __init__(self, folder: Path, fp: str, n_items: int, shard_size: int, map_keys: list[str], dtype) -> None:
         self.folder, self.fp, self.n_items, self.shard_size = folder, fp, n_items, shard_size
@@ -404,33 +395,47 @@ class _ShardWriter:
         self.buf: dict[str, Tensor] = {}
         self.filled = 0
 
-    def add(self, k: int, ids: Tensor, labels: Tensor, batch: dict[str, Tensor], num_classes: int) -> None:
+    def add(self, k: int, labels: Tensor | None, batch: dict[str, Tensor]) -> None:
+        """Copy one batch (the next items of shard ``k``) into the shard's buffers."""
         if k != self.k:
             self.k, self.filled = k, 0
             self.rows = shard_range(k, self.n_items, self.shard_size)
-            self.buf = {}
-        n, lo = len(ids), self.filled
-        items = {"ids": ids, "labels": labels}
-        items.update(batch)
-        for key, t in items.items():
+            ids = torch.arange(self.rows.start, self.rows.stop, dtype=torch.long)
+            self.buf = {"ids": ids, "labels": torch.full_like(ids, -1)}
+        n = batch["targets"].shape[0]
+        lo = self.filled
+        if labels is not None:
+            self.buf["labels"][lo : lo + n].copy_(labels)
+        for key, t in batch.items():
             if key not in self.buf:
                 self.buf[key] = torch.empty((len(self.rows), *t.shape[1:]), dtype=t.dtype)
             self.buf[key][lo : lo + n].copy_(t)
         self.filled += n
         if self.filled == len(self.rows):
-            for key in self.map_keys:  # one check per shard: cheaper than per batch
-                if self.dtype == torch.float16 and bool(torch.isinf(self.buf["maps/" + key]).any()):
-                    raise InputError(
-                        f"maps of {key} exceed the range of float16 (65504) in shard {k}; "
-                        "rerun into a new folder with dtype='float32' (--dtype float32)"
-                    )
-            write_shard(
-                self.folder,
-                k,
-                self.buf,
-                {"fingerprint": self.fp, "start": self.rows.start, "stop": self.rows.stop, "num_classes": num_classes},
-            )
-            self.k, self.buf = None, {}
+            self._write(k)
+
+    def _write(self, k: int) -> None:
+        buf = self.buf
+        logits = buf.pop("logits").float()
+        mask = buf.pop("mask", None)
+        targets = buf["targets"]
+        t2 = targets if targets.ndim == 2 else targets[:, None]
+        probs = torch.softmax(logits, dim=1).gather(1, t2)
+        buf["probs"] = probs if targets.ndim == 2 else probs[:, 0]
+        buf["preds"] = logits.argmax(dim=1)
+        for key in self.map_keys:
+            m = buf["maps/" + key]
+            if self.dtype == torch.float16 and bool(torch.isinf(m).any()):
+                raise InputError(
+                    f"maps of {key} exceed the range of float16 (65504) in shard {k}; "
+                    "rerun into a new folder with dtype='float32' (--dtype float32)"
+                )
+            if mask is not None:
+                v = mass_inside(m if m.ndim == 4 else m[:, None], mask)
+                buf["inside/" + key] = v if m.ndim == 4 else v[:, 0]
+        info = {"fingerprint": self.fp, "start": self.rows.start, "stop": self.rows.stop, "num_classes": logits.shape[1]}
+        write_shard(self.folder, k, buf, info)
+        self.k, self.buf = None, {}
 
     def flush_check(self) -> None:
         if self.k is not None:
