@@ -70,6 +70,12 @@ def test_each_item_holds_the_engine_maps_probabilities_and_label(run_dir, model)
             # float16 storage: within half a float16 step of the engine's float32 map
             torch.testing.assert_close(stored, ref.raw[layer][i].half().float(), rtol=0, atol=1e-3 * float(ref.raw[layer][i].max()))
     assert max(float(ref.raw["seq.4"].max()), float(ref.raw["seq.2"].max())) > 1e-2  # maps not in the subnormal range
+    shard = open_results(run_dir).shard(0)
+    assert shard["maps/gradcam/seq.4"].dtype == torch.float16 and shard["maps/gradcam/seq.4"].shape == (SHARD, 28, 28)
+    # stored = the engine's maps for the same batches (16, 16, 8 items), rounded to float16
+    same_batches = torch.cat([camlens.GradCAM(model, "seq.2", upsample=False, normalize=False)(x[i : i + b]).raw["seq.2"]
+                              for i, b in ((0, 16), (16, 16), (32, 8))])  # fmt: skip
+    assert torch.equal(shard["maps/gradcam/seq.2"], same_batches.half())
 
 
 def test_mass_inside_hand_computed():

@@ -381,7 +381,9 @@ def _explain_batch(
     for i, (cam, name) in enumerate(zip(cams, names)):
         res = first if i == 0 else cam(x, target=first.targets)
         for layer, m in res.raw.items():
-            out[f"maps/{name}/{layer}"] = m.to(dtype)  # rounded once; the statistics use the stored values
+            # rounded to the stored dtype once: on the GPU before the copy to the host (half the bytes),
+            # on the CPU by the copy into the shard's buffer; the statistics use the stored values
+            out[f"maps/{name}/{layer}"] = m if m.device.type == "cpu" else m.to(dtype)
     return out
 
 
@@ -408,7 +410,8 @@ class _ShardWriter:
             self.buf["labels"][lo : lo + n].copy_(labels)
         for key, t in batch.items():
             if key not in self.buf:
-                self.buf[key] = torch.empty((len(self.rows), *t.shape[1:]), dtype=t.dtype)
+                dtype = self.dtype if key.startswith("maps/") else t.dtype
+                self.buf[key] = torch.empty((len(self.rows), *t.shape[1:]), dtype=dtype)
             self.buf[key][lo : lo + n].copy_(t)
         self.filled += n
         if self.filled == len(self.rows):
