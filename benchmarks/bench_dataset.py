@@ -5,7 +5,8 @@ images), Grad-CAM at ``seq.4``. The floor is the engine called on in-memory
 batches of the same size (``GradCAM(..., upsample=False, normalize=False)``,
 exactly what the driver calls); the driver adds data loading, softmax,
 the mass-inside statistic, float16 conversion, shards, checksums, the manifest
-and the per-class statistics. Both are timed interleaved in one run; medians.
+and the per-class statistics. Both are timed interleaved in one run, the order
+alternating; medians, and the median of the per-repeat ratios.
 
 Peak RSS: the driver in a fresh subprocess at N and 4N items (``ru_maxrss``),
 interleaved, medians.
@@ -216,12 +217,15 @@ def main() -> None:
     driver_pass(model, data, layer, argparse.Namespace(**{**vars(args), "items": min(args.items, 2 * args.batch_size)}), args.device)
 
     eng, drv, util = [], [], []
-    for _ in range(args.repeats):  # interleaved: engine, driver, engine, driver, ...
-        eng.append(engine_pass(model, layer, batches, args.device))
-        sampler = GPUSampler() if args.device.startswith("cuda") else None
-        drv.append(driver_pass(model, data, layer, args, args.device, sampler))
-        if sampler is not None and sampler.samples:
-            util.append(statistics.mean(sampler.samples))
+    for r in range(args.repeats):  # interleaved, order alternating (ABBA...) so that drift favours neither
+        for which in ("engine", "driver") if r % 2 == 0 else ("driver", "engine"):
+            if which == "engine":
+                eng.append(engine_pass(model, layer, batches, args.device))
+                continue
+            sampler = GPUSampler() if args.device.startswith("cuda") else None
+            drv.append(driver_pass(model, data, layer, args, args.device, sampler))
+            if sampler is not None and sampler.samples:
+                util.append(statistics.mean(sampler.samples))
     e, d = statistics.median(eng), statistics.median(drv)
     result = {
         "engine_items_per_s": args.items / e,
@@ -232,7 +236,9 @@ def main() -> None:
     }
     print(f"engine on in-memory batches: {args.items / e:9.1f} items/s  (median of {args.repeats}: {e:.3f} s)")
     print(f"explain_dataset, end to end: {args.items / d:9.1f} items/s  (median of {args.repeats}: {d:.3f} s)")
-    print(f"driver / engine throughput:  {e / d:9.3f}  (bar: >= 0.85)")
+    paired = statistics.median(a / b for a, b in zip(eng, drv))
+    result["paired_ratio_median"] = paired
+    print(f"driver / engine throughput:  {e / d:9.3f}  (bar: >= 0.85); median of per-repeat ratios {paired:.3f}")
     if util:
         result["gpu_utilisation_pct"] = util
         print(f"GPU utilisation during explain_dataset: mean {statistics.mean(util):.1f} % per run {['%.1f' % u for u in util]}")
