@@ -68,7 +68,14 @@ def check_no_corrupt_or_half_listed(folder: Path) -> int:
         done += 1
     if (folder / "manifest.json").exists():
         manifest = json.loads((folder / "manifest.json").read_text())
-        assert manifest["complete"] is False and manifest["shards"] == []  # the complete one comes only at the end
+        # never half-listed: the start-of-run manifest lists nothing, the end-of-run one lists every shard
+        # (a kill can land after it is written, or the run can finish before the kill)
+        if manifest["complete"]:
+            assert len(manifest["shards"]) == 12
+            for record in manifest["shards"]:
+                assert hashlib.sha256((folder / record["file"]).read_bytes()).hexdigest() == record["sha256"]
+        else:
+            assert manifest["shards"] == []
     return done
 
 
