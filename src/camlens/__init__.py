@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .autolayer import choose_layer, scan_layers
 from .capture import capture
+from .dataset import explain_dataset, open_results
 from .errors import (
     CamlensError,
     DataError,
@@ -80,8 +81,10 @@ __all__ = [
     "channels_last_to_maps",
     "choose_layer",
     "detection_output",
+    "explain_dataset",
     "get_method",
     "list_layers",
+    "open_results",
     "resolve_layers",
     "scan_layers",
     "tokens_to_maps",

@@ -1,0 +1,480 @@
+"""``explain_dataset``: explain every item of a dataset into resumable shards, on one or many processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import DataError, InputError
+from . import distributed as D
+from .manifest import MANIFEST, check_config, fingerprint, read_manifest, write_manifest
+from .shards import clean_temporaries, finished_record, read_shard, shard_range, shards_of_rank, write_shard
+from .sources import collate, load_dataset, load_model, model_fingerprint, split_item
+from .stats import ClassStats, mass_inside, object_mask
+
+__all__ = ["STATS", "RunSummary", "explain_dataset", "parse_targets"]
+
+STATS = "class_stats.json"
+_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class RunSummary:
+    """What one call of :func:`explain_dataset` did (totals over all ranks)."""
+
+    out: Path
+    n_items: int
+    n_shards: int
+    shards_computed: int
+    shards_skipped: int
+    items_computed: int
+    seconds: float
+    world_size: int
+    rank: int
+    stats: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def items_per_s(self) -> float:
+        """Items computed per second of this call, all ranks together."""
+        return self.items_computed / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [
+            f"explained {self.items_computed} of {self.n_items} items in {self.seconds:.1f} s "
+            f"({self.items_per_s:.0f} items/s on {self.world_size} process(es)); "
+            f"shards: {self.shards_computed} computed, {self.shards_skipped} already done, {self.n_shards} in all",
+            f"results: {self.out / MANIFEST} (read with camlens.open_results); per-class statistics: {self.out / STATS}",
+        ]
+        if self.stats and self.stats.get("all"):
+            overall = self.stats["all"]
+            if overall.get("mean_confidence") is not None:
+                lines.append(
+                    f"  {overall['n']} labelled items: accuracy {overall['accuracy']:.3f}, "
+                    f"mean confidence in the explained class {overall['mean_confidence']:.3f}"
+                )
+            for key, value in overall.items():
+                if isinstance(value, dict) and value.get("mean_mass_inside") is not None:
+                    lines.append(
+                        f"  {key}: mean map mass inside the object {value['mean_mass_inside']:.3f}"
+                        f" ({value['zero_maps']} all-zero maps)"
+                    )
+        return "\n".join(lines)
+
+
+def parse_targets(targets: str | int) -> tuple[str, int | None]:
+    """``"predicted"``, ``"label"``, ``"top-K"`` or a class index -> ``(kind, value)``.
+
+    Raises:
+        InputError: any other value.
+    """
+    if isinstance(targets, int) and not isinstance(targets, bool):
+        return "class", targets
+    t = str(targets).strip().lower()
+    if t in ("predicted", "label"):
+        return t, None
+    if t.startswith("top-") and t[4:].isdigit() and int(t[4:]) >= 1:
+        return "top", int(t[4:])
+    if t.isdigit():
+        return "class", int(t)
+    raise InputError(
+        f"targets={targets!r} is not 'predicted', 'label', 'top-K' (e.g. 'top-3') or a class index (e.g. 3)"
+    )
+
+
+def _default_layer(model: nn.Module) -> str:
+    named = getattr(model, "conv_layers", None)
+    if named:
+        return str(named[-1])
+    convs = [n for n, m in model.named_modules() if n and isinstance(m, nn.modules.conv._ConvNd)]
+    if not convs:
+        raise InputError(f"{type(model).__name__} has no convolution layer to default to; pass layers=[...]")
+    return convs[-1]
+
+
+def _resolve_device(device: str | torch.device | None, local_rank: int) -> torch.device:
+    if device is None or str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _names(x: str | Sequence[str] | None) -> list[str] | None:
+    if x is None:
+        return None
+    return [x] if isinstance(x, str) else list(x)
+
+
+def explain_dataset(
+    model: str | nn.Module,
+    data: str | Dataset,
+    out: str | Path,
+    *,
+    methods: str | Sequence[str] = "gradcam",
+    layers: str | Sequence[str] | None = None,
+    targets: str | int = "predicted",
+    batch_size: int = 128,
+    shard_size: int = 1024,
+    limit: int | None = None,
+    device: str | torch.device | None = None,
+    dtype: str = "float16",
+    num_workers: int = 0,
+    object_mask_from_pixels: bool | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Explain every item of ``data`` with each method and layer into resumable shards under ``out``.
+
+    Items ``0 .. n-1`` (``n = min(len(data), limit)``) are cut into shards of
+    ``shard_size`` ids; under ``torchrun`` with ``WORLD_SIZE > 1`` shard ``k`` is
+    computed by rank ``k % WORLD_SIZE`` (gloo on CPU, NCCL on CUDA), and rank 0
+    writes the manifest after all ranks finish. Batches never cross a shard, so
+    the maps are the same whatever the number of processes. Running the same call
+    again skips the shards already finished (checked by sha256) and redoes the rest.
+
+    Each shard stores, for its ``n`` items: ``ids`` ``(n,)``, ``labels`` ``(n,)``
+    (-1 when the dataset has none), ``preds`` ``(n,)`` (arg-max class),
+    ``targets`` ``(n,)`` or ``(n, K)``, ``probs`` (the softmax probability of each
+    target, same shape), ``maps/<method>/<layer>`` ``(n, [K,] h, w)`` at the layer's
+    resolution (the method's ``raw`` maps: ReLU, no upsampling, no normalization)
+    and, when the object is known, ``inside/<method>/<layer>`` ``(n, [K])``, the
+    share of the map's mass on the object's pixels.
+
+    Args:
+        model: a checkpoint folder, a factory ``'module:function'`` or
+            ``'file.py:function'``, or an ``nn.Module`` (left as found: its
+            ``training`` flags are restored).
+        data: ``'fashion-mnist:test'`` / ``'fashion-mnist:train'``, ``'idx:FOLDER[:split]'``,
+            a folder of IDX files, a folder with one image subfolder per class, a
+            factory returning a ``Dataset``, or a map-style ``Dataset`` whose items
+            are ``(image (C, H, W), label)`` or an image.
+        out: the output folder (created; reused to resume).
+        methods: method names from :data:`camlens.METHODS`.
+        layers: layer names; default the model's last convolution.
+        targets: ``'predicted'``, ``'label'``, ``'top-K'`` or a class index.
+        batch_size: items per forward/backward pass.
+        shard_size: items per shard file (the unit of resume and of work per rank).
+        limit: explain only the first ``limit`` items.
+        device: ``'cpu'``, ``'cuda'`` (each rank takes ``cuda:LOCAL_RANK``) or ``None`` for CUDA when available.
+        dtype: ``'float16'`` (default) or ``'float32'`` for the stored maps.
+        num_workers: ``DataLoader`` worker processes per rank.
+        object_mask_from_pixels: compute mass inside the object from nonzero
+            pixels; default on for Fashion-MNIST/IDX data, off otherwise.
+        progress: a tqdm bar (items/s, ETA) on rank 0.
+
+    Returns:
+        A :class:`RunSummary` (its ``stats`` are set on rank 0).
+
+    Raises:
+        InputError: an argument is out of range or names nothing usable.
+        DataError: ``out`` holds results of another configuration, or a shard is missing at the end.
+
+    Example:
+        >>> summary = camlens.explain_dataset("ckpt", "fashion-mnist:test", "maps", limit=512)  # doctest: +SKIP
+        >>> camlens.open_results("maps")[7].maps["gradcam/seq.4"].shape  # doctest: +SKIP
+        torch.Size([28, 28])
+    """
+    from .. import __version__
+    from ..methods import get_method
+
+    for name, value, low in (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputError(f"{name}={value!r} must be an int >= {low}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InputError(f"limit={limit!r} must be an int >= 0 or None")
+    if dtype not in _DTYPES:
+        raise InputError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
+    target_kind, target_value = parse_targets(targets)
+    method_names = _names(methods) or []
+    if not method_names:
+        raise InputError("methods=[] names no method; pass e.g. methods=['gradcam']")
+    method_classes = []
+    for m in method_names:
+        try:
+            method_classes.append(get_method(m))
+        except KeyError as e:
+            raise InputError(f"methods: {e.args[0]}") from None
+
+    t0 = time.perf_counter()
+    rank, world, local_rank, own_group = D.setup(device)
+    flags: dict[nn.Module, bool] | None = None
+    try:
+        dev = _resolve_device(device, local_rank)
+        # ---- model, data, configuration ------------------------------------------------
+        if isinstance(model, nn.Module):
+            ref = next(model.parameters(), None)
+            if ref is not None and device is not None and ref.device != dev:
+                raise InputError(f"the model is on {ref.device} but device={str(device)!r}; move it or omit device")
+            dev = ref.device if ref is not None else dev
+            net = model
+            flags = {m: m.training for m in net.modules()}
+            net.eval()
+            model_info: dict[str, Any] = {"kind": "module", "class": type(net).__name__}
+        else:
+            net, model_info = load_model(str(model), dev)
+            if model_info["kind"] == "checkpoint":
+                model_info.pop("spec")
+        model_info["weights_sha256"] = model_fingerprint(net)
+        D.check_same(model_info["weights_sha256"], "the model's weights", dev)
+        if isinstance(data, Dataset):
+            ds = data
+            data_info: dict[str, Any] = {"kind": "dataset", "class": type(ds).__name__}
+            use_mask = bool(getattr(ds, "object_mask", False))
+        else:
+            ds, data_info = load_dataset(str(data))
+            use_mask = data_info.pop("object_mask")
+        if object_mask_from_pixels is not None:
+            use_mask = bool(object_mask_from_pixels)
+        total = len(ds)  # type: ignore[arg-type]
+        n_items = total if limit is None else min(total, limit)
+        layer_names = _names(layers) or [_default_layer(net)]
+        cams = [cls(net, layer_names, upsample=False, normalize=False) for cls in method_classes]
+        layer_names = list(cams[0].layers)
+        map_keys = [f"{m}/{layer}" for m in method_names for layer in layer_names]
+        config = {
+            "model": model_info,
+            "data": {**data_info, "len": total},
+            "n_items": n_items,
+            "methods": method_names,
+            "layers": layer_names,
+            "targets": f"top-{target_value}" if target_kind == "top" else (target_value if target_kind == "class" else target_kind),
+            "batch_size": batch_size,
+            "shard_size": shard_size,
+            "dtype": dtype,
+            "object_mask": "nonzero-pixels" if use_mask else None,
+            "device": dev.type,
+        }
+        fp = fingerprint(config)
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        existing = read_manifest(folder)
+        check_config(folder, existing, config)
+        n_shards = -(-n_items // shard_size)
+        header = {
+            "config": config,
+            "fingerprint": fp,
+            "camlens_version": __version__,
+            "torch_version": torch.__version__,
+            "n_items": n_items,
+            "n_shards": n_shards,
+            "shard_size": shard_size,
+            "map_keys": map_keys,
+            "stats": STATS,
+        }
+        if rank == 0:
+            for name in (MANIFEST, STATS):  # temporaries of a run killed while writing them
+                for tmp in folder.glob(f".{name}.*.tmp"):
+                    tmp.unlink(missing_ok=True)
+            if existing is None:
+                write_manifest(folder, {**header, "complete": False, "shards": []})
+        # ---- this rank's work ------------------------------------------------------------
+        mine = shards_of_rank(n_shards, rank, world)
+        clean_temporaries(folder, mine)
+        todo = [k for k in mine if finished_record(folder, k, fp) is None]
+        skipped = len(mine) - len(todo)
+        batches = [
+            (k, list(ids[i : i + batch_size]))
+            for k in todo
+            for ids in [shard_range(k, n_items, shard_size)]
+            for i in range(0, len(ids), batch_size)
+        ]
+        items_todo = sum(len(shard_range(k, n_items, shard_size)) for k in todo)
+        bar = _progress(progress and rank == 0, items_todo, world)
+        computed_items = 0
+        if batches:
+            loader = DataLoader(
+                ds,  # type: ignore[arg-type]
+                batch_sampler=[ids for _, ids in batches],
+                num_workers=num_workers,
+                collate_fn=collate,
+                pin_memory=dev.type == "cuda",
+            )
+            writer = _ShardWriter(folder, fp, n_items, shard_size, map_keys, _DTYPES[dtype])
+            for (k, ids), batch in zip(batches, loader):
+                x, y = split_item(batch)
+                if x.shape[0] != len(ids):
+                    raise DataError(f"the data loader returned {x.shape[0]} items for a batch of {len(ids)}")
+                x = x.to(dev, non_blocking=True)
+                out_batch = _explain_batch(cams, method_names, x, y, target_kind, target_value, use_mask, _DTYPES[dtype])
+                writer.add(k, y, out_batch)
+                computed_items += len(ids)
+                if bar is not None:
+                    bar.update(len(ids))
+            writer.flush_check()
+        if bar is not None:
+            bar.close()
+        # ---- rank 0: verify every shard, statistics, manifest ---------------------------------
+        counts = D.sum_ints([len(todo), skipped, computed_items], dev)
+        stats = None
+        if rank == 0:
+            stats = _finish(folder, header, fp, n_shards, map_keys, ds, data_info)
+        D.barrier()
+        return RunSummary(
+            out=folder,
+            n_items=n_items,
+            n_shards=n_shards,
+            shards_computed=counts[0],
+            shards_skipped=counts[1],
+            items_computed=counts[2],
+            seconds=time.perf_counter() - t0,
+            world_size=world,
+            rank=rank,
+            stats=stats,
+        )
+    finally:
+        if flags is not None:
+            for m, training in flags.items():
+                m.train(training)
+        D.teardown(own_group)
+
+
+def _progress(enabled: bool, total: int, world: int):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        print("explain-dataset: no progress bar (install tqdm: pip install 'camlens[cli]')")
+        return None
+    desc = "explain" if world == 1 else f"explain (rank 0 of {world})"
+    return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True, smoothing=0.1)
+
+
+def _explain_batch(
+    cams: list,
+    names: list[str],
+    x: Tensor,
+    y: Tensor | None,
+    kind: str,
+    value: int | None,
+    use_mask: bool,
+    dtype: torch.dtype,
+) -> dict[str, Tensor]:
+    """One batch through every method: targets, logits, maps (in the stored dtype) and the object mask.
+
+    Everything derived from these (probabilities, arg-max, mass inside) is computed
+    once per shard by :class:`_ShardWriter`: a few large operations instead of many small ones.
+    """
+    if kind == "top":
+        first = cams[0](x, top_k=value)
+    elif kind == "label":
+        if y is None or bool((y < 0).any()):
+            raise InputError("targets='label' but the dataset gives no labels; use targets='predicted'")
+        first = cams[0](x, target=y.to(x.device))
+    else:
+        first = cams[0](x, target=value)  # None: predicted; int: that class
+    assert first.targets is not None
+    out = {"targets": first.targets, "logits": first.logits}
+    if use_mask:
+        out["mask"] = object_mask(x)
+    for i, (cam, name) in enumerate(zip(cams, names)):
+        res = first if i == 0 else cam(x, target=first.targets)
+        for layer, m in res.raw.items():
+            # rounded to the stored dtype once: on the GPU before the copy to the host (half the bytes),
+            # on the CPU by the copy into the shard's buffer; the statistics use the stored values
+            out[f"maps/{name}/{layer}"] = m if m.device.type == "cpu" else m.to(dtype)
+    return out
+
+
+class _ShardWriter:
+    """Fills one shard's preallocated CPU tensors batch by batch; completes and writes it when full."""
+
+    def __init__(self, folder: Path, fp: str, n_items: int, shard_size: int, map_keys: list[str], dtype) -> None:
+        self.folder, self.fp, self.n_items, self.shard_size = folder, fp, n_items, shard_size
+        self.map_keys, self.dtype = map_keys, dtype
+        self.k: int | None = None
+        self.buf: dict[str, Tensor] = {}
+        self.filled = 0
+
+    def add(self, k: int, labels: Tensor | None, batch: dict[str, Tensor]) -> None:
+        """Copy one batch (the next items of shard ``k``) into the shard's buffers."""
+        if k != self.k:
+            self.k, self.filled = k, 0
+            self.rows = shard_range(k, self.n_items, self.shard_size)
+            ids = torch.arange(self.rows.start, self.rows.stop, dtype=torch.long)
+            self.buf = {"ids": ids, "labels": torch.full_like(ids, -1)}
+        n = batch["targets"].shape[0]
+        lo = self.filled
+        if labels is not None:
+            self.buf["labels"][lo : lo + n].copy_(labels)
+        for key, t in batch.items():
+            if key not in self.buf:
+                dtype = self.dtype if key.startswith("maps/") else t.dtype
+                self.buf[key] = torch.empty((len(self.rows), *t.shape[1:]), dtype=dtype)
+            self.buf[key][lo : lo + n].copy_(t)
+        self.filled += n
+        if self.filled == len(self.rows):
+            self._write(k)
+
+    def _write(self, k: int) -> None:
+        buf = self.buf
+        logits = buf.pop("logits").float()
+        mask = buf.pop("mask", None)
+        targets = buf["targets"]
+        t2 = targets if targets.ndim == 2 else targets[:, None]
+        probs = torch.softmax(logits, dim=1).gather(1, t2)
+        buf["probs"] = probs if targets.ndim == 2 else probs[:, 0]
+        buf["preds"] = logits.argmax(dim=1)
+        for key in self.map_keys:
+            m = buf["maps/" + key]
+            if self.dtype == torch.float16 and bool(torch.isinf(m).any()):
+                raise InputError(
+                    f"maps of {key} exceed the range of float16 (65504) in shard {k}; "
+                    "rerun into a new folder with dtype='float32' (--dtype float32)"
+                )
+            if mask is not None:
+                v = mass_inside(m if m.ndim == 4 else m[:, None], mask)
+                buf["inside/" + key] = v if m.ndim == 4 else v[:, 0]
+        info = {"fingerprint": self.fp, "start": self.rows.start, "stop": self.rows.stop, "num_classes": logits.shape[1]}
+        write_shard(self.folder, k, buf, info)
+        self.k, self.buf = None, {}
+
+    def flush_check(self) -> None:
+        if self.k is not None:
+            raise DataError(f"shard {self.k} got {self.filled} of {len(self.rows)} items from the data loader")
+
+
+def _finish(
+    folder: Path, header: dict[str, Any], fp: str, n_shards: int, map_keys: list[str], ds: Any, data_info: dict
+) -> dict[str, Any]:
+    """Rank 0 after the barrier: verify every shard, aggregate statistics, write the complete manifest."""
+    import json
+
+    from ..checkpoint import atomic_write_bytes
+
+    records = []
+    stats_per_method: ClassStats | None = None
+    for k in range(n_shards):
+        record = finished_record(folder, k, fp, verify=False)
+        if record is None:
+            raise DataError(
+                f"shard {k} of {folder} is not finished after all ranks returned; rerun the same command to redo it"
+            )
+        shard = read_shard(folder / record["file"], record["sha256"])
+        if stats_per_method is None:
+            names = getattr(ds, "classes", None)
+            if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
+                names = None
+            if names is None and data_info.get("kind") in ("fashion-mnist", "idx"):
+                from ..data import CLASSES
+
+                names = list(CLASSES)
+            n_cls = max(len(names) if names else 0, int(record["num_classes"]))
+            stats_per_method = ClassStats(n_cls, map_keys, list(names) if names else None)
+        stats_per_method.update(shard)
+        records.append({k2: record[k2] for k2 in ("index", "file", "start", "stop", "sha256", "bytes")})
+    stats = stats_per_method.as_dict() if stats_per_method is not None else {"classes": {}, "all": {}}
+    atomic_write_bytes(folder / STATS, (json.dumps({"fingerprint": fp, **stats}, indent=2) + "\n").encode())
+    write_manifest(folder, {**header, "complete": True, "shards": records})
+    return stats

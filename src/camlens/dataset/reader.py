@@ -1,0 +1,210 @@
+"""Read an explain-dataset folder lazily: item by id, shard by shard, each shard checked by sha256."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+from ..ops import upsample
+from .manifest import MANIFEST, read_manifest
+from .shards import read_shard
+
+__all__ = ["Item", "Results", "open_results"]
+
+
+@dataclass
+class Item:
+    """One explained item.
+
+    Attributes:
+        id: its index in the dataset.
+        label: its label (-1 when the dataset has none).
+        pred: the model's arg-max class.
+        targets: the explained class, ``()`` or ``(K,)``.
+        probs: the softmax probability of each target, shaped like ``targets``.
+        maps: ``"<method>/<layer>"`` -> the map at layer resolution, ``(h, w)``
+            or ``(K, h, w)``, float32 (converted from the stored dtype).
+        inside: ``"<method>/<layer>"`` -> share of map mass on the object (when computed).
+    """
+
+    id: int
+    label: int
+    pred: int
+    targets: Tensor
+    probs: Tensor
+    maps: dict[str, Tensor] = field(repr=False)
+    inside: dict[str, Tensor] = field(repr=False)
+
+
+class Results:
+    """The results of one explain-dataset run; see :func:`open_results`."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.config: dict[str, Any] = manifest["config"]
+        self.map_keys: list[str] = list(manifest["map_keys"])
+        self.shard_size = int(manifest["shard_size"])
+        self._shards = sorted(manifest["shards"], key=lambda r: r["index"])
+        self._cached: tuple[int, dict[str, Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_items"])
+
+    def __repr__(self) -> str:
+        return f"Results({str(self.folder)!r}, items={len(self)}, shards={len(self._shards)}, maps={self.map_keys})"
+
+    @property
+    def ids(self) -> range:
+        """Every item id, in order."""
+        return range(len(self))
+
+    def shard(self, k: int) -> dict[str, Tensor]:
+        """Shard ``k``'s tensors (checked against the manifest's sha256; the last one read is kept)."""
+        if self._cached is not None and self._cached[0] == k:
+            return self._cached[1]
+        if not 0 <= k < len(self._shards):
+            raise IndexError(f"shard {k} out of range: the run has {len(self._shards)} shards")
+        record = self._shards[k]
+        tensors = read_shard(self.folder / record["file"], record["sha256"])
+        self._cached = (k, tensors)
+        return tensors
+
+    def __iter__(self) -> Iterator[Item]:
+        for i in self.ids:
+            yield self[i]
+
+    def __getitem__(self, item_id: int) -> Item:
+        """The item with id ``item_id`` (reads and verifies its shard on first use)."""
+        row, shard = self._locate(item_id)
+        maps = {key: shard[f"maps/{key}"][row].float() for key in self.map_keys}
+        inside = {key: shard[f"inside/{key}"][row] for key in self.map_keys if f"inside/{key}" in shard}
+        return Item(
+            id=int(shard["ids"][row]),
+            label=int(shard["labels"][row]),
+            pred=int(shard["preds"][row]),
+            targets=shard["targets"][row],
+            probs=shard["probs"][row],
+            maps=maps,
+            inside=inside,
+        )
+
+    def _locate(self, item_id: int) -> tuple[int, dict[str, Tensor]]:
+        if isinstance(item_id, bool) or not isinstance(item_id, int) or not 0 <= item_id < len(self):
+            raise KeyError(f"item id {item_id!r} is not in this run: ids are 0..{len(self) - 1}")
+        k, row = divmod(item_id, self.shard_size)
+        shard = self.shard(k)
+        if int(shard["ids"][row]) != item_id:
+            raise DataError(f"shard {k} of {self.folder} holds id {int(shard['ids'][row])} where {item_id} belongs")
+        return row, shard
+
+    def map(
+        self, item_id: int, key: str | None = None, *, size: Sequence[int] | None = None, normalize: bool = False
+    ) -> Tensor:
+        """One item's map, float32, optionally upsampled and min-max normalized.
+
+        Args:
+            item_id: the item.
+            key: ``"<method>/<layer>"``; may be omitted when the run has one.
+            size: ``(H, W)`` to upsample to (bilinear, ``align_corners=False``);
+                ``None`` keeps the layer's resolution.
+            normalize: min-max scale to [0, 1] (after upsampling).
+
+        Returns:
+            ``(h, w)`` (or ``(K, h, w)`` for several targets), or ``size``.
+        """
+        return self.maps([item_id], key, size=size, normalize=normalize)[0]
+
+    def maps(
+        self,
+        item_ids: Sequence[int],
+        key: str | None = None,
+        *,
+        size: Sequence[int] | None = None,
+        normalize: bool = False,
+    ) -> Tensor:
+        """Several items' maps stacked ``(n, [K,] h, w)``, upsampled in one call when ``size`` is given."""
+        key = self._key(key)
+        rows = []
+        for i in item_ids:
+            row, shard = self._locate(int(i))
+            rows.append(shard[f"maps/{key}"][row].float())
+        m = torch.stack(rows)
+        if size is None and not normalize:
+            return m
+        m4 = m if m.ndim == 4 else m[:, None]
+        if size is not None:
+            m4 = upsample(m4, size)
+        if normalize:
+            from ..ops import minmax_normalize
+
+            m4 = minmax_normalize(m4)
+        return m4 if m.ndim == 4 else m4[:, 0]
+
+    def _key(self, key: str | None) -> str:
+        if key is None:
+            if len(self.map_keys) != 1:
+                raise KeyError(f"this run has several maps per item {self.map_keys}; pass key='<method>/<layer>'")
+            return self.map_keys[0]
+        if key not in self.map_keys:
+            raise KeyError(f"no maps {key!r} in this run; it has {self.map_keys}")
+        return key
+
+    def stats(self) -> dict[str, Any]:
+        """The per-class statistics written beside the shards."""
+        path = self.folder / self.manifest.get("stats", "class_stats.json")
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read the statistics {path} ({e}); rerun the same command to rewrite them") from None
+
+    def verify(self) -> None:
+        """Check every shard's sha256 now (reading each once).
+
+        Raises:
+            DataError: the first missing or corrupt shard.
+        """
+        for record in self._shards:
+            read_shard(self.folder / record["file"], record["sha256"])
+
+
+def open_results(path: str | Path) -> Results:
+    """Open the output folder of a finished :func:`camlens.explain_dataset` run.
+
+    Shards are read only when an item in them is asked for, and each is checked
+    against the manifest's sha256 then; only the last shard read is kept in memory.
+
+    Args:
+        path: the output folder (or its ``manifest.json``).
+
+    Returns:
+        A :class:`Results`: ``results[id]`` is an :class:`Item`;
+        ``results.map(id, size=(28, 28))`` upsamples; ``results.stats()``.
+
+    Raises:
+        DataError: no manifest, an unfinished run, or (on access) a corrupt shard.
+
+    Example:
+        >>> results = camlens.open_results("maps")  # doctest: +SKIP
+        >>> results.map(7, "gradcam/seq.4", size=(28, 28)).shape  # doctest: +SKIP
+        torch.Size([28, 28])
+    """
+    folder = Path(path)
+    if folder.name == MANIFEST:
+        folder = folder.parent
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise DataError(f"{folder} has no {MANIFEST}; is it the output folder of `camlens explain-dataset`?")
+    if not manifest.get("complete"):
+        raise DataError(
+            f"the run in {folder} is not finished ({MANIFEST} lists no completed run); "
+            "rerun the same explain-dataset command to finish it"
+        )
+    return Results(folder, manifest)

@@ -1,0 +1,113 @@
+"""Per-item and per-class statistics: map mass inside the object, confidence, accuracy.
+
+Mass inside the object (the "energy-based pointing game" of Score-CAM, Wang et
+al. 2020, with the object's pixels as its box): for a non-negative map ``L``
+upsampled to the image and the object mask ``M`` (nonzero pixels for
+Fashion-MNIST's black background),
+
+    mass(L, M) = sum_ij L_ij M_ij / sum_ij L_ij
+
+A map that is zero everywhere has no mass to place: its value is NaN and the
+class statistics count it separately (``zero_maps``) instead of hiding it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..ops import upsample
+
+__all__ = ["ClassStats", "mass_inside", "object_mask"]
+
+
+def object_mask(x: Tensor) -> Tensor:
+    """Object pixels ``(N, H, W)`` bool: any channel nonzero."""
+    return x[:, 0] != 0 if x.shape[1] == 1 else (x != 0).any(dim=1)
+
+
+def mass_inside(maps: Tensor, mask: Tensor) -> Tensor:
+    """Share of each map's mass on the object.
+
+    Args:
+        maps: non-negative maps ``(N, K, h, w)`` at any resolution.
+        mask: object pixels ``(N, H, W)`` bool; maps are upsampled (bilinear) to ``(H, W)``.
+
+    Returns:
+        ``(N, K)`` float32 in [0, 1]; NaN for a map whose total is zero.
+    """
+    m = upsample(maps.float(), mask.shape[-2:]).flatten(2)  # (N, K, H*W)
+    total = m.sum(dim=-1)
+    inside = torch.bmm(m, mask.flatten(1).to(m.dtype)[:, :, None])[..., 0]
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(m.dtype).tiny), torch.nan)
+
+
+class ClassStats:
+    """Running per-class sums, fed shard by shard, in shard order (so the result is deterministic).
+
+    Statistics are over each item's first target (the top-1 for ``top-k``):
+    ``n``, ``mean_confidence`` (softmax probability of the explained class),
+    ``accuracy`` (argmax == label), and per map key ``mean_mass_inside`` over
+    the items whose map is not all zero, with ``zero_maps`` counting the others.
+    """
+
+    def __init__(self, num_classes: int, map_keys: Iterable[str], class_names: list[str] | None = None) -> None:
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.map_keys = list(map_keys)
+        c = num_classes
+        self.n = torch.zeros(c, dtype=torch.float64)
+        self.conf = torch.zeros(c, dtype=torch.float64)
+        self.correct = torch.zeros(c, dtype=torch.float64)
+        self.mass = {k: torch.zeros(c, dtype=torch.float64) for k in self.map_keys}
+        self.mass_n = {k: torch.zeros(c, dtype=torch.float64) for k in self.map_keys}
+
+    def update(self, shard: dict[str, Tensor]) -> None:
+        """Add one shard's items (its ``labels``, ``preds``, ``probs`` and ``inside/...`` tensors)."""
+        labels = shard["labels"].long()
+        keep = (labels >= 0) & (labels < self.num_classes)
+        lab = labels[keep]
+        first = lambda t: (t[:, 0] if t.ndim == 2 else t)[keep]  # noqa: E731
+        ones = torch.ones_like(lab, dtype=torch.float64)
+        self.n.index_add_(0, lab, ones)
+        self.conf.index_add_(0, lab, first(shard["probs"]).double())
+        self.correct.index_add_(0, lab, (shard["preds"][keep] == lab).double())
+        for key in self.map_keys:
+            name = "inside/" + key
+            if name not in shard:
+                continue
+            v = first(shard[name]).double()
+            ok = ~torch.isnan(v)
+            self.mass[key].index_add_(0, lab[ok], v[ok])
+            self.mass_n[key].index_add_(0, lab[ok], torch.ones_like(v[ok]))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: one entry per class with items, plus ``"all"``."""
+
+        def mean(s: Tensor, n: Tensor) -> float | None:
+            return float(s / n) if n > 0 else None
+
+        def row(idx: slice | int) -> dict[str, Any]:
+            n = self.n[idx].sum()
+            out: dict[str, Any] = {
+                "n": int(n),
+                "mean_confidence": mean(self.conf[idx].sum(), n),
+                "accuracy": mean(self.correct[idx].sum(), n),
+            }
+            for key in self.map_keys:
+                mn = self.mass_n[key][idx].sum()
+                out[key] = {
+                    "mean_mass_inside": mean(self.mass[key][idx].sum(), mn),
+                    "zero_maps": int(n - mn) if self.mass_n[key].sum() > 0 else None,
+                }
+            return out
+
+        classes = {}
+        for c in range(self.num_classes):
+            if self.n[c] > 0:
+                name = self.class_names[c] if self.class_names and c < len(self.class_names) else str(c)
+                classes[str(c)] = {"name": name, **row(c)}
+        return {"classes": classes, "all": row(slice(None))}
