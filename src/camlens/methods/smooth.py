@@ -150,8 +150,10 @@ class NoiseSmooth(_Averaged):
 
     def noise(self, x: Tensor) -> Tensor:
         """The T unit-variance noise tensors ``(T, *x.shape[1:])`` (the same for every image)."""
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
-        return torch.randn((self.n_samples, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
+        # Drawn on the CPU, so one seed gives the same noise (and maps) on every device.
+        gen = torch.Generator().manual_seed(self.seed)
+        noise = torch.randn((self.n_samples, *x.shape[1:]), generator=gen, dtype=torch.float32)
+        return noise.to(device=x.device, dtype=x.dtype)
 
     def _copies(self, x: Tensor) -> Tensor:
         flat = x.detach().flatten(1)
