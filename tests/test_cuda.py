@@ -15,7 +15,7 @@ from models import resnet_small  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU in this environment (runs on a lent GPU)")
 
-LAYERS = {"fullgrad": None}
+LAYERS = {"fullgrad": None, "cam": "layer4"}  # CAM needs the layer under the GAP + linear head
 
 
 @needs_cuda
