@@ -98,5 +98,6 @@ def class_probs(
     with torch.no_grad():
         for xc, cc in zip(x.split(batch_size), classes.split(batch_size)):
             logits = select_output(model(xc), output)
-            out.append(F.softmax(logits.float(), dim=1).gather(1, cc[:, None])[:, 0])
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float, keep double
+            out.append(F.softmax(logits, dim=1).gather(1, cc[:, None])[:, 0])
     return torch.cat(out).to(x.dtype if x.is_floating_point() else torch.float32)
