@@ -18,8 +18,18 @@ __all__ = ["ROAD_PERCENTAGES", "RoadResult", "noisy_linear_impute", "road"]
 #: the removal fractions of the paper's curves: 10 %, 20 %, ..., 90 %.
 ROAD_PERCENTAGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
-# Neighbour weights of the imputation: direct neighbours 1/6, diagonal ones 1/12.
-_W = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]], dtype=torch.float64)
+
+
+def _neighbour_sum(u: Tensor) -> Tensor:
+    """sum_j w_ij u_j over the in-image 8-neighbours of every pixel of ``(B, H, W)``: 1/6 direct, 1/12 diagonal.
+
+    The weights are ``([1, 2, 1] x [1, 2, 1] - 4 delta) / 12``: a separable
+    pass over a zero-padded copy, far cheaper than a 1-channel ``conv2d`` on the CPU.
+    """
+    q = F.pad(u, (1, 1, 1, 1))
+    rows = q[:, :, :-2] + q[:, :, 2:] + 2 * q[:, :, 1:-1]
+    both = rows[:, :-2] + rows[:, 2:] + 2 * rows[:, 1:-1]
+    return (both - 4 * u) / 12
 
 
 class ImputationError(CamlensError, RuntimeError):
@@ -32,7 +42,7 @@ def noisy_linear_impute(
     *,
     noise: float = 0.01,
     generator: torch.Generator | None = None,
-    tol: float = 1e-9,
+    tol: float = 1e-7,
     max_iter: int | None = None,
 ) -> Tensor:
     """Replace the masked pixels by the neighbour-weighted mean of their neighbours, plus noise.
@@ -47,7 +57,7 @@ def noisy_linear_impute(
     sparse, symmetric and positive definite when at least one pixel is known;
     it is solved per image and channel by Jacobi-preconditioned conjugate
     gradients in float64, batched as 3x3 convolutions, until the residual
-    ``||A u - b|| <= tol * ||b||`` (``tol=1e-9``: exact for any image use).
+    ``||A u - b|| <= tol * ||b||`` (``tol=1e-7``: errors around 1e-7, far below the noise).
 
     Args:
         x: ``(N, C, H, W)`` images.
@@ -72,42 +82,51 @@ def noisy_linear_impute(
             "(use removal fractions below 1)"
         )
     n, c, h, w = x.shape
-    dev = x.device
-    kern = _W.to(dev).view(1, 1, 3, 3)
-    xs = x.to(torch.float64).reshape(n * c, 1, h, w)
-    m = mask.to(torch.float64).repeat_interleave(c, dim=0).unsqueeze(1)  # (n*c, 1, h, w)
-    d = F.conv2d(torch.ones(1, 1, h, w, dtype=torch.float64, device=dev), kern, padding=1)
+    xs = x.to(torch.float64).reshape(n * c, h, w)
+    m = mask.to(torch.float64).repeat_interleave(c, dim=0)  # (n*c, h, w), 1 = removed
+    d = _neighbour_sum(torch.ones(1, h, w, dtype=torch.float64, device=x.device))  # in-image weight sums
 
-    def apply_a(u: Tensor) -> Tensor:
-        return m * (d * u - F.conv2d(m * u, kern, padding=1))
-
-    b = m * F.conv2d((1 - m) * xs, kern, padding=1)
+    # Conjugate gradients with Jacobi preconditioner. Every vector is zero off the
+    # removed pixels, so A p = d p - m * nsum(p). Converged systems leave the batch.
+    b = m * _neighbour_sum((1 - m) * xs)
     inv_d = m / d
     u = torch.zeros_like(b)
-    r = b.clone()
-    z = inv_d * r
-    p = z.clone()
-    rz = (r * z).sum(dim=(1, 2, 3), keepdim=True)
     bnorm = b.flatten(1).norm(dim=1).clamp_min(1e-300)
+    active = torch.arange(b.shape[0], device=b.device)
+    r, mm, idg, bn = b.clone(), m, inv_d, bnorm
+    z = idg * r
+    p = z.clone()
+    rz = (r * z).sum(dim=(1, 2), keepdim=True)
+    ua = torch.zeros_like(b)
     limit = 4 * h * w if max_iter is None else max_iter
-    for _ in range(limit):
-        if bool((r.flatten(1).norm(dim=1) <= tol * bnorm).all()):
-            break
-        ap = apply_a(p)
-        pap = (p * ap).sum(dim=(1, 2, 3), keepdim=True)
+    for it in range(limit + 1):
+        if it % 4 == 0:
+            done = r.flatten(1).norm(dim=1) <= tol * bn
+            if bool(done.any()):
+                u[active[done]] = ua[done]
+                keep = ~done
+                if not bool(keep.any()):
+                    break
+                active, r, mm, idg, bn, p, rz, ua = (
+                    t[keep] for t in (active, r, mm, idg, bn, p, rz, ua)
+                )
+        if it == limit:
+            worst = float((r.flatten(1).norm(dim=1) / bn).max())
+            raise ImputationError(
+                f"noisy linear imputation did not converge in {limit} iterations (residual {worst:.3g})"
+            )
+        ap = d * p - mm * _neighbour_sum(p)
+        pap = (p * ap).sum(dim=(1, 2), keepdim=True)
         alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-300), torch.zeros_like(pap))
-        u = u + alpha * p
+        ua = ua + alpha * p
         r = r - alpha * ap
-        z = inv_d * r
-        rz_new = (r * z).sum(dim=(1, 2, 3), keepdim=True)
+        z = idg * r
+        rz_new = (r * z).sum(dim=(1, 2), keepdim=True)
         beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz))
         p = z + beta * p
         rz = rz_new
-    else:
-        worst = float((r.flatten(1).norm(dim=1) / bnorm).max())
-        raise ImputationError(f"noisy linear imputation did not converge in {limit} iterations (residual {worst:.3g})")
     if noise:
-        eps = torch.randn(u.shape, generator=generator, dtype=torch.float64).to(dev)
+        eps = torch.randn(u.shape, generator=generator, dtype=torch.float64).to(x.device)
         u = u + noise * eps * m
     out = torch.where(m.bool(), u, xs)
     return out.view(n, c, h, w).to(x.dtype)
