@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--layers", nargs="+", default=["seq.0", "seq.2", "seq.4"])
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baselines", nargs="+", default=["random", "intensity", "edge"])
     ap.add_argument("--no-sanity", action="store_true")
     ap.add_argument("--json", default=None, help="also write the evaluation JSON here")
     args = ap.parse_args()
@@ -90,15 +91,19 @@ def main() -> None:
         if pad:
             print(f"note: only {len(methods) - len(pad)} real method(s) registered; timing padded with {pad}")
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ev = evaluate_checkpoint(
         ckpt, n_images=args.n_images, methods=methods, layers=args.layers, seeds=args.seeds,
-        steps=args.steps, sanity=not args.no_sanity,
+        steps=args.steps, sanity=not args.no_sanity, baselines=args.baselines,
     )
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(ev.table())
-    print(f"\nTOTAL evaluate_checkpoint wall time: {total:.1f} s for {args.n_images} images x {len(methods)} methods "
-          f"x {len(args.layers)} layers x {len(args.seeds)} seed(s), {args.threads} threads "
+    try:
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        load = "?"
+    print(f"\nTOTAL evaluate_checkpoint wall time: {total:.1f} s, process CPU time {cpu:.1f} s (load average {load}) for {args.n_images} images x {len(methods)} methods "
+          f"x {len(args.layers)} layers + {len(args.baselines)} baselines x {len(args.seeds)} seed(s), {args.threads} threads "
           f"(accuracy on these images {ev.config['accuracy_on_images']:.4f})")
 
     comp = {(r["entry"], r["metric"]): r for r in ev.comparisons("random")}

@@ -506,7 +506,10 @@ def evaluate(
             v["increase"].append(100.0 * conf.increase)
             v["pointing"].append(point)
             acc = sums.setdefault(e, {})
-            for k, t in (("deletion", dele.curves), ("insertion", ins.curves), ("road_morf", rd.morf), ("road_lerf", rd.lerf)):
+            named = (
+                ("deletion", dele.curves), ("insertion", ins.curves), ("road_morf", rd.morf), ("road_lerf", rd.lerf)
+            )
+            for k, t in named:
                 acc[k] = acc.get(k, 0) + t.double().mean(dim=0) / len(seeds)
             fractions, percentages = dele.fractions, rd.percentages
         timings[f"metrics_seed{seed}"] = time.perf_counter() - t_seed

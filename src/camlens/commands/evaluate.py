@@ -8,7 +8,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint folder (from `camlens train` or save_checkpoint)")
-    parser.add_argument("--methods", nargs="+", default=None, help="registered method names (default: all; see `camlens methods`)")
+    parser.add_argument(
+        "--methods", nargs="+", default=None, help="registered method names (default: all; see `camlens methods`)"
+    )
     parser.add_argument("--layers", nargs="+", default=None, help="layer names (default: the model's conv layers)")
     parser.add_argument("--n-images", type=int, default=500, help="test images to evaluate (default 500)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
@@ -18,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--no-sanity", action="store_true", help="skip the randomization sanity checks")
-    parser.add_argument("--sanity-images", type=int, default=100, help="images for the sanity checks (default 100)")
-    parser.add_argument("--out", default="evaluation", help="output folder for evaluation.json, figures, evaluation.html")
+    parser.add_argument("--sanity-images", type=int, default=100, help="sanity-check images (default 100)")
+    parser.add_argument("--out", default="evaluation", help="output folder (evaluation.json, figures, .html)")
     parser.add_argument("--no-figures", action="store_true", help="write only the JSON (no matplotlib needed)")
 
 

@@ -78,7 +78,8 @@ def resolve_classes(
     fake = logits.new_zeros(x.shape[0], logits.shape[1])
     _, classes, multi = target_scores(fake, target)
     if multi or classes is None:
-        raise InputError(f"metrics explain one class per image; target has shape {tuple(torch.as_tensor(target).shape)}")
+        shape = tuple(torch.as_tensor(target).shape)
+        raise InputError(f"metrics explain one class per image; target has shape {shape}: pass N ints")
     return classes[:, 0]
 
 

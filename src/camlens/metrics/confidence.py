@@ -33,7 +33,7 @@ class ConfidenceResult:
 
     @property
     def increase(self) -> Tensor:
-        """``(N,)`` 1.0 where ``Y_c < O_c``; the Increase in Confidence is ``100 * increase.mean()`` (higher is better)."""
+        """``(N,)`` 1.0 where ``Y_c < O_c``; Increase in Confidence is ``100 * increase.mean()`` (higher is better)."""
         return (self.full < self.masked).to(self.full.dtype)
 
     @property

@@ -56,7 +56,7 @@ def blur(x: Tensor, sigma: float = 5.0, kernel_size: int = 11) -> Tensor:
 
 
 def make_baseline(x: Tensor, baseline: Baseline, sigma: float = 5.0, kernel_size: int = 11) -> Tensor:
-    """The image that removed pixels take: ``"zero"``, ``"mean"`` (per image and channel), ``"blur"``, a number or a tensor.
+    """The image removed pixels take: ``"zero"``, ``"mean"`` (per image, channel), ``"blur"``, a number, a tensor.
 
     Returns:
         A tensor of ``x``'s shape.

@@ -91,7 +91,8 @@ def energy_pointing_game(
         raise InputError(f"maps must be nonnegative (min is {float(maps.min()):.4g}); use relu=True maps")
     area = mask.flatten(1).float().mean(dim=1)
     if bool((area == 0).any()):
-        raise InputError(f"the object region of image {int((area == 0).nonzero()[0])} is empty; check the mask or boxes")
+        first = int((area == 0).nonzero()[0])
+        raise InputError(f"the object region of image {first} is empty; check the mask or boxes")
     flat = maps.flatten(1).float()
     total = flat.sum(dim=1)
     inside = (flat * mask.flatten(1)).sum(dim=1)
