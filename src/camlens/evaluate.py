@@ -183,8 +183,7 @@ class Evaluation:
         out.append(_format_rows(head, body))
         if "random" in self.values:
             out.append("\nDifference to the random map (paired per image): mean [95% interval] verdict")
-            comp = [r for r in self.comparisons("random") if r["entry"] not in BASELINES]
-            comp += [r for r in self.comparisons("random") if r["entry"] in BASELINES]
+            comp = self.comparisons("random")
             rows = []
             for e in [x for x in self.entries if x != "random"]:
                 cells = [e]
