@@ -60,6 +60,9 @@ METRICS: dict[str, tuple[str, bool]] = {
 
 SANITY_STATS = ("spearman", "spearman_abs", "ssim")
 
+#: the metrics of the paired comparison against the random map in the table and the HTML.
+COMPARED = ("deletion", "insertion", "road", "road_morf", "road_lerf")
+
 
 def bootstrap_ci(values: Tensor, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` ``(N,)`` (resampling the N entries).
@@ -187,11 +190,11 @@ class Evaluation:
             rows = []
             for e in [x for x in self.entries if x != "random"]:
                 cells = [e]
-                for m in ("deletion", "insertion", "road"):
+                for m in COMPARED:
                     r = next(c for c in comp if c["entry"] == e and c["metric"] == m)
                     cells.append(f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] {r['verdict']}")
                 rows.append(cells)
-            out.append(_format_rows(["entry", "deletion", "insertion", "road"], rows))
+            out.append(_format_rows(["entry", *COMPARED], rows))
         if self.sanity:
             out.append("\nSanity checks (Adebayo 2018): similarity to the original maps after randomizing, top first")
             rows = []
@@ -311,12 +314,12 @@ class Evaluation:
         parts.append("</tbody></table>")
         if "random" in self.values:
             parts.append("<h3>Against the random map (paired differences)</h3><table><thead><tr><th>entry</th>")
-            parts += [f"<th>{METRICS[m][0]}</th>" for m in ("deletion", "insertion", "road")]
+            parts += [f"<th>{METRICS[m][0]}</th>" for m in COMPARED]
             parts.append("</tr></thead><tbody>")
             comp = self.comparisons("random")
             for e in [x for x in self.entries if x != "random"]:
                 parts.append(f"<tr><td>{html.escape(e)}</td>")
-                for m in ("deletion", "insertion", "road"):
+                for m in COMPARED:
                     r = next(c for c in comp if c["entry"] == e and c["metric"] == m)
                     parts.append(
                         f"<td>{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] {r['verdict']}</td>"
