@@ -1,0 +1,45 @@
+"""Faithfulness and sanity metrics of maps: batched, in torch, on the input's device.
+
+Every metric takes the model, a batch ``x`` ``(N, C, H, W)`` and maps
+``(N, H, W)``, and returns per-image values, so the driver
+(:mod:`camlens.evaluate`) can bootstrap intervals over images.
+"""
+
+from .baselines import BASELINES, edge_map, intensity_map, random_map
+from .confidence import ConfidenceResult, confidence_change
+from .perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
+from .pointing import boxes_to_mask, energy_pointing_game, object_mask
+from .road import ROAD_PERCENTAGES, ImputationError, RoadResult, noisy_linear_impute, road
+from .sanity import SanityResult, layers_from_top, randomized_models, rank_average, sanity_check, spearman, ssim
+from ._common import saliency_rank
+
+__all__ = [
+    "BASELINES",
+    "ROAD_PERCENTAGES",
+    "ConfidenceResult",
+    "CurveResult",
+    "ImputationError",
+    "RoadResult",
+    "SanityResult",
+    "blur",
+    "boxes_to_mask",
+    "confidence_change",
+    "deletion",
+    "edge_map",
+    "energy_pointing_game",
+    "insertion",
+    "intensity_map",
+    "layers_from_top",
+    "make_baseline",
+    "noisy_linear_impute",
+    "object_mask",
+    "perturbation_curve",
+    "random_map",
+    "randomized_models",
+    "rank_average",
+    "road",
+    "saliency_rank",
+    "sanity_check",
+    "spearman",
+    "ssim",
+]
