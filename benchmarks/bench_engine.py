@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import camlens  # noqa: E402
 from camlens.models import ConvNet  # noqa: E402
-from camlens.ops import minmax_normalize, upsample  # noqa: E402
+from camlens.ops import minmax_normalize  # noqa: E402
 from models import resnet50, resnet_small  # noqa: E402
 
 

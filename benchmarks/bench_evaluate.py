@@ -17,7 +17,6 @@ covers 3 methods x 3 layers of the same per-map cost; the output says so.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

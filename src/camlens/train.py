@@ -81,9 +81,10 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _check_positive(name: str, value: Any, kind: type = int) -> None:
-    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
     if not ok:
         raise InputError(f"{name}={value!r} must be a positive {kind.__name__}")
 

@@ -16,7 +16,7 @@ from ..errors import DataError
 
 __all__ = ["read_idx"]
 
-_DTYPES = {
+_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

@@ -287,7 +287,9 @@ class BaseCAM:
         """Scores ``(len(inp), K)`` of the explained targets for a new input."""
         logits = select_output(self.model(inp), self.output)
         if classes is None:
-            s = target(logits)  # type: ignore[operator]
+            if not callable(target):
+                raise TypeError(f"score_fn without class indices needs a callable target, got {target!r}")
+            s = target(logits)
             return s[:, None] if s.ndim == 1 else s
         if classes.shape[0] != logits.shape[0]:
             raise ValueError("score_fn expects inputs aligned with the explained batch")
