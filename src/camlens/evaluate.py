@@ -28,15 +28,16 @@ from .methods import METHODS, get_method
 from .metrics import (
     BASELINES,
     ROAD_PERCENTAGES,
-    confidence_change,
-    deletion,
+    ConfidenceResult,
+    CurveResult,
+    RoadResult,
     energy_pointing_game,
-    insertion,
     layers_from_top,
     object_mask,
-    road,
     sanity_check,
 )
+from .metrics.batched import faithfulness
+from .metrics.perturbation import _pixel_counts
 
 __all__ = [
     "METRICS",
@@ -490,14 +491,21 @@ def evaluate(
     t0 = time.perf_counter()
     for seed in seeds:
         t_seed = time.perf_counter()
+        seed_maps = {e: maps[e] if e in maps else BASELINES[e](x, seed) for e in entries}
+        classes, scores = faithfulness(
+            model, x, seed_maps, seed=seed, steps=steps, deletion_baseline=deletion_baseline,
+            insertion_baseline=insertion_baseline, percentages=road_percentages, noise=road_noise,
+            batch_size=batch_size,
+        )
+        fr = _pixel_counts(x.shape[2] * x.shape[3], steps, x.device).to(x.dtype) / (x.shape[2] * x.shape[3])
         for e in entries:
-            mp = maps[e] if e in maps else BASELINES[e](x, seed)
-            kw = {"seed": seed, "batch_size": batch_size}
-            dele = deletion(model, x, mp, steps=steps, baseline=deletion_baseline, **kw)
-            ins = insertion(model, x, mp, steps=steps, baseline=insertion_baseline, **kw)
-            rd = road(model, x, mp, percentages=road_percentages, noise=road_noise, **kw)
-            conf = confidence_change(model, x, mp, batch_size=batch_size)
-            point = energy_pointing_game(mp, mask)
+            sc = scores[e]
+            dele = CurveResult(fr, sc.deletion, torch.trapezoid(sc.deletion, fr, dim=1), classes)
+            ins = CurveResult(fr, sc.insertion, torch.trapezoid(sc.insertion, fr, dim=1), classes)
+            qs = torch.tensor([float(q) for q in road_percentages], dtype=torch.float32, device=x.device)
+            rd = RoadResult(qs, sc.morf, sc.lerf, classes)
+            conf = ConfidenceResult(sc.full, sc.masked, classes)
+            point = energy_pointing_game(seed_maps[e], mask)
             v = values[e]
             v["deletion"].append(dele.auc)
             v["insertion"].append(ins.auc)
