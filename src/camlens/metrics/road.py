@@ -56,15 +56,17 @@ def noisy_linear_impute(
     then ``u_i += noise * eps_i`` with ``eps_i ~ N(0, 1)``. The system is
     sparse, symmetric and positive definite when at least one pixel is known;
     it is solved per image and channel by Jacobi-preconditioned conjugate
-    gradients in float64, batched as 3x3 convolutions, until the residual
-    ``||A u - b|| <= tol * ||b||`` (``tol=1e-7``: errors around 1e-7, far below the noise).
+    gradients in ``x``'s float dtype (float32 for half/bfloat16), batched as
+    3x3 stencils, until the residual ``||A u - b|| <= tol * ||b||``.
+    Default ``tol``: 1e-7 in float64, 1e-5 in float32 (pixel errors about 1e-4
+    on 28x28 images, a hundredth of the paper's noise of 0.01).
 
     Args:
         x: ``(N, C, H, W)`` images.
         mask: ``(N, H, W)`` bool, True where the pixel is removed (all channels).
         noise: standard deviation of the Gaussian noise added to imputed pixels.
         generator: for the noise (CPU generator; the noise is moved to ``x``'s device).
-        tol, max_iter: convergence of the solver (``max_iter`` defaults to ``4 * H * W``).
+        tol, max_iter: convergence of the solver (``tol`` per dtype as above; ``max_iter`` defaults to ``4 * H * W``).
 
     Returns:
         ``(N, C, H, W)`` images, known pixels unchanged, in ``x``'s dtype.
