@@ -8,6 +8,7 @@ the final linear layer).
 
     PYTHONPATH=src python benchmarks/bench_evaluate.py --threads 2
     PYTHONPATH=src python benchmarks/bench_evaluate.py --seeds 0 --n-images 500   # the timing bar, one seed
+    PYTHONPATH=src python benchmarks/bench_evaluate.py --compare 3 --n-images 100  # metric phase before/after
 
 If fewer than three methods are registered, the run is padded with copies of
 Grad-CAM registered under "timing-copy-N" in this process only, so the timing
@@ -17,6 +18,7 @@ covers 3 methods x 3 layers of the same per-map cost; the output says so.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -27,6 +29,10 @@ from camlens.checkpoint import save_checkpoint
 from camlens.data import CLASSES, FashionMNIST
 from camlens.evaluate import evaluate_checkpoint
 from camlens.methods import METHODS, GradCAM, register
+from camlens.metrics import ROAD_PERCENTAGES, confidence_change, deletion, insertion, saliency_rank
+from camlens.metrics._common import class_probs, resolve_classes
+from camlens.metrics.batched import faithfulness
+from camlens.metrics.road import road_counts, road_images, road_noise
 from camlens.models import ConvNet
 
 
@@ -54,6 +60,51 @@ def train(path: Path, seed: int, epochs: int = 5) -> float:
     return acc
 
 
+def _before(model: nn.Module, x: torch.Tensor, maps: dict[str, torch.Tensor], seed: int, steps: int) -> None:
+    """The metric phase as it was before the batched driver: each metric per map, ROAD in float64 at tol 1e-7."""
+    for mp in maps.values():
+        deletion(model, x, mp, steps=steps, seed=seed)
+        insertion(model, x, mp, steps=steps, seed=seed)
+        classes = resolve_classes(model, x, None)
+        rank = saliency_rank(mp, seed).view(x.shape[0], 28, 28)
+        counts = road_counts(ROAD_PERCENTAGES, 784)
+        eps = road_noise(x.shape[0], 9, 1, 28, 28, seed)
+        for i in range(0, x.shape[0], 28):  # the old chunking: 512 // 18 images
+            xs = x[i : i + 28].double()  # the old solver ran in float64 at tol 1e-7
+            filled = road_images(xs, rank[i : i + 28], counts, 0.01, eps[i : i + 28].double()).float()
+            class_probs(model, filled, classes[i : i + 28].repeat_interleave(18))
+        confidence_change(model, x, mp)
+
+
+def _after(model: nn.Module, x: torch.Tensor, maps: dict[str, torch.Tensor], seed: int, steps: int) -> None:
+    faithfulness(model, x, maps, seed=seed, steps=steps)
+
+
+def compare(ckpt: Path, n_images: int, reps: int, steps: int) -> None:
+    """Metric phase before vs after, interleaved, on the same images and the 12 maps of the bar run."""
+    from camlens.checkpoint import load_checkpoint
+    from camlens.evaluate import _method_maps
+    from camlens.metrics import BASELINES
+
+    model, _ = load_checkpoint(ckpt)
+    x = FashionMNIST(split="test").tensors()[0][:n_images]
+    maps: dict[str, torch.Tensor] = {}
+    for m in ("gradcam", "gradcam++", "guided-backprop"):
+        for key, mp in _method_maps(model, x, m, ["seq.0", "seq.2", "seq.4"], 512).items():
+            maps[f"{m}@{key}"] = mp
+    maps.update({b: BASELINES[b](x, 0) for b in ("random", "intensity", "edge")})
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for r in range(reps):
+        for name, fn in (("before", _before), ("after", _after)) if r % 2 == 0 else (("after", _after), ("before", _before)):
+            t0 = time.perf_counter()
+            fn(model, x, maps, 0, steps)
+            times[name].append(time.perf_counter() - t0)
+            print(f"  rep {r} {name}: {times[name][-1]:.2f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"metric phase, {n_images} images x {len(maps)} maps, {torch.get_num_threads()} threads, median of {reps}: "
+          f"before {med['before']:.2f} s, after {med['after']:.2f} s, speed-up {med['before'] / med['after']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="build/bench-evaluate/convnet-seed0")
@@ -67,12 +118,17 @@ def main() -> None:
     ap.add_argument("--baselines", nargs="+", default=["random", "intensity", "edge"])
     ap.add_argument("--no-sanity", action="store_true")
     ap.add_argument("--json", default=None, help="also write the evaluation JSON here")
+    ap.add_argument("--compare", type=int, default=0, metavar="REPS",
+                    help="instead: time the metric phase before/after batching, REPS interleaved runs on --n-images")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     ckpt = Path(args.checkpoint)
     if not (ckpt / "meta.json").is_file():
         train(ckpt, args.train_seed)
+    if args.compare:
+        compare(ckpt, args.n_images, args.compare, args.steps)
+        return
 
     methods = args.methods
     if methods is None:

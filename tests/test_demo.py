@@ -28,7 +28,7 @@ def test_pick_images_one_per_class_then_wrong_ones():
 
 def test_demo_trains_explains_reports_then_reuses(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), *QUICK]) == 0
+    assert main(["demo", "--out", str(out), *QUICK, "--eval-images", "12"]) == 0
     text = capsys.readouterr().out
     meta = read_meta(out / "checkpoint")
     assert meta["epochs"] == 1 and meta["data"]["train_images"] == 384 and meta["data"]["val_images"] == 500
@@ -42,16 +42,20 @@ def test_demo_trains_explains_reports_then_reuses(tmp_path, capsys):
     html = (out / "report.html").read_text()
     srcs = re.findall(r'src="([^"]+)"', html)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # self-contained
-    assert len(srcs) == 2 + 1 + n_images  # curve, per-class, grid, one per image
+    assert len(srcs) == 2 + 1 + n_images + 2  # curve, per-class, grid, one per image; evaluation curves, sanity
+    section = html[html.index('<section class="camlens-evaluation">') :]
+    assert "12 test images, 1 seed(s)" in section and "gradcam@seq.4" in section and "<td>random</td>" in section
+    assert re.search(r"evaluation: Grad-CAM at seq.0, seq.2, seq.4 and a random map scored on 12 test images", text)
     for s in srcs:
         with Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) as im:
             assert im.format == "PNG"
     assert "<td>1</td>" in html and f"{meta['history'][0]['val_accuracy']:.4f}" in html
     assert "http" not in html
 
-    assert main(["demo", "--out", str(out), *QUICK]) == 0
+    assert main(["demo", "--out", str(out), *QUICK, "--eval-images", "0"]) == 0
     assert "reusing the checkpoint" in capsys.readouterr().out
-    assert main(["demo", "--out", str(out), *QUICK, "--seed", "5"]) == 0  # another configuration: trains again
+    assert "camlens-evaluation" not in (out / "report.html").read_text()  # 0 skips the section
+    assert main(["demo", "--out", str(out), *QUICK, "--seed", "5", "--eval-images", "0"]) == 0  # another configuration: trains again
     assert "training the tutorial's ConvNet" in capsys.readouterr().out
     assert read_meta(out / "checkpoint")["recipe"]["seed"] == 5
 
@@ -60,6 +64,7 @@ def test_demo_trains_explains_reports_then_reuses(tmp_path, capsys):
     "argv, match",
     [
         (["--wrong", "-1"], "--wrong -1 must be 0 or more"),
+        (["--eval-images", "-3"], "--eval-images -3 must be 0 (skip the evaluation) or more"),
         (["--colormap", "nope"], "colormap='nope' is not a matplotlib colormap"),
         (["--batch-size", "0"], "batch_size=0 must be a positive int"),
         (["--full", "--data", "x"], "--full and --data 'x' both given"),

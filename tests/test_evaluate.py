@@ -123,3 +123,17 @@ def test_cli_evaluate_writes_json_figures_and_html(tmp_path, capsys):
     rc = main(["evaluate", str(ckpt), "--n-images", "100000", "--out", str(out)])
     assert rc == 1
     assert "n_images=100000" in capsys.readouterr().err
+
+
+def test_an_input_sized_method_is_one_entry_scored_on_its_channel_mean():
+    from camlens.methods import get_method
+
+    model = Tiny().eval()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    ev = evaluate(model, x, methods=["guided-backprop", "gradcam"], layers=["seq.2"], baselines=["random"],
+                  steps=4, sanity_images=2, sanity_modes=("cascading",), n_boot=50)
+    assert ev.entries == ["guided-backprop@input", "gradcam@seq.2", "random"]
+    gb = get_method("guided-backprop")(model)(x).maps["input"]  # (N, 1, H, W)
+    direct = deletion(model, x, gb[:, 0], steps=4, seed=0).auc
+    assert torch.allclose(ev.values["guided-backprop@input"]["deletion"][0], direct)
+    assert ev.sanity["guided-backprop@input"]["cascading"]["layers"] == ["seq.5", "seq.2", "seq.0"]

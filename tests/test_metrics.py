@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from camlens.errors import InputError
@@ -331,3 +332,40 @@ def test_metric_inputs_are_checked():
         road(SumModel(), X.float(), MAP.float(), percentages=(0.5, 1.0))
     with pytest.raises(InputError, match="NaN"):
         deletion(SumModel(), X.float(), torch.full((1, 4, 4), float("nan")))
+
+
+def test_float32_imputation_is_within_a_tenth_of_the_noise_of_the_exact_solve():
+    # A 28x28 image with large contiguous holes (the hard case for the solver), float32 default tolerance.
+    gen = torch.Generator().manual_seed(1)
+    img = torch.rand(1, 1, 28, 28, generator=gen)
+    smooth = F.avg_pool2d(torch.rand(1, 1, 28, 28, generator=gen), 9, 1, 4)[0, 0]
+    for q in (0.3, 0.9):
+        mask = smooth >= torch.quantile(smooth.flatten(), 1 - q)
+        out = noisy_linear_impute(img, mask[None], noise=0.0)
+        assert out.dtype == torch.float32
+        exact = reference_impute(img[0, 0].double(), mask)
+        assert float((out[0, 0].double() - exact).abs().max()) < 1e-3  # the noise is N(0, 0.01)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batched_faithfulness_equals_the_single_metrics(channels_last):
+    from camlens.metrics import confidence_change, insertion, random_map
+    from camlens.metrics.batched import faithfulness
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 4)).eval()
+    x = torch.rand(5, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    maps = {"a": random_map(x, 7), "b": x[:, 0].clone()}
+    strides = [p.stride() for p in model.parameters()]
+    classes, scores = faithfulness(model, x, maps, seed=4, steps=5, chunk_images=2, channels_last=channels_last)
+    for name, mp in maps.items():
+        d = deletion(model, x, mp, steps=5, seed=4)
+        i = insertion(model, x, mp, steps=5, seed=4)
+        r = road(model, x, mp, seed=4)
+        c = confidence_change(model, x, mp)
+        s = scores[name]
+        assert classes.equal(d.classes)
+        for got, want in ((s.deletion, d.curves), (s.insertion, i.curves), (s.morf, r.morf), (s.lerf, r.lerf),
+                          (s.full, c.full), (s.masked, c.masked)):
+            assert torch.allclose(got, want, atol=1e-6)
+    assert [p.stride() for p in model.parameters()] == strides  # the user's model is not converted

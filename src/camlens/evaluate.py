@@ -28,15 +28,17 @@ from .methods import METHODS, get_method
 from .metrics import (
     BASELINES,
     ROAD_PERCENTAGES,
-    confidence_change,
-    deletion,
+    ConfidenceResult,
+    CurveResult,
+    RoadResult,
     energy_pointing_game,
-    insertion,
     layers_from_top,
     object_mask,
-    road,
     sanity_check,
 )
+from .metrics.batched import faithfulness
+from .metrics.sanity import image_map
+from .metrics.perturbation import _pixel_counts
 
 __all__ = [
     "METRICS",
@@ -373,14 +375,18 @@ def _png(fig: Any) -> bytes:
 
 
 def _method_maps(model: nn.Module, x: Tensor, method: str, layers: list[str], batch_size: int) -> dict[str, Tensor]:
-    """Normalized maps ``(N, H, W)`` of one method at each layer (one forward/backward per chunk)."""
+    """Normalized maps ``(N, H, W)`` of one method, per key of its ``result.maps`` (one forward/backward per chunk).
+
+    The keys are the layers, or ``"input"`` for a method whose map is input-sized (guided backprop);
+    input-like ``(N, C, H, W)`` maps are averaged over channels (:func:`camlens.metrics.sanity.image_map`).
+    """
     explainer = get_method(method)(model, layers)
-    out: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+    out: dict[str, list[Tensor]] = {}
     for xc in x.split(batch_size):
         res = explainer(xc)
-        for layer in layers:
-            out[layer].append(res.maps[layer].detach())
-    return {layer: torch.cat(v) for layer, v in out.items()}
+        for key, mp in res.maps.items():
+            out.setdefault(key, []).append(image_map(mp.detach()))
+    return {key: torch.cat(v) for key, v in out.items()}
 
 
 def evaluate(
@@ -477,9 +483,11 @@ def evaluate(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     maps: dict[str, Tensor] = {}
+    explained: list[tuple[str, str]] = []  # (method, layer or "input") in entry order
     for m in methods:
-        for layer, mp in _method_maps(model, x, m, layers, batch_size).items():
-            maps[f"{m}@{layer}"] = mp
+        for key, mp in _method_maps(model, x, m, layers, batch_size).items():
+            maps[f"{m}@{key}"] = mp
+            explained.append((m, key))
     timings["maps"] = time.perf_counter() - t0
 
     entries = list(maps) + list(baselines)
@@ -490,14 +498,21 @@ def evaluate(
     t0 = time.perf_counter()
     for seed in seeds:
         t_seed = time.perf_counter()
+        seed_maps = {e: maps[e] if e in maps else BASELINES[e](x, seed) for e in entries}
+        classes, scores = faithfulness(
+            model, x, seed_maps, seed=seed, steps=steps, deletion_baseline=deletion_baseline,
+            insertion_baseline=insertion_baseline, percentages=road_percentages, noise=road_noise,
+            batch_size=batch_size,
+        )
+        fr = _pixel_counts(x.shape[2] * x.shape[3], steps, x.device).to(x.dtype) / (x.shape[2] * x.shape[3])
         for e in entries:
-            mp = maps[e] if e in maps else BASELINES[e](x, seed)
-            kw = {"seed": seed, "batch_size": batch_size}
-            dele = deletion(model, x, mp, steps=steps, baseline=deletion_baseline, **kw)
-            ins = insertion(model, x, mp, steps=steps, baseline=insertion_baseline, **kw)
-            rd = road(model, x, mp, percentages=road_percentages, noise=road_noise, **kw)
-            conf = confidence_change(model, x, mp, batch_size=batch_size)
-            point = energy_pointing_game(mp, mask)
+            sc = scores[e]
+            dele = CurveResult(fr, sc.deletion, torch.trapezoid(sc.deletion, fr, dim=1), classes)
+            ins = CurveResult(fr, sc.insertion, torch.trapezoid(sc.insertion, fr, dim=1), classes)
+            qs = torch.tensor([float(q) for q in road_percentages], dtype=torch.float32, device=x.device)
+            rd = RoadResult(qs, sc.morf, sc.lerf, classes)
+            conf = ConfidenceResult(sc.full, sc.masked, classes)
+            point = energy_pointing_game(seed_maps[e], mask)
             v = values[e]
             v["deletion"].append(dele.auc)
             v["insertion"].append(ins.auc)
@@ -522,15 +537,15 @@ def evaluate(
         t0 = time.perf_counter()
         xs = x[:sanity_images]
         order = layers_from_top(model, xs[:1])
-        for m in methods:
-            for layer in layers:
-                key = f"{m}@{layer}"
-                for mode in sanity_modes:
-                    runs = [sanity_check(model, xs, m, layer, mode=mode, layers=order, seed=s) for s in seeds]
-                    sanity_out.setdefault(key, {})[mode] = {
-                        "layers": runs[0].layers,
-                        **{s: torch.stack([getattr(r, s) for r in runs]).cpu() for s in SANITY_STATS},
-                    }
+        for m, where in explained:
+            key = f"{m}@{where}"
+            layer = where if where in layers else layers[0]  # an input-sized map ignores the layer
+            for mode in sanity_modes:
+                runs = [sanity_check(model, xs, m, layer, mode=mode, layers=order, seed=s) for s in seeds]
+                sanity_out.setdefault(key, {})[mode] = {
+                    "layers": runs[0].layers,
+                    **{s: torch.stack([getattr(r, s) for r in runs]).cpu() for s in SANITY_STATS},
+                }
         timings["sanity"] = time.perf_counter() - t0
 
     return Evaluation(

@@ -60,6 +60,7 @@ def write_report(
     per_class: Sequence[float],
     class_names: Sequence[str],
     figures: Sequence[tuple[str, bytes]],
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write one HTML file that needs nothing else (images inline), atomically.
 
@@ -70,6 +71,7 @@ def write_report(
         history: per-epoch dicts with ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``.
         per_class: accuracy per class, aligned with ``class_names``.
         figures: ``(caption, png bytes)`` pairs, shown in order.
+        sections: trusted HTML fragments appended after the figures (e.g. :meth:`camlens.evaluate.Evaluation.html`).
 
     Returns:
         The path.
@@ -100,6 +102,7 @@ def write_report(
     ]
     for caption, png in figures:
         parts.append(f"<figure>{_img(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.extend(sections)
     parts.append("</body></html>\n")
     path = Path(path)
     atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))

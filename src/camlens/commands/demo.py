@@ -4,7 +4,10 @@ Steps: train on the bundled Fashion-MNIST sample with the tutorial's recipe
 (or reuse ``<out>/checkpoint`` if it was trained with the same configuration),
 pick a fixed set of test images (the first of each class, plus the first
 misclassified ones), explain them at the three conv layers with one Grad-CAM
-call, and write figures and one self-contained ``report.html``.
+call, score Grad-CAM's maps at those layers against a random map on
+``--eval-images`` test images (deletion, insertion, ROAD, confidence,
+pointing, sanity checks; :mod:`camlens.evaluate`), and write figures and one
+self-contained ``report.html``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrain", action="store_true", help="train again even if a matching checkpoint exists")
     parser.add_argument("--wrong", type=int, default=2, metavar="N", help="also show the first N misclassified images")
     parser.add_argument("--colormap", default="jet", help="matplotlib colormap (default jet)")
+    parser.add_argument("--eval-images", type=int, default=100, metavar="N",
+                        help="score Grad-CAM's maps on N test images for the report's evaluation section (0 skips it)")
     add_data_arguments(parser)
     add_recipe_arguments(parser)
 
@@ -39,6 +44,21 @@ def pick_images(labels: torch.Tensor, preds: torch.Tensor, num_classes: int, wro
             chosen.append(int(hits[0]))
     misses = [int(i) for i in (labels != preds).nonzero().flatten() if int(i) not in chosen]
     return chosen + misses[:wrong]
+
+
+def _evaluation_section(model: torch.nn.Module, x_all: torch.Tensor, n: int) -> str:
+    """The report's evaluation section: Grad-CAM at the conv layers vs a random map, one seed, on ``n`` images.
+
+    The images are drawn from ``x_all`` by a permutation seeded with 0; sanity checks run on at most 50 of them.
+    """
+    from ..evaluate import evaluate
+    from ..models import ConvNet
+
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(x_all.shape[0], generator=gen)[: min(n, x_all.shape[0])].to(x_all.device)
+    ev = evaluate(model, x_all[idx], methods=["gradcam"], layers=list(ConvNet.conv_layers), seeds=(0,),
+                  baselines=("random",), sanity_images=min(n, 50), n_boot=1000)
+    return ev.html()
 
 
 def _same_config(meta: dict[str, Any], want: dict[str, Any]) -> bool:
@@ -59,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     check_colormap(args.colormap)
     if args.wrong < 0:
         raise InputError(f"--wrong {args.wrong} must be 0 or more")
+    if args.eval_images < 0:
+        raise InputError(f"--eval-images {args.eval_images} must be 0 (skip the evaluation) or more, e.g. 100")
     out = Path(args.out)
     ckpt = out / "checkpoint"
     data = resolve_data(args)
@@ -115,9 +137,16 @@ def run(args: argparse.Namespace) -> int:
     ]
     figures = [("all explained images: image and Grad-CAM overlay per layer", paths[-1].read_bytes())]
     figures += [(title_for(ex, i, CLASSES), p.read_bytes()) for i, p in enumerate(paths[: len(idx)])]
+    sections = []
+    if args.eval_images:
+        t_eval = time.perf_counter()
+        section = _evaluation_section(model, x_all, args.eval_images)
+        sections.append(section)
+        summary.append(f"evaluation: Grad-CAM at {', '.join(ConvNet.conv_layers)} and a random map scored on "
+                       f"{min(args.eval_images, len(x_all))} test images in {time.perf_counter() - t_eval:.1f}s")
     report = write_report(out / "report.html", title="camlens demo: Grad-CAM on Fashion-MNIST", summary=summary,
                           history=meta["history"], per_class=meta["per_class_accuracy"], class_names=CLASSES,
-                          figures=figures)
+                          figures=figures, sections=sections)
     for line in summary:
         print(line)
     print(f"report: {report}")

@@ -179,7 +179,16 @@ def _signed_maps(method: str, model: nn.Module, layer: LayerSpec, x: Tensor, cla
         explainer = cls(model, layer, relu=False, normalize=False)
     except TypeError:  # a method without these switches: its default maps
         explainer = cls(model, layer)
-    return explainer(x, classes).map.detach()
+    return image_map(explainer(x, classes).map.detach())
+
+
+def image_map(m: Tensor) -> Tensor:
+    """``(N, H, W)`` from a layer map ``(N, H, W)`` or an input-like map ``(N, C, H, W)`` (guided backprop).
+
+    An input-like map is averaged over its channels (linear: it keeps the sign of signed maps and keeps
+    min-max normalized maps in [0, 1]); for one channel this is a squeeze.
+    """
+    return m.mean(dim=1) if m.ndim == 4 else m
 
 
 def _unit(m: Tensor) -> Tensor:
