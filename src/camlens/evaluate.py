@@ -451,8 +451,8 @@ def evaluate(
     for m in methods:
         try:
             get_method(m)
-        except KeyError as e:
-            raise InputError(str(e.args[0])) from None
+        except KeyError as err:
+            raise InputError(str(err.args[0])) from None
     if layers is None:
         layers = list(getattr(model, "conv_layers", ()))
         if not layers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +15,7 @@ from ._common import check_images_maps, class_probs, resolve_classes, saliency_r
 
 __all__ = ["CurveResult", "blur", "deletion", "insertion", "make_baseline", "perturbation_curve"]
 
-Baseline = str | float | Tensor
+Baseline: TypeAlias = Union[str, float, Tensor]
 
 
 @dataclass
