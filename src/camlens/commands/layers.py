@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
 import torch
@@ -50,23 +49,10 @@ def load_model(spec: str) -> tuple[nn.Module, tuple[int, ...] | None]:
             size = kw.get("image_size", 28)
             shape = (kw.get("in_channels", 1), size, size)
         return model, None if shape is None else tuple(shape)
-    if ":" not in spec:
-        raise InputError(
-            f"model {spec!r} is neither a checkpoint folder nor 'package.module:function'; "
-            "give a folder written by `camlens train` or e.g. mypkg.models:build"
-        )
-    mod_name, _, fn_name = spec.partition(":")
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise InputError(f"cannot import {mod_name!r} for model {spec!r}: {e}") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise InputError(f"{mod_name!r} has no callable {fn_name!r} (model {spec!r})")
-    model = fn()
-    if not isinstance(model, nn.Module):
-        raise InputError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
-    return model.eval(), None
+    from ..dataset.sources import load_model as load_model_or_factory
+
+    model, _ = load_model_or_factory(spec, torch.device("cpu"))
+    return model, None
 
 
 def run(args: argparse.Namespace) -> int:
