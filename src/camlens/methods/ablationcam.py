@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import CamlensError, InputError, LayerShapeError
 from ..layers import LayerSpec
-from ..targets import OutputSpec
 from ._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
-from .base import BaseCAM, CAMContext, Reshape, combine
+from .base import BaseCAM, CAMContext, CAMOptions, combine
 from .registry import register
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["RERUNS", "AblationCAM", "sequential_tail"]
 
@@ -115,19 +117,12 @@ class AblationCAM(BaseCAM):
         rerun: str = "auto",
         batch_size: int | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        relu: bool = True,
-        upsample: bool = True,
-        normalize: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
-        output: OutputSpec = None,
+        **options: Unpack[CAMOptions],
     ) -> None:
-        super().__init__(
-            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
-        )
+        super().__init__(model, layers, **options)
         if rerun not in RERUNS:
             raise InputError(f"rerun={rerun!r} is not one of {list(RERUNS)}")
-        if reshape is not None:
+        if options.get("reshape") is not None:
             raise InputError("AblationCAM does not support reshape=; choose a layer with (N, C, *spatial) output")
         check_budget(memory_budget, batch_size)
         self.rerun = rerun

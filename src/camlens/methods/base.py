@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -23,9 +23,23 @@ from ..targets import OutputSpec, TargetSpec, select_output, target_scores
 from ..tokens import auto_reshape
 from ..wrapped import check_not_compiled_inside, strip_wrapper_prefix, unwrap_model
 
-__all__ = ["BaseCAM", "CAMContext", "CAMResult", "Reshape"]
+__all__ = ["BaseCAM", "CAMContext", "CAMOptions", "CAMResult", "Reshape"]
 
 Reshape = Callable[[Tensor], Tensor]
+
+class CAMOptions(TypedDict, total=False):
+    """The post-processing keywords every method takes (see :class:`BaseCAM`).
+
+    A method with keywords of its own declares them and takes the rest as
+    ``**options: Unpack[CAMOptions]``, so the list lives here once.
+    """
+
+    relu: bool
+    upsample: bool
+    normalize: bool
+    fuse: str | None
+    reshape: Reshape | Mapping[str, Reshape] | None
+    output: OutputSpec
 
 
 @dataclass

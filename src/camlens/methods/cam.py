@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
 from ..errors import LayerNotFoundError, LayerShapeError, TargetError
 from ..layers import LayerSpec, resolve_layers
-from ..targets import OutputSpec
-from .base import BaseCAM, CAMContext, Reshape, combine
+from .base import BaseCAM, CAMContext, CAMOptions, combine
 from .registry import register
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["CAM"]
 
@@ -48,16 +51,9 @@ class CAM(BaseCAM):
         layers: LayerSpec | Iterable[LayerSpec],
         *,
         fc: LayerSpec | None = None,
-        relu: bool = True,
-        upsample: bool = True,
-        normalize: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
-        output: OutputSpec = None,
+        **options: Unpack[CAMOptions],
     ) -> None:
-        super().__init__(
-            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
-        )
+        super().__init__(model, layers, **options)
         self.fc: nn.Linear | None = None
         if fc is not None:
             name, module = next(iter(resolve_layers(model, fc).items()))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..layers import LayerSpec
-from ..targets import OutputSpec
-from .base import BaseCAM, CAMContext, Reshape
+from .base import BaseCAM, CAMContext, CAMOptions
 from .registry import register
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["EigenCAM", "EigenGradCAM", "first_component"]
 
@@ -50,16 +53,9 @@ class _EigenBase(BaseCAM):
         layers: LayerSpec | Iterable[LayerSpec],
         *,
         center: bool = False,
-        relu: bool = True,
-        upsample: bool = True,
-        normalize: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
-        output: OutputSpec = None,
+        **options: Unpack[CAMOptions],
     ) -> None:
-        super().__init__(
-            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
-        )
+        super().__init__(model, layers, **options)
         self.center = center
 
 

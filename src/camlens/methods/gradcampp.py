@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..layers import LayerSpec
-from ..targets import OutputSpec
-from .base import BaseCAM, Reshape
+from .base import BaseCAM, CAMOptions
 from .registry import register
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["GradCAMPlusPlus"]
 
@@ -52,16 +55,9 @@ class GradCAMPlusPlus(BaseCAM):
         layers: LayerSpec | Iterable[LayerSpec],
         *,
         normalize_alpha: bool = False,
-        relu: bool = True,
-        upsample: bool = True,
-        normalize: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
-        output: OutputSpec = None,
+        **options: Unpack[CAMOptions],
     ) -> None:
-        super().__init__(
-            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
-        )
+        super().__init__(model, layers, **options)
         self.normalize_alpha = normalize_alpha
 
     def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..layers import LayerSpec
 from ..ops import minmax_normalize, upsample
-from ..targets import OutputSpec
-from .base import BaseCAM, CAMContext, CAMResult, Reshape
+from .base import BaseCAM, CAMContext, CAMOptions, CAMResult
 from .registry import register
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["LayerCAM"]
 
@@ -43,16 +46,9 @@ class LayerCAM(BaseCAM):
         layers: LayerSpec | Iterable[LayerSpec],
         *,
         gamma: float = 2.0,
-        relu: bool = True,
-        upsample: bool = True,
-        normalize: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
-        output: OutputSpec = None,
+        **options: Unpack[CAMOptions],
     ) -> None:
-        super().__init__(
-            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
-        )
+        super().__init__(model, layers, **options)
         if not gamma > 0:
             raise ValueError(f"gamma={gamma!r} must be a positive float (the paper uses 2)")
         self.gamma = float(gamma)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -10,10 +11,12 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..layers import LayerSpec
 from ..ops import minmax_normalize, upsample
-from ..targets import OutputSpec
 from ._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
-from .base import BaseCAM, CAMContext, Reshape, combine
+from .base import BaseCAM, CAMContext, CAMOptions, combine
 from .registry import register
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["WEIGHTINGS", "ScoreCAM"]
 
@@ -71,16 +74,9 @@ class ScoreCAM(BaseCAM):
         batch_size: int | None = None,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         channels_last: bool | None = None,
-        relu: bool = True,
-        upsample: bool = True,
-        normalize: bool = True,
-        fuse: str | None = None,
-        reshape: Reshape | Mapping[str, Reshape] | None = None,
-        output: OutputSpec = None,
+        **options: Unpack[CAMOptions],
     ) -> None:
-        super().__init__(
-            model, layers, relu=relu, upsample=upsample, normalize=normalize, fuse=fuse, reshape=reshape, output=output
-        )
+        super().__init__(model, layers, **options)
         if weighting not in WEIGHTINGS:
             raise InputError(f"weighting={weighting!r} is not one of {list(WEIGHTINGS)}")
         check_budget(memory_budget, batch_size)
