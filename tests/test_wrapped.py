@@ -93,3 +93,15 @@ def test_a_layer_inside_a_compiled_submodule_gets_a_clear_error():
     assert compiled_submodules(outer) == ["backbone"]
     with pytest.raises(camlens.LayerNotUsedError, match=r"inside 'backbone'.*torch.compile.*_orig_mod"):
         camlens.GradCAM(outer, "backbone._orig_mod.0")
+
+
+@pytest.mark.parametrize("method", ["fullgrad", "guided-backprop", "guided-gradcam"])
+def test_input_gradient_methods_unwrap_data_parallel_too(net_and_x, method):
+    model, x = net_and_x
+    kwargs = {"layers": "seq.4"} if method == "guided-gradcam" else {}
+    plain = camlens.get_method(method)(model, **kwargs)(x)
+    cam = camlens.get_method(method)(nn.DataParallel(model), **kwargs)
+    assert cam.model is model
+    wrapped = cam(x)
+    for key, m in plain.maps.items():
+        torch.testing.assert_close(wrapped.maps[key], m)

@@ -89,8 +89,9 @@ class FullGrad(BaseCAM):
         normalize: bool = True,
         output: OutputSpec = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        # The base checks and unwraps the model; FullGrad chooses its own bias layers.
+        super().__init__(model, None, relu=relu, upsample=True, normalize=normalize, output=output)
+        model = self.model
         if layers is None:
             self.layers = {n: m for n, m in model.named_modules() if n and bias_of(m) is not None}
         else:
@@ -105,13 +106,6 @@ class FullGrad(BaseCAM):
                     f"the bias-gradients of such layers: pass layers=None (all of them) or modules that "
                     f"contain some, e.g. {bias_layers(model)[:5]}"
                 )
-        self.model = model
-        self.relu = relu
-        self.upsample = True
-        self.normalize = normalize
-        self.fuse = None
-        self.reshape = None
-        self.output = output
 
     def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
         self._check_input(x)

@@ -124,16 +124,8 @@ class GuidedBackprop(BaseCAM):
         relu: bool = False,
         output: OutputSpec = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.layers = {}
-        self.relu = relu
-        self.upsample = False
-        self.normalize = normalize
-        self.fuse = None
-        self.reshape = None
-        self.output = output
+        # The map is the input gradient: no layer is hooked (``layers`` is accepted and unused).
+        super().__init__(model, None, relu=relu, upsample=False, normalize=normalize, output=output)
 
     def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
         self._check_input(x)
