@@ -1,0 +1,130 @@
+"""An inference-optimized copy of the model for the extra forward passes of perturbation methods.
+
+Score-CAM runs the model once per channel and image: thousands of forward
+passes of the same model on the CPU, where their cost is the whole cost of
+the method. Those passes need no autograd and no hooks, so they can run
+through a copy of the model prepared for inference by
+:func:`torch.fx.experimental.optimization.optimize_for_inference`: BatchNorm
+folded into the preceding convolution, dropout removed, and convolutions run
+with pre-packed oneDNN weights in oneDNN's blocked layout. The arithmetic is
+the same up to float rounding.
+
+The copy is used only where that is known to hold, and checked every call:
+
+- the model and the input are float32 on the CPU, no autocast is active, every
+  module is in eval mode (BatchNorm folding is only valid with running
+  statistics) and no module carries a forward hook or pre-hook (the copy
+  would not run it the same way);
+- ``torch.fx`` can trace the model (data-dependent control flow cannot be
+  traced; the trace error sends the method back to the model itself);
+- the copy reproduces the model's own output on the explained input to
+  ``rtol=1e-4`` (relative to the largest output) on every call.
+
+The user's model is deep-copied, never changed. The copy is cached on the
+method object and rebuilt when any parameter or buffer of the model is
+replaced or changed in place (its identity, storage or version counter).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ..targets import OutputSpec, select_output
+
+__all__ = ["InferenceCopy"]
+
+#: relative tolerance of the check that the copy reproduces the model's output.
+RTOL = 1e-4
+
+
+def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
+    tensors = [*model.parameters(), *model.buffers()]
+    return (
+        tuple(id(m) for m in model.modules()),
+        tuple((id(t), t.data_ptr(), t._version) for t in tensors),
+    )
+
+
+def ineligible(model: nn.Module, x: Tensor) -> str | None:
+    """Why the optimized copy cannot serve ``model`` on ``x`` (``None`` when it can)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return f"the input is {x.dtype} on {x.device}; the optimized copy is for float32 on the CPU"
+    if torch.is_autocast_enabled("cpu"):
+        return "CPU autocast is active"
+    if not torch.backends.mkldnn.is_available():
+        return "this PyTorch build has no oneDNN (mkldnn) support"
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            return f"{name!r} is {t.dtype} on {t.device}; the optimized copy is for float32 on the CPU"
+    for name, m in model.named_modules():
+        if m.training:
+            return f"module {name or type(m).__name__!r} is in training mode (BatchNorm folding needs eval mode)"
+        if m._forward_hooks or m._forward_pre_hooks:
+            return f"module {name or type(m).__name__!r} has forward hooks, which the copy would not run the same way"
+    return None
+
+
+class InferenceCopy:
+    """Gives the module to run a method's extra forward passes through: the optimized copy, or the model.
+
+    Args:
+        optimize: ``None`` uses the copy where it is eligible, traces and
+            reproduces the model's output, and the model itself otherwise;
+            ``True`` requires the copy (:class:`InputError` saying why not);
+            ``False`` always uses the model.
+    """
+
+    def __init__(self, optimize: bool | None) -> None:
+        if optimize not in (None, True, False):
+            raise InputError(f"optimize={optimize!r} must be None (automatic), True or False")
+        self.optimize = optimize
+        self._key: tuple[Any, ...] | None = None
+        self._copy: nn.Module | None = None
+        self._error: str | None = None
+        #: what the last call ran its extra passes through: "optimized copy" or "model".
+        self.last_used: str | None = None
+
+    def _build(self, model: nn.Module) -> None:
+        key = _fingerprint(model)
+        if key == self._key:
+            return
+        self._key, self._copy, self._error = key, None, None
+        try:
+            # torch.utils.mkldnn's modules still use torch.jit.script_method, which recent torch
+            # deprecates: not the caller's concern; if a later torch drops them, this falls back.
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from torch.fx.experimental.optimization import optimize_for_inference
+
+                self._copy = optimize_for_inference(copy.deepcopy(model))
+        except Exception as e:  # noqa: BLE001 - any trace or copy failure means: run the model itself
+            self._error = f"torch.fx could not prepare the model ({type(e).__name__}: {e})"
+
+    def module(self, model: nn.Module, x: Tensor, logits: Tensor, output: OutputSpec = None) -> nn.Module:
+        """The module for extra passes of ``model``; ``logits`` is the model's own output on ``x``."""
+        self.last_used = "model"
+        if self.optimize is False:
+            return model
+        reason = ineligible(model, x)
+        if reason is None:
+            self._build(model)
+            reason = self._error
+        if reason is None:
+            assert self._copy is not None
+            with torch.no_grad():
+                got = select_output(self._copy(x), output)
+            ref = logits.detach()
+            tol = RTOL * float(ref.abs().amax().clamp_min(1.0))
+            if got.shape == ref.shape and torch.allclose(got.to(ref.dtype), ref, rtol=RTOL, atol=tol):
+                self.last_used = "optimized copy"
+                return self._copy
+            reason = "the optimized copy does not reproduce the model's output on this input"
+        if self.optimize:
+            raise InputError(f"optimize=True: {reason}; pass optimize=None to fall back to the model itself")
+        return model
