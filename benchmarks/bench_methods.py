@@ -125,5 +125,6 @@ def main() -> None:
             f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; torchcam: {live.numel()} masked passes, 32 rows each"
         )
 
+
 if __name__ == "__main__":
     main()

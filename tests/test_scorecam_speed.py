@@ -171,7 +171,9 @@ def test_channels_with_equal_normalized_maps_share_one_forward_pass() -> None:
             torch.testing.assert_close(result.raw["2"][n], expected, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize(("spatial", "size"), [((2, 2), (64, 64)), ((3, 5), (17, 11)), ((7, 7), (7, 7)), ((2, 3, 2), (4, 6, 4))])
+@pytest.mark.parametrize(
+    ("spatial", "size"), [((2, 2), (64, 64)), ((3, 5), (17, 11)), ((7, 7), (7, 7)), ((2, 3, 2), (4, 6, 4))]
+)
 def test_the_separable_upsampler_equals_interpolate(spatial, size) -> None:
     k = torch.rand(5, *spatial, dtype=torch.float64)
     up = _mask_upsampler(spatial, size, torch.float64, k.device)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,7 +31,9 @@ CPU_MAX_ROWS = 192
 WEIGHTINGS = ("probability", "channel-softmax")
 
 
-def _mask_upsampler(spatial: Sequence[int], size: Sequence[int], dtype: torch.dtype, device: torch.device):
+def _mask_upsampler(
+    spatial: Sequence[int], size: Sequence[int], dtype: torch.dtype, device: torch.device
+) -> Callable[[Tensor], Tensor]:
     """A function resizing ``(R, *spatial)`` maps to ``size`` as :func:`camlens.ops.upsample` does.
 
     Bilinear interpolation is separable, so for 2-D maps it is two small matrix
@@ -156,36 +158,30 @@ class ScoreCAM(BaseCAM):
                 ctx, runner(torch.zeros_like(x[:1])), torch.arange(n, device=x.device), self.output, prob
             )
             out[:] = zero_scores[:, None, :].to(out.dtype)
-        img_idx, ch_idx, source = [], [], []  # the distinct live masks, and which one each live channel uses
-        for i in range(n):
-            chans = live[i].nonzero().squeeze(1)
-            if len(chans) == 0:
-                continue
-            uniq, inverse = torch.unique(keys[i, chans], dim=0, return_inverse=True)
-            first = torch.full((len(uniq),), len(chans), dtype=torch.long, device=x.device)
-            first.scatter_reduce_(0, inverse, torch.arange(len(chans), device=x.device), "amin")
-            base = sum(len(c) for c in img_idx)
-            img_idx.append(torch.full((len(uniq),), i, dtype=torch.long, device=x.device))
-            ch_idx.append(chans[first])
-            source.append((i, chans, base + inverse))
-        if not img_idx:
+        img0, ch0 = live.nonzero().unbind(1)  # every live (image, channel)
+        if len(img0) == 0:
             return out
-        img, ch = torch.cat(img_idx), torch.cat(ch_idx)  # (R,) one row per distinct mask
+        # One row per distinct (image, key); float32 holds bf16/half keys and image indices exactly.
+        exact = keys.to(torch.float64 if keys.dtype == torch.float64 else torch.float32)
+        rows = torch.cat([img0[:, None].to(exact.dtype), exact[img0, ch0]], dim=1)
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), len(img0), dtype=torch.long, device=x.device)
+        first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=x.device), "amin")
+        img, ch = img0[first], ch0[first]  # (R,) the image and a channel of each distinct mask
         spatial = activations.shape[2:]
         scores = torch.empty(len(img), out.shape[2], dtype=out.dtype, device=x.device)
         per = self._rows_per_chunk(x)
         if self.batch_size is None and runner is not self.model:
             per = min(per, CPU_MAX_ROWS)
-        up = _mask_upsampler(spatial, x.shape[2:], keys.dtype, x.device)
+        up = _mask_upsampler(spatial, x.shape[2:], exact.dtype, x.device)
         for sl in chunks(len(img), per):
-            masks = up(keys[img[sl], ch[sl]].view(-1, *spatial)).flatten(1)  # (rows, prod(S))
+            masks = up(exact[img[sl], ch[sl]].view(-1, *spatial)).flatten(1)  # (rows, prod(S))
             lo, hi = torch.aminmax(masks, dim=1, keepdim=True)
             masks.sub_(lo).div_(torch.where(hi > lo, hi - lo, torch.ones_like(hi)))
             masked = x.index_select(0, img[sl]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
             masked = layout(masked, cl)
             scores[sl] = row_scores(ctx, runner(masked), img[sl], self.output, prob).to(out.dtype)
-        for i, chans, rows in source:
-            out[i, chans] = scores[rows]
+        out[img0, ch0] = scores[inverse]
         return out
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
