@@ -50,6 +50,18 @@ def test_optimized_copy_gives_the_models_maps_and_leaves_the_model_as_found() ->
     assert not any(m.training for m in model.modules())
 
 
+def test_same_padding_is_made_explicit_in_the_copy_only() -> None:
+    from camlens.models import ConvNet
+
+    model, x = ConvNet().eval(), torch.rand(2, 1, 28, 28)
+    fast = camlens.ScoreCAM(model, "seq.5")
+    got = fast(x, target=[1, 7]).raw["seq.5"]
+    assert fast.rerun.last_used == "optimized copy"
+    assert model.seq[0].padding == "same"  # the user's model keeps its string padding
+    expected = camlens.ScoreCAM(model, "seq.5", optimize=False)(x, target=[1, 7]).raw["seq.5"]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
 class Branchy(nn.Module):
     """Control flow on a tensor's value: torch.fx cannot trace it."""
 

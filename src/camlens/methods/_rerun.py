@@ -51,6 +51,23 @@ def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
     )
 
 
+def _explicit_padding(model: nn.Module) -> nn.Module:
+    """``model`` (a copy) with string paddings of its convolutions written as numbers.
+
+    oneDNN's weight pre-packing takes only numeric padding; ``"valid"`` is 0 and
+    ``"same"`` (stride 1) is ``dilation * (kernel - 1) / 2`` on each side when that
+    is whole. Asymmetric ``"same"`` padding (an even kernel) is left as it is,
+    and the copy then falls back to the model.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and isinstance(m.padding, str):
+            if m.padding == "valid":
+                m.padding = (0,) * len(m.kernel_size)
+            elif all(d * (k - 1) % 2 == 0 for d, k in zip(m.dilation, m.kernel_size)):
+                m.padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
+    return model
+
+
 def ineligible(model: nn.Module, x: Tensor) -> str | None:
     """Why the optimized copy cannot serve ``model`` on ``x`` (``None`` when it can)."""
     if x.device.type != "cpu" or x.dtype != torch.float32:
@@ -102,7 +119,7 @@ class InferenceCopy:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 from torch.fx.experimental.optimization import optimize_for_inference
 
-                self._copy = optimize_for_inference(copy.deepcopy(model))
+                self._copy = optimize_for_inference(_explicit_padding(copy.deepcopy(model)))
         except Exception as e:  # noqa: BLE001 - any trace or copy failure means: run the model itself
             self._error = f"torch.fx could not prepare the model ({type(e).__name__}: {e})"
 
