@@ -44,8 +44,9 @@ def test_demo_trains_explains_reports_then_reuses(tmp_path, capsys):
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # self-contained
     assert len(srcs) == 2 + 1 + n_images + 2  # curve, per-class, grid, one per image; evaluation curves, sanity
     section = html[html.index('<section class="camlens-evaluation">') :]
-    assert "12 test images, 1 seed(s)" in section and "gradcam@seq.4" in section and "<td>random</td>" in section
-    assert re.search(r"evaluation: Grad-CAM at seq.0, seq.2, seq.4 and a random map scored on 12 test images", text)
+    assert "12 test images, 1 seed(s)" in section and "<td>random</td>" in section
+    assert "gradcam@seq.4" in section and "hirescam@seq.4" in section
+    assert "evaluation: Grad-CAM and HiResCAM at seq.0, seq.2, seq.4 and a random map scored on 12 test images" in text
     for s in srcs:
         with Image.open(io.BytesIO(base64.b64decode(s.split(",", 1)[1]))) as im:
             assert im.format == "PNG"
