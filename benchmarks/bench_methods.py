@@ -124,6 +124,41 @@ def main() -> None:
             f"({int(live.sum())} non-constant); extra passes through the {sc.rerun.last_used}, "
             f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; torchcam: {live.numel()} masked passes, 32 rows each"
         )
+        # How close to the CPU's arithmetic limit: multiply-adds of one pass against a large SGEMM's rate.
+        flop = 2 * pass_macs(model, x[:1])
+        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        torch.mm(a, b)
+        t0 = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, b)
+        sgemm = 5 * 2 * 2048**3 / (time.perf_counter() - t0)
+        for name, passes in (("scorecam", distinct), ("torchcam.ScoreCAM", live.numel())):
+            if name in med:
+                rate = passes * flop / med[name]
+                print(
+                    f"# {name}: {passes} passes x {flop / 1e6:.1f} MFLOP in {med[name]:.3f} s (whole call) = "
+                    f"{rate / 1e9:.0f} GFLOP/s, {rate / sgemm:.0%} of this CPU's SGEMM rate ({sgemm / 1e9:.0f} GFLOP/s)"
+                )
+
+
+def pass_macs(model: torch.nn.Module, x1: torch.Tensor) -> int:
+    """Multiply-adds of the convolutions and linear layers in one forward pass of ``x1``."""
+    total = [0]
+
+    def hook(m: torch.nn.Module, args: object, out: torch.Tensor) -> None:
+        if isinstance(m, torch.nn.Conv2d):
+            total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, torch.nn.Linear):
+            total[0] += out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x1)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
 
 
 if __name__ == "__main__":
