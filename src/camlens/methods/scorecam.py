@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["WEIGHTINGS", "ScoreCAM"]
 
 #: rows per pass through the optimized copy on the CPU when ``batch_size`` is not given: oneDNN's
-#: convolutions gain nothing from larger chunks there (benchmark ResNet, 2 cores: 1.07 s at 64 rows,
-#: 1.02 s at 128, 1.12 s at 256, 1.13 s at 406), and smaller chunks stay in cache.
+#: convolutions gain nothing from larger chunks there (benchmark ResNet, 2 cores, one call: 0.94-0.96 s
+#: from 128 to 224 rows, 0.98 s at 256, 1.13 s at the 512 MiB budget's 406), and smaller chunks stay
+#: in cache.
 CPU_MAX_ROWS = 192
 
 #: Score-CAM's channel weightings; the first is the default.
