@@ -10,10 +10,17 @@ from torch import nn
 
 import camlens
 from camlens.errors import InputError
+from camlens.methods import _rerun
 from camlens.methods.scorecam import _mask_upsampler
 from camlens.ops import upsample
 
 LAYER = "seq.5"
+
+
+@pytest.fixture(autouse=True)
+def _build_for_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tiny calls have far fewer passes than it takes to pay for building a copy; build anyway."""
+    monkeypatch.setattr(_rerun, "MIN_ROWS_TO_BUILD", 0)
 
 
 def bn_model() -> SmallConvNet:
@@ -144,6 +151,37 @@ def test_a_copy_that_no_longer_reproduces_the_model_is_not_used() -> None:
     model.gain = 0.5
     with pytest.raises(InputError, match="does not reproduce the model's output"):
         strict(x, target=0)
+
+
+def test_a_copy_is_first_built_only_for_a_call_with_many_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_rerun, "MIN_ROWS_TO_BUILD", 20)
+    model = bn_model()
+    fast = camlens.ScoreCAM(model, LAYER)  # seq.5 has 5 channels: 5 passes an image at most
+    fast(torch.randn(2, 1, 8, 8), target=1)
+    assert fast.rerun.last_used == "model" and fast.rerun._copy is None  # 10 passes: not worth building
+    fast(torch.randn(6, 1, 8, 8), target=1)
+    assert fast.rerun.last_used == "optimized copy"  # 30 passes: built
+    fast(torch.randn(1, 1, 8, 8), target=1)
+    assert fast.rerun.last_used == "optimized copy"  # built already: used for small calls too
+    strict = camlens.ScoreCAM(model, LAYER, optimize=True)
+    strict(torch.randn(1, 1, 8, 8), target=1)
+    assert strict.rerun.last_used == "optimized copy"  # optimize=True builds for any call
+
+
+def test_a_batch_of_constant_channels_needs_one_pass() -> None:
+    model = bn_model()
+    with torch.no_grad():
+        model.seq[3].weight.zero_()  # seq.5 = ReLU(BN(bias)): every channel constant
+    x = torch.randn(2, 1, 8, 8)
+    rows: list[int] = []
+    model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    result = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64)(x, target=[0, 1])
+    assert rows == [2, 1]  # the call's own pass, then the all-zero input once
+    with torch.no_grad():
+        zero = model(torch.zeros(1, 1, 8, 8)).softmax(1)[0]
+        a = model.seq[:6](x)
+    expected = torch.relu(zero[[0, 1]][:, None, None] * a.sum(1))  # every channel weighted by the zero input's score
+    torch.testing.assert_close(result.raw[LAYER], expected)
 
 
 def test_optimize_must_be_none_or_a_bool() -> None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["WEIGHTINGS", "ScoreCAM"]
 
 #: rows per pass through the optimized copy on the CPU when ``batch_size`` is not given: oneDNN's
-#: convolutions gain nothing from larger chunks there (benchmark ResNet, 2 cores, one call: 0.94-0.96 s
+#: convolutions gain nothing from larger chunks there (benchmark ResNet, 2 cores, one call: 0.92-0.96 s
 #: from 128 to 224 rows, 0.98 s at 256, 1.13 s at the 512 MiB budget's 406), and smaller chunks stay
 #: in cache.
 CPU_MAX_ROWS = 192
@@ -101,7 +101,10 @@ class ScoreCAM(BaseCAM):
             (float32 on the CPU, every module in eval mode, no forward hooks,
             traceable by ``torch.fx``) and the copy reproduces the model's
             output on the explained input to 1e-4, checked every call;
-            otherwise the model itself. ``True``: require it (an
+            otherwise the model itself. The copy is first built for a call
+            with at least 512 extra passes (it costs about what a few hundred
+            save), then reused while the model's tensors are unchanged.
+            ``True``: require it (an
             :class:`InputError` says why it cannot be used). ``False``: never.
             ``self.rerun.last_used`` says which ran. The copy holds a second
             set of the weights while the method object lives.
@@ -151,24 +154,26 @@ class ScoreCAM(BaseCAM):
         keys = minmax_normalize(activations.flatten(2))  # (N, C, s)
         live = keys.amax(dim=-1) > 0  # (N, C): the mask is not all zero
         out = torch.empty(n, c, ctx.scores.shape[1], dtype=ctx.scores.dtype, device=x.device)
-        runner = self.rerun.module(self.model, x, ctx.logits, self.output)
+        img0, ch0 = live.nonzero().unbind(1)  # every live (image, channel)
+        # One row per distinct (image, key); float32 holds bf16/half keys and image indices exactly.
+        exact = keys.to(torch.float64 if keys.dtype == torch.float64 else torch.float32)
+        rows = torch.cat([img0[:, None].to(exact.dtype), exact[img0, ch0]], dim=1)
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = torch.full((len(rows),), len(img0), dtype=torch.long, device=x.device)
+        first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=x.device), "amin")
+        first = first[first < len(img0)]  # (R,) the first live channel of each distinct mask
+        img, ch = img0[first], ch0[first]
+        dead = not bool(live.all())
+        runner = self.rerun.module(self.model, x, ctx.logits, self.output, rows=len(img) + dead)
         cl = False if runner is not self.model and self.channels_last is None else self.channels_last
-        if not bool(live.all()):
+        if dead:
             # Constant channels mask the input to all zeros: one forward pass serves them all.
             zero_scores = row_scores(
                 ctx, runner(torch.zeros_like(x[:1])), torch.arange(n, device=x.device), self.output, prob
             )
             out[:] = zero_scores[:, None, :].to(out.dtype)
-        img0, ch0 = live.nonzero().unbind(1)  # every live (image, channel)
-        if len(img0) == 0:
+        if len(img) == 0:
             return out
-        # One row per distinct (image, key); float32 holds bf16/half keys and image indices exactly.
-        exact = keys.to(torch.float64 if keys.dtype == torch.float64 else torch.float32)
-        rows = torch.cat([img0[:, None].to(exact.dtype), exact[img0, ch0]], dim=1)
-        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1,), len(img0), dtype=torch.long, device=x.device)
-        first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=x.device), "amin")
-        img, ch = img0[first], ch0[first]  # (R,) the image and a channel of each distinct mask
         spatial = activations.shape[2:]
         scores = torch.empty(len(img), out.shape[2], dtype=out.dtype, device=x.device)
         per = self._rows_per_chunk(x)
