@@ -137,20 +137,50 @@ class Gained(SmallConvNet):
         return self.seq(x) * self.gain
 
 
-def test_a_copy_that_no_longer_reproduces_the_model_is_not_used() -> None:
+def test_a_copy_gone_stale_where_the_fingerprint_cannot_see_is_rebuilt() -> None:
     model, x = Gained(size=8).eval(), torch.randn(2, 1, 8, 8)
     fast = camlens.ScoreCAM(model, LAYER)
     fast(x, target=0)
     assert fast.rerun.last_used == "optimized copy"
-    model.gain = 3.0
+    model.gain = 3.0  # a Python attribute
     got = fast(x, target=0).raw[LAYER]
-    assert fast.rerun.last_used == "model"
+    assert fast.rerun.last_used == "optimized copy"
     torch.testing.assert_close(got, camlens.ScoreCAM(model, LAYER, optimize=False)(x, target=0).raw[LAYER])
-    strict = camlens.ScoreCAM(model, LAYER, optimize=True)
-    strict(x, target=0)  # built now, with gain 3: reproduces
-    model.gain = 0.5
+    with torch.no_grad():
+        model.seq[6].weight.data.mul_(-1.5)  # .data: no version bump, same storage
+    got = fast(x, target=0).raw[LAYER]
+    assert fast.rerun.last_used == "optimized copy"
+    expected = camlens.ScoreCAM(model, LAYER, optimize=False)(x, target=0).raw[LAYER]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+class Counting(SmallConvNet):
+    """Adds how often it has been called to its logits: no traced copy can reproduce that."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.seq(x) + float(self.calls)
+
+
+def test_a_copy_that_does_not_reproduce_the_model_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = Counting(size=8).eval(), torch.randn(2, 1, 8, 8)
+    fast = camlens.ScoreCAM(model, LAYER)
+    got = fast(x, target=0).raw[LAYER]
+    assert fast.rerun.last_used == "model" and fast.rerun._copy is None
+    # softmax ignores the shift, so the maps are those of the model itself
+    torch.testing.assert_close(got, camlens.ScoreCAM(model, LAYER, optimize=False)(x, target=0).raw[LAYER])
+    import torch.fx.experimental.optimization as fxo
+
+    real, builds = fxo.optimize_for_inference, []
+    monkeypatch.setattr(fxo, "optimize_for_inference", lambda m, *a, **k: builds.append(m) or real(m, *a, **k))
+    fast(x, target=0)
+    assert fast.rerun.last_used == "model" and builds == []  # the failure is remembered: no rebuild
+    monkeypatch.undo()
+    monkeypatch.setattr(_rerun, "MIN_ROWS_TO_BUILD", 0)
     with pytest.raises(InputError, match="does not reproduce the model's output"):
-        strict(x, target=0)
+        camlens.ScoreCAM(model, LAYER, optimize=True)(x, target=0)
 
 
 def test_a_copy_is_first_built_only_for_a_call_with_many_passes(monkeypatch: pytest.MonkeyPatch) -> None:

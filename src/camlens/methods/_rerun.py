@@ -22,7 +22,10 @@ The copy is used only where that is known to hold, and checked every call:
 
 The user's model is deep-copied, never changed. The copy is cached on the
 method object and rebuilt when any parameter or buffer of the model is
-replaced or changed in place (its identity, storage or version counter).
+replaced or changed in place (its identity, storage or version counter), or
+once when it stops reproducing the model for a reason that fingerprint cannot
+see; a copy that fails the check right after being built is dropped until the
+fingerprint changes.
 """
 
 from __future__ import annotations
@@ -112,6 +115,23 @@ class InferenceCopy:
         #: what the last call ran its extra passes through: "optimized copy" or "model".
         self.last_used: str | None = None
 
+    def _reproduces(self, x: Tensor, logits: Tensor, output: OutputSpec) -> bool:
+        """Check the copy against the model's ``logits`` on ``x``; a copy that fails is dropped for good.
+
+        "For good" means until the model's fingerprint changes: the error is kept, so later calls
+        with the same model go straight to the model instead of rebuilding.
+        """
+        assert self._copy is not None
+        with torch.no_grad():
+            got = select_output(self._copy(x), output)
+        ref = logits.detach()
+        tol = RTOL * float(ref.abs().amax().clamp_min(1.0))
+        if got.shape == ref.shape and torch.allclose(got.to(ref.dtype), ref, rtol=RTOL, atol=tol):
+            return True
+        self._copy = None
+        self._error = "the optimized copy does not reproduce the model's output on this input"
+        return False
+
     def _build(self, model: nn.Module) -> None:
         key = _fingerprint(model)
         if key == self._key:
@@ -141,17 +161,18 @@ class InferenceCopy:
             if self.optimize is None and fresh and rows is not None and rows < MIN_ROWS_TO_BUILD:
                 return model  # too few passes to pay for building a copy
             self._build(model)
+            if self._error is None and not self._reproduces(x, logits, output) and not fresh:
+                # Changed where the fingerprint cannot see (``p.data`` written in place, a Python
+                # attribute the trace baked in): build once more, from the model as it is now.
+                self._key = None
+                self._build(model)
+                if self._error is None:
+                    self._reproduces(x, logits, output)
             reason = self._error
         if reason is None:
+            self.last_used = "optimized copy"
             assert self._copy is not None
-            with torch.no_grad():
-                got = select_output(self._copy(x), output)
-            ref = logits.detach()
-            tol = RTOL * float(ref.abs().amax().clamp_min(1.0))
-            if got.shape == ref.shape and torch.allclose(got.to(ref.dtype), ref, rtol=RTOL, atol=tol):
-                self.last_used = "optimized copy"
-                return self._copy
-            reason = "the optimized copy does not reproduce the model's output on this input"
+            return self._copy
         if self.optimize:
             raise InputError(f"optimize=True: {reason}; pass optimize=None to fall back to the model itself")
         return model
