@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import resnet_small  # noqa: E402
 
 import camlens  # noqa: E402
+from camlens.capture import capture, forward_hooks  # noqa: E402
 from camlens.methods import METHODS  # noqa: E402
 from camlens.methods.scorecam import CPU_MAX_ROWS  # noqa: E402
 
@@ -112,17 +113,16 @@ def main() -> None:
     if not only or "scorecam" in only:
         sc = camlens.ScoreCAM(model, LAYER)
         sc(x, target=classes)
-        with torch.no_grad():
-            a = dict(model.named_modules())[LAYER](
-                model.layer3(model.layer2(model.layer1(model.maxpool(model.relu(model.bn1(model.conv1(x)))))))
-            )
-        keys = camlens.ops.minmax_normalize(a.flatten(2))
+        with capture(model, {LAYER: dict(model.named_modules())[LAYER]}) as cap, torch.no_grad():
+            model(x)
+        keys = camlens.ops.minmax_normalize(cap.activations[LAYER].detach().flatten(2))
         live = keys.amax(-1) > 0
         distinct = sum(len(torch.unique(keys[i][live[i]], dim=0)) for i in range(len(x)))
         print(
             f"# camlens Score-CAM: {distinct} distinct masks of {live.numel()} channels x images "
             f"({int(live.sum())} non-constant); extra passes through the {sc.rerun.last_used}, "
-            f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; torchcam: {live.numel()} masked passes, 32 rows each"
+            f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; "
+            f"torchcam: {live.numel()} masked passes, 32 rows each"
         )
         # How close to the CPU's arithmetic limit: multiply-adds of one pass against a large SGEMM's rate.
         flop = 2 * pass_macs(model, x[:1])
@@ -151,13 +151,8 @@ def pass_macs(model: torch.nn.Module, x1: torch.Tensor) -> int:
         elif isinstance(m, torch.nn.Linear):
             total[0] += out.numel() * m.in_features
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(x1)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, hook) for m in model.modules()), torch.no_grad():
+        model(x1)
     return total[0]
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .capture import first_tensor
+from .capture import first_tensor, forward_hooks
 from .errors import CamlensError, LayerNotUsedError
 from .targets import OutputSpec, TargetSpec, select_output, target_scores
 from .tokens import auto_reshape
@@ -95,7 +95,6 @@ def scan_layers(
         ``[LayerInfo, ...]`` in the order the modules finished their (last) call.
     """
     outs: dict[str, tuple[str, Tensor]] = {}
-    handles = []
 
     def make(name: str):
         def hook(module: nn.Module, inputs: object, out: object) -> None:
@@ -106,27 +105,19 @@ def scan_layers(
 
         return hook
 
-    names = dict(model.named_modules())
-    try:
-        for name, m in names.items():
-            if name:
-                handles.append(m.register_forward_hook(make(name)))
-        with torch.enable_grad():
-            # A leaf input that requires grad: frozen models still build a graph.
-            xg = x.detach().requires_grad_(True)
-            logits = select_output(model(xg), output)
-            scores, _, _ = target_scores(logits, target, None)
-            score = scores.float().sum()
-            # keep only the outputs that are in the graph
-            graph = {n: t for n, (_, t) in outs.items() if t.requires_grad}
-            grads = (
-                torch.autograd.grad(score, list(graph.values()), allow_unused=True)
-                if graph and score.requires_grad
-                else []
-            )
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, make(name)) for name, m in model.named_modules() if name), torch.enable_grad():
+        # A leaf input that requires grad: frozen models still build a graph.
+        xg = x.detach().requires_grad_(True)
+        logits = select_output(model(xg), output)
+        scores, _, _ = target_scores(logits, target, None)
+        score = scores.float().sum()
+        # keep only the outputs that are in the graph
+        graph = {n: t for n, (_, t) in outs.items() if t.requires_grad}
+        grads = (
+            torch.autograd.grad(score, list(graph.values()), allow_unused=True)
+            if graph and score.requires_grad
+            else []
+        )
     grad_of = dict(zip(graph, grads))
     first_by_id: dict[int, str] = {}
     infos = []

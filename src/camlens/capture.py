@@ -6,7 +6,7 @@ entry and removed in ``finally``, also when the forward pass raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .errors import LayerShapeError
 
-__all__ = ["Captured", "capture", "first_tensor"]
+__all__ = ["Captured", "capture", "first_tensor", "forward_hooks"]
 
 
 def first_tensor(output: Any) -> Tensor | None:
@@ -74,6 +74,27 @@ def _make_hook(name: str, store: Captured):
     return hook
 
 
+#: a forward hook: ``hook(module, inputs, output)``; a non-None return replaces the output.
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
+
+
+@contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[int]:
+    """Register each ``(module, hook)`` as a forward hook for the block; yields how many.
+
+    Every hook registered is removed on exit, also when registering a later
+    one or the block raises: the model leaves the block with the hooks it had.
+    """
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield len(handles)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @contextmanager
 def capture(model: nn.Module, layers: Mapping[str, nn.Module], *, lazy: bool = True) -> Iterator[Captured]:
     """Hook ``layers`` of ``model`` for the forward passes run inside the block.
@@ -92,14 +113,10 @@ def capture(model: nn.Module, layers: Mapping[str, nn.Module], *, lazy: bool = T
         >>> cap.activations["seq.4"].shape  # doctest: +SKIP
     """
     store = Captured(lazy=lazy)
-    handles = []
     grad_before = torch.is_grad_enabled()
-    try:
-        for name, module in layers.items():
-            handles.append(module.register_forward_hook(_make_hook(name, store)))
-        torch.set_grad_enabled(not lazy)
-        yield store
-    finally:
-        torch.set_grad_enabled(grad_before)
-        for h in handles:
-            h.remove()
+    with forward_hooks((module, _make_hook(name, store)) for name, module in layers.items()):
+        try:
+            torch.set_grad_enabled(not lazy)
+            yield store
+        finally:
+            torch.set_grad_enabled(grad_before)

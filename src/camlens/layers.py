@@ -97,10 +97,9 @@ def list_layers(model: nn.Module, x: Tensor) -> list[tuple[str, str, tuple[int, 
     """
     import torch
 
-    from .capture import first_tensor
+    from .capture import first_tensor, forward_hooks
 
     seen: dict[str, tuple[str, tuple[int, ...]]] = {}
-    handles = []
 
     def make(name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -111,13 +110,6 @@ def list_layers(model: nn.Module, x: Tensor) -> list[tuple[str, str, tuple[int, 
 
         return hook
 
-    try:
-        for name, m in model.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(make(name)))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, make(name)) for name, m in model.named_modules() if name), torch.no_grad():
+        model(x)
     return [(n, t, s) for n, (t, s) in seen.items()]

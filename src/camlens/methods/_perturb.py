@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from ..capture import forward_hooks
 from ..errors import InputError, TargetError
 from ..targets import OutputSpec, select_output
 from .base import CAMContext
@@ -39,7 +40,6 @@ def row_bytes(model: nn.Module, run: Callable[[], object], after: nn.Module | No
     """
     total = [0]
     started = [after is None]
-    handles = []
 
     def hook(module: nn.Module, inputs: object, output: object) -> None:
         if module is after:
@@ -48,15 +48,9 @@ def row_bytes(model: nn.Module, run: Callable[[], object], after: nn.Module | No
         if started[0] and isinstance(output, Tensor):
             total[0] += output.numel() * output.element_size()
 
-    try:
-        for m in model.modules():
-            if next(m.children(), None) is None or m is after:
-                handles.append(m.register_forward_hook(hook))
-        with torch.no_grad():
-            run()
-    finally:
-        for h in handles:
-            h.remove()
+    watched = (m for m in model.modules() if next(m.children(), None) is None or m is after)
+    with forward_hooks((m, hook) for m in watched), torch.no_grad():
+        run()
     return max(total[0], 1)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..capture import forward_hooks
 from ..layers import LayerSpec
 from ..ops import minmax_normalize, upsample
 from ..targets import OutputSpec, TargetSpec, select_output, target_scores
@@ -48,15 +49,8 @@ def guided_relus(model: nn.Module) -> Iterator[int]:
     Yields:
         The number of ``nn.ReLU`` modules guided.
     """
-    handles = []
-    try:
-        for m in model.modules():
-            if isinstance(m, nn.ReLU):
-                handles.append(m.register_forward_hook(_guide))
-        yield len(handles)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, _guide) for m in model.modules() if isinstance(m, nn.ReLU)) as n:
+        yield n
 
 
 def per_target_grads(scores: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:

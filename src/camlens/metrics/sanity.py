@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..capture import forward_hooks
 from ..errors import InputError
 from ..layers import LayerSpec
 from ..methods import get_method
@@ -95,7 +96,6 @@ def layers_from_top(model: nn.Module, x: Tensor) -> list[str]:
     """Names of the modules that own parameters, in reverse order of their first call on ``x`` (output first)."""
     owners = {n: m for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}
     seen: list[str] = []
-    handles = []
 
     def make(name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -104,14 +104,8 @@ def layers_from_top(model: nn.Module, x: Tensor) -> list[str]:
 
         return hook
 
-    try:
-        for name, m in owners.items():
-            handles.append(m.register_forward_hook(make(name)))
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks((m, make(name)) for name, m in owners.items()), torch.no_grad():
+        model(x)
     return seen[::-1]
 
 
