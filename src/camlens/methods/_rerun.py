@@ -132,8 +132,8 @@ class InferenceCopy:
         self._error = "the optimized copy does not reproduce the model's output on this input"
         return False
 
-    def _build(self, model: nn.Module) -> None:
-        key = _fingerprint(model)
+    def _build(self, model: nn.Module, key: tuple[Any, ...]) -> None:
+        """Prepare the copy of ``model`` whose fingerprint is ``key`` (nothing to do if it is the cached one)."""
         if key == self._key:
             return
         self._key, self._copy, self._error = key, None, None
@@ -157,15 +157,16 @@ class InferenceCopy:
             return model
         reason = ineligible(model, x)
         if reason is None:
-            fresh = self._key != _fingerprint(model) or (self._copy is None and self._error is None)
+            key = _fingerprint(model)
+            fresh = self._key != key or (self._copy is None and self._error is None)
             if self.optimize is None and fresh and rows is not None and rows < MIN_ROWS_TO_BUILD:
                 return model  # too few passes to pay for building a copy
-            self._build(model)
+            self._build(model, key)
             if self._error is None and not self._reproduces(x, logits, output) and not fresh:
                 # Changed where the fingerprint cannot see (``p.data`` written in place, a Python
                 # attribute the trace baked in): build once more, from the model as it is now.
                 self._key = None
-                self._build(model)
+                self._build(model, key)
                 if self._error is None:
                     self._reproduces(x, logits, output)
             reason = self._error

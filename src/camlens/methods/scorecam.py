@@ -181,9 +181,7 @@ class ScoreCAM(BaseCAM):
             per = min(per, CPU_MAX_ROWS)
         up = _mask_upsampler(spatial, x.shape[2:], exact.dtype, x.device)
         for sl in chunks(len(img), per):
-            masks = up(exact[img[sl], ch[sl]].view(-1, *spatial)).flatten(1)  # (rows, prod(S))
-            lo, hi = torch.aminmax(masks, dim=1, keepdim=True)
-            masks.sub_(lo).div_(torch.where(hi > lo, hi - lo, torch.ones_like(hi)))
+            masks = minmax_normalize(up(exact[img[sl], ch[sl]].view(-1, *spatial)), start_dim=1)  # (rows, *x.shape[2:])
             masked = x.index_select(0, img[sl]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
             masked = layout(masked, cl)
             scores[sl] = row_scores(ctx, runner(masked), img[sl], self.output, prob).to(out.dtype)
