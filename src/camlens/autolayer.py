@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .capture import first_tensor, forward_hooks
+from .capture import module_outputs
 from .errors import CamlensError, LayerNotUsedError
 from .targets import OutputSpec, TargetSpec, select_output, target_scores
 from .tokens import auto_reshape
@@ -94,18 +94,7 @@ def scan_layers(
     Returns:
         ``[LayerInfo, ...]`` in the order the modules finished their (last) call.
     """
-    outs: dict[str, tuple[str, Tensor]] = {}
-
-    def make(name: str):
-        def hook(module: nn.Module, inputs: object, out: object) -> None:
-            t = first_tensor(out)
-            if t is not None:
-                outs.pop(name, None)
-                outs[name] = (type(module).__name__, t)
-
-        return hook
-
-    with forward_hooks((m, make(name)) for name, m in model.named_modules() if name), torch.enable_grad():
+    with module_outputs(model) as outs, torch.enable_grad():
         # A leaf input that requires grad: frozen models still build a graph.
         xg = x.detach().requires_grad_(True)
         logits = select_output(model(xg), output)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .errors import LayerShapeError
 
-__all__ = ["Captured", "capture", "first_tensor", "forward_hooks"]
+__all__ = ["Captured", "capture", "first_tensor", "forward_hooks", "module_outputs"]
 
 
 def first_tensor(output: Any) -> Tensor | None:
@@ -93,6 +93,32 @@ def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[in
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def module_outputs(
+    model: nn.Module, keep: Callable[[Tensor], Any] = lambda t: t
+) -> Iterator[dict[str, tuple[str, Any]]]:
+    """Record, for the forward passes inside the block, what each named submodule returned.
+
+    Yields ``{name: (type name, keep(tensor))}`` for every submodule whose output
+    holds a tensor (its first tensor), in the order the modules finished their
+    last call; ``keep`` says what to hold on to (the tensor itself, or, say, its
+    shape so the tensor can be freed).
+    """
+    outs: dict[str, tuple[str, Any]] = {}
+
+    def make(name: str) -> ForwardHook:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            t = first_tensor(output)
+            if t is not None:
+                outs.pop(name, None)  # re-insert: the order is that of the last call
+                outs[name] = (type(module).__name__, keep(t))
+
+        return hook
+
+    with forward_hooks((m, make(name)) for name, m in model.named_modules() if name):
+        yield outs
 
 
 @contextmanager

@@ -97,19 +97,8 @@ def list_layers(model: nn.Module, x: Tensor) -> list[tuple[str, str, tuple[int, 
     """
     import torch
 
-    from .capture import first_tensor, forward_hooks
+    from .capture import module_outputs
 
-    seen: dict[str, tuple[str, tuple[int, ...]]] = {}
-
-    def make(name: str):
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            t = first_tensor(output)
-            if t is not None:
-                seen.pop(name, None)
-                seen[name] = (type(module).__name__, tuple(t.shape))
-
-        return hook
-
-    with forward_hooks((m, make(name)) for name, m in model.named_modules() if name), torch.no_grad():
+    with module_outputs(model, keep=lambda t: tuple(t.shape)) as seen, torch.no_grad():
         model(x)
     return [(n, t, s) for n, (t, s) in seen.items()]
