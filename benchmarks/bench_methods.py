@@ -120,7 +120,7 @@ def main() -> None:
         distinct = sum(len(torch.unique(keys[i][live[i]], dim=0)) for i in range(len(x)))
         print(
             f"# camlens Score-CAM: {distinct} distinct masks of {live.numel()} channels x images "
-            f"({int(live.sum())} non-constant); extra passes through the {sc.rerun.last_used}, "
+            f"({int(live.sum())} non-constant); extra passes through the {sc.inference_copy.last_used}, "
             f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; "
             f"torchcam: {live.numel()} masked passes, 32 rows each"
         )

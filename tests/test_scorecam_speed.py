@@ -46,8 +46,8 @@ def test_optimized_copy_gives_the_models_maps_and_leaves_the_model_as_found() ->
     fast = camlens.ScoreCAM(model, LAYER)
     plain = camlens.ScoreCAM(model, LAYER, optimize=False)
     a, b = fast(x, target=[0, 3, 6]), plain(x, target=[0, 3, 6])
-    assert fast.rerun.last_used == "optimized copy"
-    assert plain.rerun.last_used == "model"
+    assert fast.inference_copy.last_used == "optimized copy"
+    assert plain.inference_copy.last_used == "model"
     torch.testing.assert_close(a.raw[LAYER], b.raw[LAYER], rtol=1e-4, atol=1e-6)
     assert not torch.equal(a.raw[LAYER], torch.zeros_like(a.raw[LAYER]))
     after = model.state_dict()
@@ -63,7 +63,7 @@ def test_same_padding_is_made_explicit_in_the_copy_only() -> None:
     model, x = ConvNet().eval(), torch.rand(2, 1, 28, 28)
     fast = camlens.ScoreCAM(model, "seq.5")
     got = fast(x, target=[1, 7]).raw["seq.5"]
-    assert fast.rerun.last_used == "optimized copy"
+    assert fast.inference_copy.last_used == "optimized copy"
     assert model.seq[0].padding == "same"  # the user's model keeps its string padding
     expected = camlens.ScoreCAM(model, "seq.5", optimize=False)(x, target=[1, 7]).raw["seq.5"]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
@@ -108,7 +108,7 @@ def test_where_the_copy_cannot_serve_the_model_runs_itself(make, reason: str) ->
     layer = "net.seq.5" if isinstance(model, Branchy) else LAYER
     auto = camlens.ScoreCAM(model, layer)
     result = auto(x, target=1)
-    assert auto.rerun.last_used == "model"
+    assert auto.inference_copy.last_used == "model"
     reference = camlens.ScoreCAM(model, layer, optimize=False)(x, target=1)
     torch.testing.assert_close(result.raw[layer], reference.raw[layer], rtol=0, atol=0)
     with pytest.raises(InputError, match=reason):
@@ -122,7 +122,7 @@ def test_the_copy_follows_in_place_weight_changes() -> None:
     with torch.no_grad():
         model.seq[6].weight.mul_(-1.5)  # an optimizer step, say
     second = fast(x, target=2).raw[LAYER]
-    assert fast.rerun.last_used == "optimized copy"
+    assert fast.inference_copy.last_used == "optimized copy"
     expected = camlens.ScoreCAM(model, LAYER, optimize=False)(x, target=2).raw[LAYER]
     torch.testing.assert_close(second, expected, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(first, second, rtol=1e-2, atol=1e-3)
@@ -141,15 +141,15 @@ def test_a_copy_gone_stale_where_the_fingerprint_cannot_see_is_rebuilt() -> None
     model, x = Gained(size=8).eval(), torch.randn(2, 1, 8, 8)
     fast = camlens.ScoreCAM(model, LAYER)
     fast(x, target=0)
-    assert fast.rerun.last_used == "optimized copy"
+    assert fast.inference_copy.last_used == "optimized copy"
     model.gain = 3.0  # a Python attribute
     got = fast(x, target=0).raw[LAYER]
-    assert fast.rerun.last_used == "optimized copy"
+    assert fast.inference_copy.last_used == "optimized copy"
     torch.testing.assert_close(got, camlens.ScoreCAM(model, LAYER, optimize=False)(x, target=0).raw[LAYER])
     with torch.no_grad():
         model.seq[6].weight.data.mul_(-1.5)  # .data: no version bump, same storage
     got = fast(x, target=0).raw[LAYER]
-    assert fast.rerun.last_used == "optimized copy"
+    assert fast.inference_copy.last_used == "optimized copy"
     expected = camlens.ScoreCAM(model, LAYER, optimize=False)(x, target=0).raw[LAYER]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
@@ -168,7 +168,7 @@ def test_a_copy_that_does_not_reproduce_the_model_is_dropped(monkeypatch: pytest
     model, x = Counting(size=8).eval(), torch.randn(2, 1, 8, 8)
     fast = camlens.ScoreCAM(model, LAYER)
     got = fast(x, target=0).raw[LAYER]
-    assert fast.rerun.last_used == "model" and fast.rerun._copy is None
+    assert fast.inference_copy.last_used == "model" and fast.inference_copy._copy is None
     # softmax ignores the shift, so the maps are those of the model itself
     torch.testing.assert_close(got, camlens.ScoreCAM(model, LAYER, optimize=False)(x, target=0).raw[LAYER])
     import torch.fx.experimental.optimization as fxo
@@ -176,7 +176,7 @@ def test_a_copy_that_does_not_reproduce_the_model_is_dropped(monkeypatch: pytest
     real, builds = fxo.optimize_for_inference, []
     monkeypatch.setattr(fxo, "optimize_for_inference", lambda m, *a, **k: builds.append(m) or real(m, *a, **k))
     fast(x, target=0)
-    assert fast.rerun.last_used == "model" and builds == []  # the failure is remembered: no rebuild
+    assert fast.inference_copy.last_used == "model" and builds == []  # the failure is remembered: no rebuild
     monkeypatch.undo()
     monkeypatch.setattr(_rerun, "MIN_ROWS_TO_BUILD", 0)
     with pytest.raises(InputError, match="does not reproduce the model's output"):
@@ -188,14 +188,15 @@ def test_a_copy_is_first_built_only_for_a_call_with_many_passes(monkeypatch: pyt
     model = bn_model()
     fast = camlens.ScoreCAM(model, LAYER)  # seq.5 has 5 channels: 5 passes an image at most
     fast(torch.randn(2, 1, 8, 8), target=1)
-    assert fast.rerun.last_used == "model" and fast.rerun._copy is None  # 10 passes: not worth building
+    # 10 passes: not worth building
+    assert fast.inference_copy.last_used == "model" and fast.inference_copy._copy is None
     fast(torch.randn(6, 1, 8, 8), target=1)
-    assert fast.rerun.last_used == "optimized copy"  # 30 passes: built
+    assert fast.inference_copy.last_used == "optimized copy"  # 30 passes: built
     fast(torch.randn(1, 1, 8, 8), target=1)
-    assert fast.rerun.last_used == "optimized copy"  # built already: used for small calls too
+    assert fast.inference_copy.last_used == "optimized copy"  # built already: used for small calls too
     strict = camlens.ScoreCAM(model, LAYER, optimize=True)
     strict(torch.randn(1, 1, 8, 8), target=1)
-    assert strict.rerun.last_used == "optimized copy"  # optimize=True builds for any call
+    assert strict.inference_copy.last_used == "optimized copy"  # optimize=True builds for any call
 
 
 def test_a_batch_of_constant_channels_needs_one_pass() -> None:

@@ -106,7 +106,7 @@ class ScoreCAM(BaseCAM):
             save), then reused while the model's tensors are unchanged.
             ``True``: require it (an
             :class:`InputError` says why it cannot be used). ``False``: never.
-            ``self.rerun.last_used`` says which ran. The copy holds a second
+            ``self.inference_copy.last_used`` says which ran. The copy holds a second
             set of the weights while the method object lives.
         (the rest as in :class:`BaseCAM`)
 
@@ -136,7 +136,7 @@ class ScoreCAM(BaseCAM):
         self.batch_size = batch_size
         self.memory_budget = memory_budget
         self.channels_last = channels_last
-        self.rerun = InferenceCopy(optimize)
+        self.inference_copy = InferenceCopy(optimize)
 
     def _rows_per_chunk(self, x: Tensor) -> int:
         if self.batch_size is not None:
@@ -157,14 +157,14 @@ class ScoreCAM(BaseCAM):
         img0, ch0 = live.nonzero().unbind(1)  # every live (image, channel)
         # One row per distinct (image, key); float32 holds bf16/half keys and image indices exactly.
         exact = keys.to(torch.float64 if keys.dtype == torch.float64 else torch.float32)
-        rows = torch.cat([img0[:, None].to(exact.dtype), exact[img0, ch0]], dim=1)
-        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        first = torch.full((len(rows),), len(img0), dtype=torch.long, device=x.device)
+        keyed = torch.cat([img0[:, None].to(exact.dtype), exact[img0, ch0]], dim=1)  # (live, 1 + s)
+        _, inverse = torch.unique(keyed, dim=0, return_inverse=True)
+        first = torch.full((len(keyed),), len(img0), dtype=torch.long, device=x.device)
         first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=x.device), "amin")
         first = first[first < len(img0)]  # (R,) the first live channel of each distinct mask
         img, ch = img0[first], ch0[first]
         dead = not bool(live.all())
-        runner = self.rerun.module(self.model, x, ctx.logits, self.output, rows=len(img) + dead)
+        runner = self.inference_copy.module(self.model, x, ctx.logits, self.output, rows=len(img) + dead)
         cl = False if runner is not self.model and self.channels_last is None else self.channels_last
         if dead:
             # Constant channels mask the input to all zeros: one forward pass serves them all.
@@ -181,7 +181,7 @@ class ScoreCAM(BaseCAM):
             per = min(per, CPU_MAX_ROWS)
         up = _mask_upsampler(spatial, x.shape[2:], exact.dtype, x.device)
         for sl in chunks(len(img), per):
-            masks = minmax_normalize(up(exact[img[sl], ch[sl]].view(-1, *spatial)), start_dim=1)  # (rows, *x.shape[2:])
+            masks = minmax_normalize(up(exact[img[sl], ch[sl]].view(-1, *spatial)), start_dim=1)  # (rows, *S)
             masked = x.index_select(0, img[sl]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
             masked = layout(masked, cl)
             scores[sl] = row_scores(ctx, runner(masked), img[sl], self.output, prob).to(out.dtype)
