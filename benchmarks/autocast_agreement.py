@@ -24,11 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import camlens  # noqa: E402
-from camlens.models import ConvNet  # noqa: E402
+from camlens.demo.models import ConvNet  # noqa: E402
 
 
 def models():
-    from _beyond_models import SwinLike, TinyViT, hf_vit
+    from beyond_models import SwinLike, TinyViT, hf_vit
 
     yield "convnet", lambda: ConvNet().eval(), "seq.4", (1, 28, 28)
     yield "tinyvit", lambda: TinyViT().eval(), "blocks.0", (3, 32, 32)

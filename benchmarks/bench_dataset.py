@@ -66,7 +66,7 @@ def build(name: str, device: str):
     sys.path.insert(0, str(HERE))
     from models import resnet50, resnet_small
 
-    from camlens.models import ConvNet
+    from camlens.demo.models import ConvNet
 
     torch.manual_seed(0)
     if name == "convnet":
@@ -194,7 +194,7 @@ def main() -> None:
 
     # ---- the data, and the same items in memory for the engine --------------------------------
     if args.model == "convnet":
-        from camlens.data import FashionMNIST
+        from camlens.demo.data import FashionMNIST
 
         data: object = "fashion-mnist:test"
         x, _ = FashionMNIST(split="test").tensors()

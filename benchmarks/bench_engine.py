@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import camlens  # noqa: E402
-from camlens.models import ConvNet  # noqa: E402
-from camlens.ops import minmax_normalize  # noqa: E402
+from camlens.demo.models import ConvNet  # noqa: E402
+from camlens.core.ops import minmax_normalize  # noqa: E402
 from models import resnet50, resnet_small  # noqa: E402
 
 

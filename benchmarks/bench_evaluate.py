@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from camlens.checkpoint import save_checkpoint
-from camlens.data import CLASSES, FashionMNIST
-from camlens.evaluate import evaluate_checkpoint
+from camlens.demo.checkpoint import save_checkpoint
+from camlens.demo.data import CLASSES, FashionMNIST
+from camlens.evaluation.run import evaluate_checkpoint
 from camlens.methods import METHODS, GradCAM, register
 from camlens.metrics import ROAD_PERCENTAGES, confidence_change, deletion, insertion, saliency_rank
 from camlens.metrics._common import class_probs, resolve_classes
 from camlens.metrics.batched import faithfulness
 from camlens.metrics.road import road_counts, road_images, road_noise
-from camlens.models import ConvNet
+from camlens.demo.models import ConvNet
 
 
 def train(path: Path, seed: int, epochs: int = 5) -> float:
@@ -82,8 +82,8 @@ def _after(model: nn.Module, x: torch.Tensor, maps: dict[str, torch.Tensor], see
 
 def compare(ckpt: Path, n_images: int, reps: int, steps: int) -> None:
     """Metric phase before vs after, interleaved, on the same images and the 12 maps of the bar run."""
-    from camlens.checkpoint import load_checkpoint
-    from camlens.evaluate import _method_maps
+    from camlens.demo.checkpoint import load_checkpoint
+    from camlens.evaluation.run import _method_maps
     from camlens.metrics import BASELINES
 
     model, _ = load_checkpoint(ckpt)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import resnet_small  # noqa: E402
 
 import camlens  # noqa: E402
-from camlens.capture import capture, forward_hooks  # noqa: E402
+from camlens.core.capture import capture, forward_hooks  # noqa: E402
 from camlens.methods import METHODS  # noqa: E402
 from camlens.methods.scorecam import CPU_MAX_ROWS  # noqa: E402
 
@@ -115,7 +115,7 @@ def main() -> None:
         sc(x, target=classes)
         with capture(model, {LAYER: dict(model.named_modules())[LAYER]}) as cap, torch.no_grad():
             model(x)
-        keys = camlens.ops.minmax_normalize(cap.activations[LAYER].detach().flatten(2))
+        keys = camlens.core.ops.minmax_normalize(cap.activations[LAYER].detach().flatten(2))
         live = keys.amax(-1) > 0
         distinct = sum(len(torch.unique(keys[i][live[i]], dim=0)) for i in range(len(x)))
         print(

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from camlens.data import load_split
-from camlens.models import ConvNet
-from camlens.train import _as_float, evaluate, train_epoch
+from camlens.demo.data import load_split
+from camlens.demo.models import ConvNet
+from camlens.demo.train import _as_float, evaluate, train_epoch
 
 
 def plain_epoch(model: nn.Module, opt: torch.optim.Optimizer, train_loader: DataLoader, val_loader: DataLoader):

@@ -21,7 +21,7 @@ import time
 import torch
 
 import camlens
-from camlens.models import ConvNet
+from camlens.demo.models import ConvNet
 
 
 def timed(fn, device: torch.device) -> float:

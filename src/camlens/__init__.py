@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .autolayer import choose_layer, scan_layers
-from .capture import capture
-from .dataset import explain_dataset, open_results
-from .errors import (
+from camlens.core.autolayer import choose_layer, scan_layers
+from camlens.core.capture import capture
+from camlens.dataset import explain_dataset, open_results
+from camlens.errors import (
     CamlensError,
     DataError,
     InputError,
@@ -14,8 +14,8 @@ from .errors import (
     LayerShapeError,
     TargetError,
 )
-from .layers import list_layers, resolve_layers
-from .methods import (
+from camlens.core.layers import list_layers, resolve_layers
+from camlens.methods import (
     CAM,
     METHODS,
     AblationCAM,
@@ -38,11 +38,11 @@ from .methods import (
     XGradCAM,
     get_method,
 )
-from .targets_extra import DetectionTarget, EmbeddingTarget, SegmentationTarget, detection_output
-from .tokens import auto_reshape, channels_last_to_maps, tokens_to_maps
-from .wrapped import unwrap_model
+from camlens.core.targets_extra import DetectionTarget, EmbeddingTarget, SegmentationTarget, detection_output
+from camlens.core.tokens import auto_reshape, channels_last_to_maps, tokens_to_maps
+from camlens.core.wrapped import unwrap_model
 
-__version__ = "0.1.0"
+from camlens._util.version import VERSION as __version__
 
 __all__ = [
     "CAM",

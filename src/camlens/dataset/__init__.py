@@ -4,8 +4,8 @@
 ``open_results(out)`` reads them back lazily. See ``docs/dataset.md``.
 """
 
-from .driver import STATS, RunSummary, explain_dataset, parse_targets
-from .manifest import MANIFEST
-from .reader import Item, Results, open_results
+from camlens.dataset.driver import STATS, RunSummary, explain_dataset, parse_targets
+from camlens.dataset.manifest import MANIFEST
+from camlens.dataset.reader import Item, Results, open_results
 
 __all__ = ["MANIFEST", "STATS", "Item", "Results", "RunSummary", "explain_dataset", "open_results", "parse_targets"]

@@ -13,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from ..errors import InputError
+from camlens.errors import InputError
 
 __all__ = ["barrier", "check_same", "setup", "sum_ints", "teardown"]
 

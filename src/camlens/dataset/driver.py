@@ -12,12 +12,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DataError, InputError
-from . import distributed as D
-from .manifest import MANIFEST, check_config, fingerprint, read_manifest, write_manifest
-from .shards import clean_temporaries, finished_record, read_shard, shard_range, shards_of_rank, write_shard
-from .sources import collate, load_dataset, load_model, model_fingerprint, split_item
-from .stats import ClassStats, mass_inside, object_mask
+from camlens._util.progress import progress_bar
+from camlens.errors import DataError, InputError
+from camlens.dataset import distributed as D
+from camlens.dataset.manifest import MANIFEST, check_config, fingerprint, read_manifest, write_manifest
+from camlens.dataset.shards import clean_temporaries, finished_record, read_shard, shard_range, shards_of_rank, write_shard
+from camlens.sources import collate, load_dataset, load_model, model_fingerprint, split_item
+from camlens.dataset.stats import ClassStats, mass_inside, object_mask
 
 __all__ = ["STATS", "RunSummary", "explain_dataset", "parse_targets"]
 
@@ -185,8 +186,8 @@ def explain_dataset(
         >>> camlens.open_results("maps")[7].maps["gradcam/seq.4"].shape  # doctest: +SKIP
         torch.Size([28, 28])
     """
-    from .. import __version__
-    from ..methods import get_method
+    from camlens._util.version import VERSION
+    from camlens.methods import get_method
 
     for name, value, low in (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -264,7 +265,7 @@ def explain_dataset(
         header = {
             "config": config,
             "fingerprint": fp,
-            "camlens_version": __version__,
+            "camlens_version": VERSION,
             "torch_version": torch.__version__,
             "n_items": n_items,
             "n_shards": n_shards,
@@ -290,7 +291,8 @@ def explain_dataset(
             for i in range(0, len(ids), batch_size)
         ]
         items_todo = sum(len(shard_range(k, n_items, shard_size)) for k in todo)
-        bar = _progress(progress and rank == 0, items_todo, world)
+        bar = progress_bar(items_todo, "explain" if world == 1 else f"explain (rank 0 of {world})",
+                           enabled=progress and rank == 0, unit="img", smoothing=0.1)
         computed_items = 0
         if batches:
             loader = DataLoader(
@@ -337,18 +339,6 @@ def explain_dataset(
             for m, training in flags.items():
                 m.train(training)
         D.teardown(own_group)
-
-
-def _progress(enabled: bool, total: int, world: int):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        print("explain-dataset: no progress bar (install tqdm: pip install 'camlens[cli]')")
-        return None
-    desc = "explain" if world == 1 else f"explain (rank 0 of {world})"
-    return tqdm(total=total, unit="img", desc=desc, dynamic_ncols=True, smoothing=0.1)
 
 
 def _explain_batch(
@@ -451,7 +441,7 @@ def _finish(
     """Rank 0 after the barrier: verify every shard, aggregate statistics, write the complete manifest."""
     import json
 
-    from ..checkpoint import atomic_write_bytes
+    from camlens._util.files import atomic_write_bytes
 
     records = []
     stats_per_method: ClassStats | None = None
@@ -466,10 +456,6 @@ def _finish(
             names = getattr(ds, "classes", None)
             if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
                 names = None
-            if names is None and data_info.get("kind") in ("fashion-mnist", "idx"):
-                from ..data import CLASSES
-
-                names = list(CLASSES)
             n_cls = max(len(names) if names else 0, int(record["num_classes"]))
             stats_per_method = ClassStats(n_cls, map_keys, list(names) if names else None)
         stats_per_method.update(shard)

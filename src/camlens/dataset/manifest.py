@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes
-from ..errors import DataError
+from camlens._util.files import atomic_write_bytes
+from camlens.errors import DataError
 
 __all__ = ["FORMAT", "MANIFEST", "check_config", "fingerprint", "read_manifest", "write_manifest"]
 

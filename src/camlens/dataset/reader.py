@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import DataError
-from ..ops import upsample
-from .manifest import MANIFEST, read_manifest
-from .shards import read_shard
+from camlens.errors import DataError
+from camlens.core.ops import upsample
+from camlens.dataset.manifest import MANIFEST, read_manifest
+from camlens.dataset.shards import read_shard
 
 __all__ = ["Item", "Results", "open_results"]
 
@@ -143,7 +143,7 @@ class Results:
         if size is not None:
             m4 = upsample(m4, size)
         if normalize:
-            from ..ops import minmax_normalize
+            from camlens.core.ops import minmax_normalize
 
             m4 = minmax_normalize(m4)
         return m4 if m.ndim == 4 else m4[:, 0]

@@ -20,8 +20,8 @@ from typing import Any
 
 from torch import Tensor
 
-from ..checkpoint import atomic_write_bytes
-from ..errors import DataError
+from camlens._util.files import atomic_write_bytes
+from camlens.errors import DataError
 
 __all__ = [
     "clean_temporaries",

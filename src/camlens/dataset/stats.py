@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..ops import upsample
+from camlens.core.ops import upsample
 
 __all__ = ["ClassStats", "mass_inside", "object_mask"]
 

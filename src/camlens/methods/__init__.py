@@ -1,21 +1,21 @@
 """CAM methods, one small module each, registered by name in :data:`METHODS`."""
 
-from .ablationcam import AblationCAM
-from .base import BaseCAM, CAMContext, CAMResult, combine
-from .cam import CAM
-from .counterfactual import CounterfactualCAM
-from .eigencam import EigenCAM, EigenGradCAM
-from .fullgrad import FullGrad
-from .gradcam import GradCAM
-from .gradcam_elementwise import GradCAMElementWise
-from .gradcampp import GradCAMPlusPlus
-from .guided import GuidedBackprop, GuidedGradCAM
-from .hirescam import HiResCAM
-from .layercam import LayerCAM
-from .registry import METHODS, get_method, register
-from .scorecam import ScoreCAM
-from .smooth import NoiseSmooth, TTASmooth
-from .xgradcam import XGradCAM
+from camlens.methods.ablationcam import AblationCAM
+from camlens.methods.base import BaseCAM, CAMContext, CAMResult, combine
+from camlens.methods.cam import CAM
+from camlens.methods.counterfactual import CounterfactualCAM
+from camlens.methods.eigencam import EigenCAM, EigenGradCAM
+from camlens.methods.fullgrad import FullGrad
+from camlens.methods.gradcam import GradCAM
+from camlens.methods.gradcam_elementwise import GradCAMElementWise
+from camlens.methods.gradcampp import GradCAMPlusPlus
+from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
+from camlens.methods.hirescam import HiResCAM
+from camlens.methods.layercam import LayerCAM
+from camlens.methods.registry import METHODS, get_method, register
+from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.smooth import NoiseSmooth, TTASmooth
+from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
     "CAM",

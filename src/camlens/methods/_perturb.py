@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..capture import forward_hooks
-from ..errors import InputError, TargetError
-from ..targets import OutputSpec, select_output
-from .base import CAMContext
+from camlens.core.capture import forward_hooks
+from camlens.errors import InputError, TargetError
+from camlens.core.targets import OutputSpec, select_output
+from camlens.methods.base import CAMContext
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "check_budget", "chunks", "layout", "row_bytes", "row_scores"]
 

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
-from ..targets import OutputSpec, select_output
+from camlens.errors import InputError
+from camlens.core.targets import OutputSpec, select_output
 
 __all__ = ["InferenceCopy"]
 

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import CamlensError, InputError, LayerShapeError
-from ..layers import LayerSpec
-from ._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
-from .base import BaseCAM, CAMContext, CAMOptions, combine
-from .registry import register
+from camlens.errors import CamlensError, InputError, LayerShapeError
+from camlens.core.layers import LayerSpec
+from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine
+from camlens.methods.registry import register
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -15,13 +15,13 @@ from typing import Any, ClassVar, TypedDict
 import torch
 from torch import Tensor, nn
 
-from ..capture import capture
-from ..errors import InputError, LayerNotUsedError, LayerShapeError
-from ..layers import LayerSpec, resolve_layers
-from ..ops import FUSIONS, fuse, minmax_normalize, upsample
-from ..targets import OutputSpec, TargetSpec, select_output, target_scores
-from ..tokens import auto_reshape
-from ..wrapped import check_not_compiled_inside, strip_wrapper_prefix, unwrap_model
+from camlens.core.capture import capture
+from camlens.errors import InputError, LayerNotUsedError, LayerShapeError
+from camlens.core.layers import LayerSpec, resolve_layers
+from camlens.core.ops import FUSIONS, fuse, minmax_normalize, upsample
+from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
+from camlens.core.tokens import auto_reshape
+from camlens.core.wrapped import check_not_compiled_inside, strip_wrapper_prefix, unwrap_model
 
 __all__ = ["BaseCAM", "CAMContext", "CAMOptions", "CAMResult", "Reshape"]
 
@@ -113,10 +113,10 @@ class BaseCAM:
         layers: a layer name as in ``model.named_modules()``, a submodule, or
             a list of either. All layers are computed in one forward pass and
             one backward pass. ``None``: chosen on the first call from a real
-            forward pass on its input (:func:`camlens.autolayer.choose_layer`)
+            forward pass on its input (:func:`camlens.core.autolayer.choose_layer`)
             and kept for later calls. A wrapped model (``DataParallel``,
             ``DistributedDataParallel``, ``torch.compile``) is explained
-            through the real model inside (:mod:`camlens.wrapped`); names
+            through the real model inside (:mod:`camlens.core.wrapped`); names
             with the wrapper's ``module.`` / ``_orig_mod.`` prefix work too.
         relu: apply ReLU to the combined map (the paper's definition).
         upsample: resize maps to the input's spatial size ((bi/tri)linear).
@@ -128,10 +128,10 @@ class BaseCAM:
         reshape: a function turning a layer's output into ``(N, C, *spatial)``
             (for token or channels-last layouts), or a dict of them by layer name.
             It is applied to activations and gradients alike. By default
-            :func:`camlens.tokens.auto_reshape` reads ``(N, T, C)`` tokens and
+            :func:`camlens.core.tokens.auto_reshape` reads ``(N, T, C)`` tokens and
             ``(N, h, w, C)`` channels-last outputs of image models.
         output: where the scores are in the model's output (see
-            :func:`camlens.targets.select_output`).
+            :func:`camlens.core.targets.select_output`).
     """
 
     name: ClassVar[str] = ""
@@ -153,7 +153,7 @@ class BaseCAM:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if fuse is not None and fuse not in FUSIONS:
             raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
-        # DataParallel / DDP / torch.compile: hook the real model (camlens.wrapped).
+        # DataParallel / DDP / torch.compile: hook the real model (camlens.core.wrapped).
         self.wrapped = model
         self.model = model = unwrap_model(model)
         self.layers: dict[str, nn.Module] = {}
@@ -194,11 +194,11 @@ class BaseCAM:
     def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
         """Explain ``x`` (a batch ``(N, C, *spatial)``) for ``target`` or the ``top_k`` classes.
 
-        See :func:`camlens.targets.target_scores` for the forms of ``target``.
+        See :func:`camlens.core.targets.target_scores` for the forms of ``target``.
         """
         self._check_input(x)
         if not self.layers:
-            from ..autolayer import choose_layer
+            from camlens.core.autolayer import choose_layer
 
             with torch.inference_mode(False):
                 self.layers = resolve_layers(self.model, choose_layer(self.model, x, target, output=self.output))
@@ -313,7 +313,7 @@ class BaseCAM:
         """A captured tensor as ``(N, C, *spatial)`` (``(N, K, C, *spatial)`` when ``batched``)."""
         fn = self.reshape.get(name) if isinstance(self.reshape, Mapping) else self.reshape
         if fn is None:
-            # Token (N, T, C) and channels-last (N, h, w, C) layers: see camlens.tokens.
+            # Token (N, T, C) and channels-last (N, h, w, C) layers: see camlens.core.tokens.
             fn = partial(auto_reshape, input_shape=tuple(x.shape))
         if batched:
             n, k = t.shape[:2]

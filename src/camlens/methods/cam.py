@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from ..errors import LayerNotFoundError, LayerShapeError, TargetError
-from ..layers import LayerSpec, resolve_layers
-from .base import BaseCAM, CAMContext, CAMOptions, combine
-from .registry import register
+from camlens.errors import LayerNotFoundError, LayerShapeError, TargetError
+from camlens.core.layers import LayerSpec, resolve_layers
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine
+from camlens.methods.registry import register
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from ..layers import LayerSpec
-from .base import BaseCAM, CAMContext, CAMOptions
-from .registry import register
+from camlens.core.layers import LayerSpec
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions
+from camlens.methods.registry import register
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -7,14 +7,14 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from ..capture import capture
-from ..errors import LayerShapeError
-from ..layers import LayerSpec, resolve_layers
-from ..ops import minmax_normalize, upsample
-from ..targets import OutputSpec, TargetSpec, select_output, target_scores
-from .base import BaseCAM, CAMResult
-from .guided import per_target_grads
-from .registry import register
+from camlens.core.capture import capture
+from camlens.errors import LayerShapeError
+from camlens.core.layers import LayerSpec, resolve_layers
+from camlens.core.ops import minmax_normalize, upsample
+from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
+from camlens.methods.base import BaseCAM, CAMResult
+from camlens.methods.guided import per_target_grads
+from camlens.methods.registry import register
 
 __all__ = ["FullGrad", "bias_of", "bias_layers"]
 

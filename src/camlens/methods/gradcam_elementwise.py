@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import BaseCAM, CAMContext
-from .registry import register
+from camlens.methods.base import BaseCAM, CAMContext
+from camlens.methods.registry import register
 
 __all__ = ["GradCAMElementWise"]
 

@@ -10,13 +10,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..capture import forward_hooks
-from ..layers import LayerSpec
-from ..ops import minmax_normalize, upsample
-from ..targets import OutputSpec, TargetSpec, select_output, target_scores
-from .base import BaseCAM, CAMResult
-from .gradcam import GradCAM
-from .registry import register
+from camlens.core.capture import forward_hooks
+from camlens.core.layers import LayerSpec
+from camlens.core.ops import minmax_normalize, upsample
+from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
+from camlens.methods.base import BaseCAM, CAMResult
+from camlens.methods.gradcam import GradCAM
+from camlens.methods.registry import register
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "guided_relus", "per_target_grads"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import BaseCAM
-from .registry import register
+from camlens.methods.base import BaseCAM
+from camlens.methods.registry import register
 
 __all__ = ["HiResCAM"]
 

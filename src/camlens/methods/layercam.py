@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from ..layers import LayerSpec
-from ..ops import minmax_normalize, upsample
-from .base import BaseCAM, CAMContext, CAMOptions, CAMResult
-from .registry import register
+from camlens.core.layers import LayerSpec
+from camlens.core.ops import minmax_normalize, upsample
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, CAMResult
+from camlens.methods.registry import register
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from .base import BaseCAM
+from camlens.methods.base import BaseCAM
 
 __all__ = ["METHODS", "get_method", "register"]
 

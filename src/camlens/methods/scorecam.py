@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
-from ..layers import LayerSpec
-from ..ops import minmax_normalize, upsample
-from ._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
-from ._rerun import InferenceCopy
-from .base import BaseCAM, CAMContext, CAMOptions, combine
-from .registry import register
+from camlens.errors import InputError
+from camlens.core.layers import LayerSpec
+from camlens.core.ops import minmax_normalize, upsample
+from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
+from camlens.methods._rerun import InferenceCopy
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine
+from camlens.methods.registry import register
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -35,7 +35,7 @@ WEIGHTINGS = ("probability", "channel-softmax")
 def _mask_upsampler(
     spatial: Sequence[int], size: Sequence[int], dtype: torch.dtype, device: torch.device
 ) -> Callable[[Tensor], Tensor]:
-    """A function resizing ``(R, *spatial)`` maps to ``size`` as :func:`camlens.ops.upsample` does.
+    """A function resizing ``(R, *spatial)`` maps to ``size`` as :func:`camlens.core.ops.upsample` does.
 
     Bilinear interpolation is separable, so for 2-D maps it is two small matrix
     products with the 1-D interpolation matrices (rows: the response to each

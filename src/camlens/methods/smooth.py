@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
-from ..layers import LayerSpec
-from ..targets import TargetSpec, select_output, target_scores
-from .base import BaseCAM, CAMResult
-from .registry import get_method, register
+from camlens.errors import InputError
+from camlens.core.layers import LayerSpec
+from camlens.core.targets import TargetSpec, select_output, target_scores
+from camlens.methods.base import BaseCAM, CAMResult
+from camlens.methods.registry import get_method, register
 
 __all__ = ["TRANSFORMS", "NoiseSmooth", "TTASmooth"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import BaseCAM
-from .registry import register
+from camlens.methods.base import BaseCAM
+from camlens.methods.registry import register
 
 __all__ = ["XGradCAM"]
 

@@ -2,16 +2,16 @@
 
 Every metric takes the model, a batch ``x`` ``(N, C, H, W)`` and maps
 ``(N, H, W)``, and returns per-image values, so the driver
-(:mod:`camlens.evaluate`) can bootstrap intervals over images.
+(:mod:`camlens.evaluation.run`) can bootstrap intervals over images.
 """
 
-from .baselines import BASELINES, edge_map, intensity_map, random_map
-from .confidence import ConfidenceResult, confidence_change
-from .perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
-from .pointing import boxes_to_mask, energy_pointing_game, object_mask
-from .road import ROAD_PERCENTAGES, ImputationError, RoadResult, noisy_linear_impute, road
-from .sanity import SanityResult, layers_from_top, randomized_models, rank_average, sanity_check, spearman, ssim
-from ._common import saliency_rank
+from camlens.metrics.baselines import BASELINES, edge_map, intensity_map, random_map
+from camlens.metrics.confidence import ConfidenceResult, confidence_change
+from camlens.metrics.perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
+from camlens.metrics.pointing import boxes_to_mask, energy_pointing_game, object_mask
+from camlens.metrics.road import ROAD_PERCENTAGES, ImputationError, RoadResult, noisy_linear_impute, road
+from camlens.metrics.sanity import SanityResult, layers_from_top, randomized_models, rank_average, sanity_check, spearman, ssim
+from camlens.metrics._common import saliency_rank
 
 __all__ = [
     "BASELINES",

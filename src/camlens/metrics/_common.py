@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
-from ..targets import OutputSpec, TargetSpec, select_output, target_scores
+from camlens.errors import InputError
+from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
 
 __all__ = ["check_images_maps", "class_probs", "resolve_classes", "saliency_rank"]
 
@@ -35,7 +35,7 @@ def check_images_maps(x: Tensor, maps: Tensor, *, unit: bool = False) -> None:
     if unit and (float(maps.min()) < 0.0 or float(maps.max()) > 1.0):
         raise InputError(
             f"maps must lie in [0, 1] here, got values in [{float(maps.min()):.4g}, {float(maps.max()):.4g}]; "
-            "pass min-max normalized maps (normalize=True, or camlens.ops.minmax_normalize)"
+            "pass min-max normalized maps (normalize=True, or camlens.core.ops.minmax_normalize)"
         )
 
 

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
-from ..targets import OutputSpec, select_output
-from ._common import check_images_maps, saliency_rank
-from .perturbation import Baseline, _pixel_counts, make_baseline
-from .road import ROAD_PERCENTAGES, road_counts, road_images, road_noise
+from camlens.errors import InputError
+from camlens.core.targets import OutputSpec, select_output
+from camlens.metrics._common import check_images_maps, saliency_rank
+from camlens.metrics.perturbation import Baseline, _pixel_counts, make_baseline
+from camlens.metrics.road import ROAD_PERCENTAGES, road_counts, road_images, road_noise
 
 __all__ = ["MapScores", "faithfulness"]
 

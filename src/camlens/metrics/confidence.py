@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from ..targets import OutputSpec, TargetSpec
-from ._common import check_images_maps, class_probs, resolve_classes
+from camlens.core.targets import OutputSpec, TargetSpec
+from camlens.metrics._common import check_images_maps, class_probs, resolve_classes
 
 __all__ = ["ConfidenceResult", "confidence_change"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import InputError
+from camlens.errors import InputError
 
 __all__ = ["boxes_to_mask", "energy_pointing_game", "object_mask"]
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import CamlensError, InputError
-from ..targets import OutputSpec, TargetSpec
-from ._common import check_images_maps, class_probs, resolve_classes, saliency_rank
+from camlens.errors import CamlensError, InputError
+from camlens.core.targets import OutputSpec, TargetSpec
+from camlens.metrics._common import check_images_maps, class_probs, resolve_classes, saliency_rank
 
 __all__ = ["ROAD_PERCENTAGES", "RoadResult", "noisy_linear_impute", "road", "road_counts", "road_images", "road_noise"]
 

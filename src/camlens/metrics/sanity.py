@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..capture import forward_hooks
-from ..errors import InputError
-from ..layers import LayerSpec
-from ..methods import get_method
-from ..targets import TargetSpec
-from ._common import resolve_classes
+from camlens.core.capture import forward_hooks
+from camlens.errors import InputError
+from camlens.core.layers import LayerSpec
+from camlens.methods import get_method
+from camlens.core.targets import TargetSpec
+from camlens.metrics._common import resolve_classes
 
 __all__ = [
     "SanityResult",
@@ -186,7 +186,7 @@ def image_map(m: Tensor) -> Tensor:
 
 
 def _unit(m: Tensor) -> Tensor:
-    from ..ops import minmax_normalize
+    from camlens.core.ops import minmax_normalize
 
     return minmax_normalize(m, start_dim=1)
 

@@ -1,0 +1,70 @@
+"""Files written so a kill never leaves half of one, and their digests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer", "sha256_bytes", "sha256_file"]
+
+_CHUNK = 1 << 20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_writer(path: str | Path, suffix: str = ".tmp") -> Iterator[IO[bytes]]:
+    """A binary file that becomes ``path`` only when the ``with`` block ends without an error.
+
+    The data goes to a temporary file in the same folder, is flushed and fsynced,
+    then renamed over ``path`` (the commit point). On any exception the temporary
+    file is removed and ``path`` is untouched. The file gets the permissions a
+    plain ``open(path, "wb")`` would give (0666 less the umask), not ``mkstemp``'s 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_writer`."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_writer`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (sha256 unless ``algorithm`` says otherwise), read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,61 @@
+"""The ``camlens`` command line.
+
+Each sub-command lives in its own module under ``camlens.cli`` with two
+functions, ``add_arguments(parser)`` and ``run(args) -> int``; the table
+below is the only list of them, and a module is imported only when its
+command runs, so ``camlens --help`` stays fast and optional extras load lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from camlens._util.version import VERSION
+from camlens.errors import CamlensError
+
+__all__ = ["COMMANDS", "main"]
+
+#: command name -> (module under camlens.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "train the tutorial's ConvNet on the bundled Fashion-MNIST sample and explain it"),
+    "train": ("train", "train a model on Fashion-MNIST and write a checkpoint"),
+    "explain": ("explain", "explain a checkpoint's predictions on images, with figures"),
+    "evaluate": ("evaluate", "faithfulness and sanity metrics for methods and layers"),
+    "explain-dataset": ("explain_dataset", "explain a whole dataset into resumable shards (torchrun-ready)"),
+    "layers": ("layers", "list a model's candidate layers with their output shapes"),
+    "methods": ("methods", "list the registered CAM methods"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="camlens", description="Where a PyTorch model looks.")
+    parser.add_argument("--version", action="version", version=f"camlens {VERSION}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        top.parse_args(argv or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(f"camlens.cli.{COMMANDS[name][0]}")
+    parser = argparse.ArgumentParser(prog=f"camlens {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except CamlensError as e:
+        print(f"camlens {name}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"camlens {name}: interrupted", file=sys.stderr)
+        return 130
+

@@ -1,0 +1,61 @@
+"""``camlens explain-dataset``: explain a whole dataset into resumable shards; runs under torchrun as is."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Run it again with the same arguments to resume. Several processes: "
+        "torchrun --nproc-per-node N -m camlens.cli explain-dataset ... (see docs/dataset.md)."
+    )
+    parser.add_argument("--model", required=True, help="checkpoint folder, or a factory 'module:function' / 'file.py:function'")
+    parser.add_argument(
+        "--data",
+        default="fashion-mnist:test",
+        help="'fashion-mnist:test' | 'fashion-mnist:train' | 'idx:FOLDER[:split]' | an image folder (one subfolder "
+        "per class) | a factory 'module:function' returning a torch Dataset (default: %(default)s)",
+    )
+    parser.add_argument("--out", required=True, help="output folder (reused to resume)")
+    parser.add_argument("--methods", nargs="+", default=["gradcam"], help="method names (`camlens methods`)")
+    parser.add_argument("--layers", nargs="+", default=None, help="layer names (default: the last convolution)")
+    parser.add_argument("--targets", default="predicted", help="'predicted' | 'label' | 'top-K' | a class index")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--shard-size", type=int, default=1024, help="items per shard file (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="explain only the first N items")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored maps' dtype")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
+    parser.add_argument(
+        "--object-mask",
+        choices=["auto", "nonzero", "none"],
+        default="auto",
+        help="object pixels for the 'mass inside' statistic: nonzero pixels (auto: on for Fashion-MNIST/IDX)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from camlens.dataset import explain_dataset
+
+    mask = {"auto": None, "nonzero": True, "none": False}[args.object_mask]
+    summary = explain_dataset(
+        args.model,
+        args.data,
+        args.out,
+        methods=args.methods,
+        layers=args.layers,
+        targets=args.targets,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        limit=args.limit,
+        device=args.device,
+        dtype=args.dtype,
+        num_workers=args.num_workers,
+        object_mask_from_pixels=mask,
+        progress=not args.no_progress,
+    )
+    if summary.rank == 0:
+        print(summary)
+    return 0

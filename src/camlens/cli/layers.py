@@ -1,0 +1,86 @@
+"""``camlens layers``: a model's layers with output shapes, the candidates, and the automatic choice."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from camlens.errors import InputError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        help="a checkpoint folder (from `camlens train`) or 'package.module:function' returning an nn.Module",
+    )
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help="one input's shape C,H,W (or C,L / C,D,H,W), e.g. 3,224,224; "
+        "default: from the checkpoint (1,28,28 for the tutorial's ConvNet)",
+    )
+    parser.add_argument("--all", action="store_true", help="list every submodule, not only the candidates")
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        shape = ()
+    if not 2 <= len(shape) <= 4 or min(shape) < 1:
+        raise InputError(
+            f"--input-shape {text!r} is not C,H,W (or C,L / C,D,H,W) with positive ints; e.g. --input-shape 3,224,224"
+        )
+    return shape
+
+
+def load_model(spec: str) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The model named by ``spec`` (checkpoint folder or 'module:function'), and its input shape if known."""
+    if Path(spec).is_dir():
+        from camlens.demo.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(spec)
+        kw = meta.get("model_kwargs", {})
+        shape = meta.get("input_shape")
+        if shape is None and meta.get("architecture") == "convnet":
+            size = kw.get("image_size", 28)
+            shape = (kw.get("in_channels", 1), size, size)
+        return model, None if shape is None else tuple(shape)
+    from camlens.sources import load_model as load_model_or_factory
+
+    model, _ = load_model_or_factory(spec, torch.device("cpu"))
+    return model, None
+
+
+def run(args: argparse.Namespace) -> int:
+    from camlens.core.autolayer import choose_layer, scan_layers
+    from camlens.core.wrapped import unwrap_model
+
+    model, shape = load_model(args.model)
+    model = unwrap_model(model)
+    if args.input_shape is not None:
+        shape = _parse_shape(args.input_shape)
+    if shape is None:
+        raise InputError(f"the input shape of {args.model!r} is unknown; pass --input-shape C,H,W (e.g. 3,224,224)")
+    x = torch.rand(1, *shape)
+    infos = scan_layers(model, x)
+    try:
+        chosen: str | None = choose_layer(model, x)
+    except Exception:  # noqa: BLE001 - no candidate is a fact to print, not a failure
+        chosen = None
+    rows = [i for i in infos if args.all or i.spatial]
+    print(f"input (1, {', '.join(map(str, shape))}); {len(rows)} of {len(infos)} layers shown")
+    if rows:
+        width = max(len(i.name) for i in rows)
+        kind_w = max(len(i.kind) for i in rows)
+        print(f"{'layer':<{width}}  {'type':<{kind_w}}  {'output':<18}  {'as maps':<18}  on path")
+        for i in rows:
+            maps = "-" if i.map_shape is None else str(tuple(i.map_shape[1:]))
+            path = {True: "yes", False: "no", None: "-"}[i.on_path]
+            mark = "  <- auto" if i.name == chosen else ""
+            print(f"{i.name:<{width}}  {i.kind:<{kind_w}}  {str(i.shape[1:]):<18}  {maps:<18}  {path}{mark}")
+    print(f"automatic choice (layers=None): {chosen or 'none: pass layers='}")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per ``camlens`` sub-command; see :data:`camlens.cli.COMMANDS`."""

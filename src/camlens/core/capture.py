@@ -1,0 +1,148 @@
+"""Hook layers for exactly one forward pass and keep what they output.
+
+The hooks live only inside ``with capture(...)``: they are registered on
+entry and removed in ``finally``, also when the forward pass raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camlens.errors import LayerShapeError
+
+__all__ = ["Captured", "capture", "first_tensor", "forward_hooks", "module_outputs"]
+
+
+def first_tensor(output: Any) -> Tensor | None:
+    """The tensor a layer produced: the output itself, or the first element of a tuple/list."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    return None
+
+
+@dataclass
+class Captured:
+    """What the hooks saw in one forward pass.
+
+    Attributes:
+        activations: layer name -> the layer's output tensor (for a layer
+            called several times, the last call). Each is the tensor that
+            gradients are taken against; the model downstream received a
+            clone, so in-place operations after the layer cannot change it.
+        calls: layer name -> how many times the layer was called.
+        lazy: whether autograd recording was off until the first hooked layer.
+    """
+
+    activations: dict[str, Tensor] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    lazy: bool = False
+
+
+def _make_hook(name: str, store: Captured):
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        t = first_tensor(output)
+        if t is None:
+            raise LayerShapeError(
+                f"layer {name!r} ({type(module).__name__}) returned {type(output).__name__}, "
+                "not a tensor; hook a submodule that returns a tensor"
+            )
+        if store.lazy:
+            # Autograd recording starts at the first hooked layer: nothing
+            # below it is recorded, so nothing below it is kept or back-propagated.
+            torch.set_grad_enabled(True)
+        if not t.requires_grad:
+            # Frozen parameters and inputs that do not require grad: make the
+            # activation a leaf so the score can still be differentiated to it.
+            t = t.detach().requires_grad_(True)
+        store.activations[name] = t
+        store.calls[name] = store.calls.get(name, 0) + 1
+        # Downstream gets a clone: an in-place op after this layer (ReLU(inplace=True))
+        # changes the clone, never the activation we differentiate against.
+        downstream = t.clone()
+        if isinstance(output, Tensor):
+            return downstream
+        return type(output)([downstream, *output[1:]]) if isinstance(output, list) else (downstream, *output[1:])
+
+    return hook
+
+
+#: a forward hook: ``hook(module, inputs, output)``; a non-None return replaces the output.
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
+
+
+@contextmanager
+def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[int]:
+    """Register each ``(module, hook)`` as a forward hook for the block; yields how many.
+
+    Every hook registered is removed on exit, also when registering a later
+    one or the block raises: the model leaves the block with the hooks it had.
+    """
+    handles = []
+    try:
+        for module, hook in hooks:
+            handles.append(module.register_forward_hook(hook))
+        yield len(handles)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def module_outputs(
+    model: nn.Module, keep: Callable[[Tensor], Any] = lambda t: t
+) -> Iterator[dict[str, tuple[str, Any]]]:
+    """Record, for the forward passes inside the block, what each named submodule returned.
+
+    Yields ``{name: (type name, keep(tensor))}`` for every submodule whose output
+    holds a tensor (its first tensor), in the order the modules finished their
+    last call; ``keep`` says what to hold on to (the tensor itself, or, say, its
+    shape so the tensor can be freed).
+    """
+    outs: dict[str, tuple[str, Any]] = {}
+
+    def make(name: str) -> ForwardHook:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            t = first_tensor(output)
+            if t is not None:
+                outs.pop(name, None)  # re-insert: the order is that of the last call
+                outs[name] = (type(module).__name__, keep(t))
+
+        return hook
+
+    with forward_hooks((m, make(name)) for name, m in model.named_modules() if name):
+        yield outs
+
+
+@contextmanager
+def capture(model: nn.Module, layers: Mapping[str, nn.Module], *, lazy: bool = True) -> Iterator[Captured]:
+    """Hook ``layers`` of ``model`` for the forward passes run inside the block.
+
+    Args:
+        model: the model (only used to scope the block; its state is not changed).
+        layers: ``{name: module}`` as returned by :func:`camlens.core.layers.resolve_layers`.
+        lazy: run the forward with autograd off until the first hooked layer.
+
+    Yields:
+        A :class:`Captured` that fills up as the model runs.
+
+    Example:
+        >>> with capture(model, {"seq.4": model.seq[4]}) as cap:  # doctest: +SKIP
+        ...     out = model(x)
+        >>> cap.activations["seq.4"].shape  # doctest: +SKIP
+    """
+    store = Captured(lazy=lazy)
+    grad_before = torch.is_grad_enabled()
+    with forward_hooks((module, _make_hook(name, store)) for name, module in layers.items()):
+        try:
+            torch.set_grad_enabled(not lazy)
+            yield store
+        finally:
+            torch.set_grad_enabled(grad_before)

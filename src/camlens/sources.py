@@ -1,0 +1,248 @@
+"""Where the model and the items come from: checkpoints, factories, datasets by name."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from camlens.errors import DataError, InputError
+
+__all__ = [
+    "Collated",
+    "ImageFolder",
+    "collate",
+    "load_dataset",
+    "load_factory",
+    "load_model",
+    "model_fingerprint",
+    "split_item",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_factory(spec: str, what: str) -> Callable[..., Any]:
+    """The callable named by ``'package.module:function'`` or ``'path/to/file.py:function'``.
+
+    Args:
+        spec: the factory, module and attribute separated by the last ``':'``.
+        what: the argument's name, for error messages (``"model"``, ``"data"``).
+
+    Raises:
+        InputError: the spec is malformed, the module cannot be imported or has no such callable.
+    """
+    mod_name, sep, attr = spec.rpartition(":")
+    if not sep or not mod_name or not attr:
+        raise InputError(f"{what}={spec!r} is not a factory 'module:function' (or 'file.py:function')")
+    try:
+        if mod_name.endswith(".py"):
+            path = Path(mod_name).resolve()
+            if not path.is_file():
+                raise InputError(f"{what}={spec!r}: file {path} does not exist")
+            key = "camlens_factory_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+            module = sys.modules.get(key)
+            if module is None:
+                loader_spec = importlib.util.spec_from_file_location(key, path)
+                assert loader_spec is not None and loader_spec.loader is not None
+                module = importlib.util.module_from_spec(loader_spec)
+                sys.modules[key] = module
+                loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise InputError(f"{what}={spec!r}: cannot import {mod_name!r} ({e}); is it on PYTHONPATH?") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise InputError(f"{what}={spec!r}: {mod_name!r} has no callable {attr!r}")
+    return fn
+
+
+def _looks_like_factory(spec: str) -> bool:
+    head, sep, tail = spec.rpartition(":")
+    # 'C:\\folder' is a Windows path, not a factory; a factory's tail is an identifier.
+    return bool(sep and head and tail.isidentifier() and len(head) > 1)
+
+
+def _plugins(group: str) -> dict[str, Callable[..., Any]]:
+    """The loaders other packages register under the entry-point group ``group`` (name -> callable).
+
+    This is how a package adds named datasets or folder formats without camlens
+    importing it: camlens' own demo registers ``fashion-mnist``, ``idx`` and its
+    checkpoint folders this way in ``pyproject.toml``.
+    """
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)}
+
+
+def load_model(spec: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model named by ``spec``: a checkpoint folder or a factory, in eval mode on ``device``.
+
+    Every command loads its model here. A folder is offered to each loader
+    registered under the ``camlens.model_folders`` entry-point group (camlens'
+    checkpoint folders among them); the first that recognises it builds the model.
+
+    Returns:
+        ``(model, info)`` where ``info`` records the spec and what the loader
+        knows (for a checkpoint: its architecture and class names).
+
+    Raises:
+        InputError, DataError: the spec names nothing usable.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        for loader in _plugins("camlens.model_folders").values():
+            found = loader(path, device)
+            if found is not None:
+                model, info = found
+                return model.to(device).eval(), {"spec": spec, **info}
+        raise InputError(
+            f"model={spec!r} is a folder but not a model checkpoint any loader knows (no meta.json); "
+            "train one with `camlens train --out FOLDER`, or pass a factory 'mypkg.models:build'"
+        )
+    if _looks_like_factory(spec):
+        model = load_factory(spec, "model")()
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model={spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        return model.to(device).eval(), {"kind": "factory", "spec": spec}
+    raise InputError(
+        f"model={spec!r} is neither a checkpoint folder (no such folder) nor a factory 'module:function'; "
+        "train one with `camlens train --out FOLDER`, or pass e.g. 'mypkg.models:build'"
+    )
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of every parameter and buffer."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class Collated(tuple):
+    """A batch a dataset's ``__getitems__`` already collated (``(images, labels)``)."""
+
+
+def collate(data: Any) -> Any:
+    """``default_collate``, except for a batch the dataset already collated."""
+    from torch.utils.data import default_collate
+
+    return tuple(data) if isinstance(data, Collated) else default_collate(data)
+
+
+class ImageFolder(Dataset):
+    """Images laid out one subfolder per class, as ``(image (C, H, W) in [0, 1], label)``.
+
+    Classes are the subfolder names in sorted order; files are sorted by path,
+    so item ids are stable. Pillow is imported when the first image is read.
+
+    Args:
+        root: the folder of class folders.
+        mode: Pillow mode to convert every image to (``"RGB"``, ``"L"``).
+    """
+
+    def __init__(self, root: str | Path, mode: str = "RGB") -> None:
+        self.root = Path(root)
+        self.mode = mode
+        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        self.files: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            for f in sorted((self.root / name).rglob("*")):
+                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                    self.files.append((f, label))
+        if not self.files:
+            raise DataError(
+                f"image folder {self.root} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class subfolders; "
+                "lay it out as ROOT/<class name>/<image files>"
+            )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError("reading an image folder needs Pillow: pip install 'camlens[cli]'") from None
+        import numpy as np
+
+        path, label = self.files[i]
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert(self.mode), dtype=np.uint8)
+        t = torch.from_numpy(arr.copy())
+        t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        return t.float().div_(255.0), label
+
+
+def load_dataset(spec: str) -> tuple[Dataset, dict[str, Any]]:
+    """The dataset named by ``spec``.
+
+    Forms: ``NAME[:ARGS]`` for a dataset registered under the ``camlens.datasets``
+    entry-point group (camlens' demo registers ``fashion-mnist:test``,
+    ``fashion-mnist:train`` and ``idx:FOLDER[:split]``); a folder that a loader
+    under ``camlens.data_folders`` recognises (a folder of IDX files), else a
+    folder with one subfolder of images per class; or a factory ``module:function``
+    returning a ``Dataset``.
+
+    Returns:
+        ``(dataset, info)``; ``info["object_mask"]`` says whether nonzero pixels
+        mark the object (true for Fashion-MNIST-style data on a zero background).
+
+    Raises:
+        InputError: the spec names nothing usable.
+    """
+    named = _plugins("camlens.datasets")
+    name, _, rest = spec.partition(":")
+    if name in named:
+        ds, info = named[name](rest)
+        return ds, {"kind": name, "spec": spec, **info}
+    path = Path(spec)
+    if path.is_dir():
+        for kind, loader in _plugins("camlens.data_folders").items():
+            found = loader(path)
+            if found is not None:
+                ds, info = found
+                return ds, {"kind": kind, "spec": spec, **info}
+        return ImageFolder(path), {"kind": "image-folder", "spec": spec, "object_mask": False}
+    if _looks_like_factory(spec):
+        ds = load_factory(spec, "data")()
+        if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):
+            raise InputError(f"data={spec!r} returned {type(ds).__name__}, not a map-style torch Dataset with a length")
+        return ds, {"kind": "factory", "spec": spec, "object_mask": bool(getattr(ds, "object_mask", False))}
+    names = ", ".join(f"'{n}:...'" for n in named) or "none installed"
+    raise InputError(
+        f"data={spec!r} is not a registered dataset ({names}), an existing folder "
+        "(IDX files or one image subfolder per class) or a factory 'module:function'"
+    )
+
+
+def split_item(batch: Any) -> tuple[Tensor, Tensor | None]:
+    """``(images, labels)`` from a collated batch: ``(x, y)``, ``[x, y]``, ``{'image', 'label'}`` or ``x``."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, dict):
+        x = batch.get("image", batch.get("x"))
+        y = batch.get("label", batch.get("y"))
+    elif isinstance(batch, (tuple, list)) and batch:
+        x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+    else:
+        x, y = None, None
+    if not isinstance(x, Tensor):
+        raise InputError(
+            f"the dataset's items collate to {type(batch).__name__}; expected an image tensor, "
+            "(image, label), or a dict with 'image' and 'label'"
+        )
+    if y is not None and not isinstance(y, Tensor):
+        y = torch.as_tensor(y)
+    return x, y

@@ -1,0 +1,139 @@
+"""The evaluation driver: agreement with the metric functions, statistics, outputs and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from camlens.demo.checkpoint import save_checkpoint
+from camlens.cli import main
+from camlens.errors import InputError
+from camlens.evaluation.run import Evaluation, bootstrap_ci, evaluate
+from camlens.metrics import deletion, random_map, road
+from camlens.demo.models import ConvNet
+
+
+class Tiny(nn.Module):
+    conv_layers = ("seq.0", "seq.2")
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.seq = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(4 * 8 * 8, 3),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seq(x)
+
+
+@pytest.fixture(scope="module")
+def small_eval() -> tuple[nn.Module, torch.Tensor, Evaluation]:
+    model = Tiny().eval()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ev = evaluate(model, x, methods=["gradcam"], seeds=(0, 1), steps=4, sanity_images=3, n_boot=200)
+    return model, x, ev
+
+
+def test_entries_and_values_agree_with_the_metric_functions(small_eval):
+    model, x, ev = small_eval
+    assert ev.entries == ["gradcam@seq.0", "gradcam@seq.2", "random", "intensity", "edge"]
+    assert ev.values["random"]["deletion"].shape == (2, 6)
+    for seed in (0, 1):
+        direct = deletion(model, x, random_map(x, seed), steps=4, seed=seed).auc
+        assert torch.allclose(ev.values["random"]["deletion"][seed], direct)
+        rd = road(model, x, random_map(x, seed), seed=seed)
+        assert torch.allclose(ev.values["random"]["road"][seed], rd.score)
+    assert ev.curves["edge"]["deletion"].shape == (5,)
+    assert ev.sanity["gradcam@seq.2"]["cascading"]["spearman"].shape == (2, 3, 3)  # seeds, layers, images
+
+
+def test_summary_and_comparisons_use_paired_per_image_differences():
+    n = 50
+    base = torch.linspace(0.2, 0.8, n)
+    values = {
+        "a": {m: (base - 0.1).expand(1, n) for m in ("deletion", "insertion", "road", "road_morf", "road_lerf",
+                                                     "average_drop", "increase", "pointing")},
+        "random": {m: base.expand(1, n) for m in ("deletion", "insertion", "road", "road_morf", "road_lerf",
+                                                  "average_drop", "increase", "pointing")},
+    }  # fmt: skip
+    ev = Evaluation(["a", "random"], values, {}, torch.empty(0), torch.empty(0), {}, {"seeds": [0]}, n_boot=300)
+    comp = {r["metric"]: r for r in ev.comparisons("random")}
+    # The images differ a lot, but every paired difference is exactly -0.1: the interval is a point.
+    assert comp["deletion"]["difference"] == pytest.approx(-0.1)
+    assert (comp["deletion"]["low"], comp["deletion"]["high"]) == (pytest.approx(-0.1), pytest.approx(-0.1))
+    assert comp["deletion"]["verdict"] == "better"  # lower deletion is better
+    assert comp["insertion"]["verdict"] == "worse"  # lower insertion is worse
+    summary = {(r["entry"], r["metric"]): r for r in ev.summary()}
+    assert summary[("random", "deletion")]["mean"] == pytest.approx(0.5)
+
+
+def test_bootstrap_interval_has_the_normal_width():
+    v = torch.tensor([0.0, 1.0]).repeat(200)  # mean 0.5, sd 0.5, n 400: half-width 1.96 * 0.025 = 0.049
+    lo, hi = bootstrap_ci(v, n_boot=4000, seed=0)
+    assert lo == pytest.approx(0.451, abs=0.01) and hi == pytest.approx(0.549, abs=0.01)
+    assert bootstrap_ci(torch.full((10,), 0.3)) == (pytest.approx(0.3), pytest.approx(0.3))
+
+
+def test_outputs_json_figures_html(small_eval, tmp_path):
+    _, _, ev = small_eval
+    text = ev.table()
+    assert "gradcam@seq.2" in text and "Difference to the random map" in text and "Spearman" in text
+    path = ev.save_json(tmp_path / "out" / "evaluation.json")
+    data = json.loads(path.read_text())
+    assert data["config"]["seeds"] == [0, 1]
+    assert {r["entry"] for r in data["summary"]} == set(ev.entries)
+    assert [p.name for p in tmp_path.joinpath("out").iterdir()] == ["evaluation.json"]  # no temp file left
+    frag = ev.html()
+    assert frag.startswith('<section class="camlens-evaluation">') and frag.endswith("</section>")
+    assert frag.count("data:image/png;base64,") == 2
+    paths = ev.save_figures(tmp_path / "figs")
+    assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"\x89PNG"]
+
+
+def test_evaluate_rejects_bad_arguments():
+    model, x = Tiny().eval(), torch.rand(2, 1, 8, 8)
+    with pytest.raises(InputError, match="training mode"):
+        evaluate(Tiny().train(), x)
+    with pytest.raises(InputError, match="no method 'gradkam'"):
+        evaluate(model, x, methods=["gradkam"])
+    with pytest.raises(InputError, match="baselines"):
+        evaluate(model, x, methods=["gradcam"], baselines=["noise"])
+    with pytest.raises(InputError, match="seeds"):
+        evaluate(model, x, methods=["gradcam"], seeds=[])
+
+
+def test_cli_evaluate_writes_json_figures_and_html(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "ckpt", ConvNet().eval(), {"architecture": "convnet"})
+    out = tmp_path / "ev"
+    rc = main([
+        "evaluate", str(ckpt), "--methods", "gradcam", "--layers", "seq.4", "--n-images", "3",
+        "--seeds", "0", "--steps", "2", "--sanity-images", "2", "--out", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "gradcam@seq.4" in printed and "wrote" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "evaluation.html", "evaluation.json", "sanity.png"]
+    assert json.loads((out / "evaluation.json").read_text())["config"]["n_images"] == 3
+    rc = main(["evaluate", str(ckpt), "--n-images", "100000", "--out", str(out)])
+    assert rc == 1
+    assert "n_images=100000" in capsys.readouterr().err
+
+
+def test_an_input_sized_method_is_one_entry_scored_on_its_channel_mean():
+    from camlens.methods import get_method
+
+    model = Tiny().eval()
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    ev = evaluate(model, x, methods=["guided-backprop", "gradcam"], layers=["seq.2"], baselines=["random"],
+                  steps=4, sanity_images=2, sanity_modes=("cascading",), n_boot=50)
+    assert ev.entries == ["guided-backprop@input", "gradcam@seq.2", "random"]
+    gb = get_method("guided-backprop")(model)(x).maps["input"]  # (N, 1, H, W)
+    direct = deletion(model, x, gb[:, 0], steps=4, seed=0).auc
+    assert torch.allclose(ev.values["guided-backprop@input"]["deletion"][0], direct)
+    assert ev.sanity["guided-backprop@input"]["cascading"]["layers"] == ["seq.5", "seq.2", "seq.0"]

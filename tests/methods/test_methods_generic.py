@@ -1,0 +1,113 @@
+"""Properties every registered method must have: batch invariance, top-k equivalence, model left as found."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import camlens
+from camlens.methods import METHODS
+
+
+def gap_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(6, 5),
+        )
+        .double()
+        .eval()
+    )
+
+
+#: the layer each method explains in these tests (FullGrad: every bias layer; guided backprop: none).
+LAYER = {"fullgrad": None, "guided-backprop": None}
+
+
+def make(name: str, model: nn.Module):
+    layer = LAYER.get(name, "3")
+    return METHODS[name](model) if layer is None else METHODS[name](model, layer)
+
+
+def x_batch(n: int = 3) -> torch.Tensor:
+    return torch.randn(n, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_batch_invariance(name: str) -> None:
+    model, x = gap_model(), x_batch()
+    method = make(name, model)
+    whole = method(x, target=[0, 2, 4])
+    for i in range(x.shape[0]):
+        alone = method(x[i : i + 1], target=[[0, 2, 4][i]])
+        for key, m in whole.maps.items():
+            torch.testing.assert_close(m[i : i + 1], alone.maps[key], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_top_k_equals_one_target_at_a_time(name: str) -> None:
+    model, x = gap_model(), x_batch()
+    method = make(name, model)
+    top = method(x, top_k=2)
+    assert top.targets is not None and top.targets.shape == (3, 2)
+    for j in range(2):
+        one = method(x, target=top.targets[:, j])
+        for key, m in top.maps.items():
+            torch.testing.assert_close(m[:, j], one.maps[key], rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(top.raw[key][:, j], one.raw[key], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_model_left_as_found(name: str) -> None:
+    model, x = gap_model(), x_batch(2)
+    model.train()
+    model[0].weight.requires_grad_(False)
+    hooks_before = sum(
+        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
+    )
+    make(name, model)(x)
+    assert model.training and all(m.training for m in model.modules())
+    assert not model[0].weight.requires_grad and model[2].weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+    hooks_after = sum(
+        len(m._forward_hooks) + len(m._backward_hooks) + len(m._forward_pre_hooks) for m in model.modules()
+    )
+    assert hooks_after == hooks_before
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_maps_are_normalized_and_finite(name: str) -> None:
+    model, x = gap_model(), x_batch(2)
+    result = make(name, model)(x)
+    for m in result.maps.values():
+        assert torch.isfinite(m).all()
+        assert float(m.min()) >= 0.0 and float(m.max()) <= 1.0
+
+
+def test_registry_names_match_exports() -> None:
+    for name, cls in METHODS.items():
+        assert cls.name == name
+        assert getattr(camlens, cls.__name__) is cls
+        assert cls.__doc__ and cls.__doc__.strip()
+
+
+def test_cli_table_and_docs_come_from_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from camlens.cli import main
+
+    assert main(["methods", "--markdown"]) == 0
+    table = capsys.readouterr().out.strip()
+    for name in METHODS:
+        assert f"| {name} |" in table
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
+    start = docs.index("<!-- methods-table:start -->") + len("<!-- methods-table:start -->")
+    end = docs.index("<!-- methods-table:end -->")
+    assert docs[start:end].strip() == table, "docs/methods.md is stale: paste `camlens methods --markdown`"
