@@ -11,14 +11,12 @@ from torch import nn
 from camlens.demo.checkpoint import save_checkpoint
 from camlens.cli import main
 from camlens.errors import InputError
-from camlens.evaluation.run import Evaluation, bootstrap_ci, evaluate
+from camlens.evaluation import Evaluation, bootstrap_ci, evaluate
 from camlens.metrics import deletion, random_map, road
 from camlens.demo.models import ConvNet
 
 
 class Tiny(nn.Module):
-    conv_layers = ("seq.0", "seq.2")
-
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
@@ -35,7 +33,8 @@ class Tiny(nn.Module):
 def small_eval() -> tuple[nn.Module, torch.Tensor, Evaluation]:
     model = Tiny().eval()
     x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    ev = evaluate(model, x, methods=["gradcam"], seeds=(0, 1), steps=4, sanity_images=3, n_boot=200)
+    ev = evaluate(model, x, methods=["gradcam"], layers=["seq.0", "seq.2"], seeds=(0, 1), steps=4, sanity_images=3,
+                  n_boot=200)
     return model, x, ev
 
 
@@ -50,6 +49,17 @@ def test_entries_and_values_agree_with_the_metric_functions(small_eval):
         assert torch.allclose(ev.values["random"]["road"][seed], rd.score)
     assert ev.curves["edge"]["deletion"].shape == (5,)
     assert ev.sanity["gradcam@seq.2"]["cascading"]["spearman"].shape == (2, 3, 3)  # seeds, layers, images
+
+
+def test_the_default_layer_is_the_automatic_choice():
+    from camlens.core.autolayer import choose_layer
+
+    model = Tiny().eval()
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    ev = evaluate(model, x, methods=["gradcam"], baselines=["random"], steps=2, sanity=False, n_boot=50)
+    chosen = choose_layer(model, x)
+    assert ev.config["layers"] == [chosen]
+    assert ev.entries == [f"gradcam@{chosen}", "random"]
 
 
 def test_summary_and_comparisons_use_paired_per_image_differences():

@@ -17,7 +17,17 @@ from torch import Tensor
 
 from camlens.errors import InputError
 
-__all__ = ["Panel", "check_colormap", "colorize", "explanation_figure", "grid_figure", "overlay", "save_figure"]
+__all__ = [
+    "Panel",
+    "check_colormap",
+    "colorize",
+    "explanation_figure",
+    "figure_bytes",
+    "grid_figure",
+    "new_figure",
+    "overlay",
+    "save_figure",
+]
 
 
 def _mpl():
@@ -27,6 +37,16 @@ def _mpl():
     except ImportError:  # pragma: no cover - only without the extra
         raise ImportError("figures need matplotlib: pip install 'camlens[plot]'") from None
     return matplotlib, Figure
+
+
+def new_figure(figsize: tuple[float, float], *, layout: str | None = "tight") -> Any:
+    """An empty matplotlib ``Figure`` of ``figsize`` inches (no pyplot, nothing global is touched).
+
+    Raises:
+        ImportError: matplotlib is not installed (with the extra to install).
+    """
+    _, Figure = _mpl()
+    return Figure(figsize=figsize, layout=layout)
 
 
 def check_colormap(name: str) -> str:
