@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from camlens.demo.checkpoint import save_checkpoint
 from camlens.cli import main
+from camlens.demo.checkpoint import save_checkpoint
+from camlens.demo.models import ConvNet
 from camlens.errors import InputError
 from camlens.evaluation import Evaluation, bootstrap_ci, evaluate
 from camlens.metrics import deletion, random_map, road
-from camlens.demo.models import ConvNet
 
 
 class Tiny(nn.Module):
@@ -130,6 +130,9 @@ def test_cli_evaluate_writes_json_figures_and_html(tmp_path, capsys):
     assert "gradcam@seq.4" in printed and "wrote" in printed
     assert sorted(p.name for p in out.iterdir()) == ["curves.png", "evaluation.html", "evaluation.json", "sanity.png"]
     assert json.loads((out / "evaluation.json").read_text())["config"]["n_images"] == 3
+    cfg = json.loads((out / "evaluation.json").read_text())["config"]
+    assert cfg["checkpoint"] == cfg["model"] == str(ckpt) and cfg["architecture"] == "convnet"
+    assert cfg["data"] == "fashion-mnist:test" and cfg["accuracy_on_images"] is not None
     rc = main(["evaluate", str(ckpt), "--n-images", "100000", "--out", str(out)])
     assert rc == 1
     assert "n_images=100000" in capsys.readouterr().err
@@ -147,3 +150,29 @@ def test_an_input_sized_method_is_one_entry_scored_on_its_channel_mean():
     direct = deletion(model, x, gb[:, 0], steps=4, seed=0).auc
     assert torch.allclose(ev.values["guided-backprop@input"]["deletion"][0], direct)
     assert ev.sanity["guided-backprop@input"]["cascading"]["layers"] == ["seq.5", "seq.2", "seq.0"]
+
+
+def build_convnet() -> nn.Module:
+    torch.manual_seed(0)
+    return ConvNet()
+
+
+def test_cli_evaluate_takes_a_factory_a_data_spec_and_the_split_shorthand(tmp_path, capsys):
+    from camlens.cli.evaluate import data_spec, evaluate_spec
+
+    assert data_spec(None, None) == "fashion-mnist:test"
+    assert data_spec(None, "train") == data_spec("fashion-mnist:test", "train") == "fashion-mnist:train"
+    with pytest.raises(InputError, match="--split train applies to Fashion-MNIST"):
+        data_spec("mypkg:build", "train")
+    ev = evaluate_spec(f"{__file__}:build_convnet", "fashion-mnist:train", n_images=4, device="cpu",
+                       methods=["gradcam"], layers=["seq.4"], baselines=["random"], steps=2, sanity=False, n_boot=20)
+    cfg = ev.config
+    assert cfg["model"].endswith(":build_convnet") and cfg["checkpoint"] is None and cfg["architecture"] is None
+    assert cfg["data"] == "fashion-mnist:train" and 0.0 <= cfg["accuracy_on_images"] <= 1.0
+    out = tmp_path / "ev"
+    rc = main(["evaluate", f"{__file__}:build_convnet", "--split", "train", "--methods", "gradcam", "--layers",
+               "seq.4", "--n-images", "2", "--seeds", "0", "--steps", "2", "--no-sanity", "--no-figures",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0 and "gradcam@seq.4" in capsys.readouterr().out
+    data = json.loads((out / "evaluation.json").read_text())
+    assert data["config"]["data"] == "fashion-mnist:train" and data["config"]["device"] in ("cpu", "cuda:0", "mps:0")

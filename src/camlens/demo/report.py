@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from camlens.viz.html import Node
 
 __all__ = ["curve_figure", "per_class_figure", "write_report"]
 
 
 def curve_figure(history: Sequence[Mapping[str, Any]]) -> Any:
     """Training and validation loss, and validation accuracy, per epoch (a matplotlib Figure)."""
-    from camlens.viz.figures import _mpl
+    from camlens.viz.figures import new_figure
 
-    _, Figure = _mpl()
     epochs = [h["epoch"] for h in history]
-    fig = Figure(figsize=(8, 3), layout="tight")
+    fig = new_figure((8, 3))
     ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
     ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation loss")
@@ -33,10 +33,9 @@ def curve_figure(history: Sequence[Mapping[str, Any]]) -> Any:
 
 def per_class_figure(per_class: Sequence[float], class_names: Sequence[str]) -> Any:
     """Horizontal bars of per-class accuracy (a matplotlib Figure)."""
-    from camlens.viz.figures import _mpl
+    from camlens.viz.figures import new_figure
 
-    _, Figure = _mpl()
-    fig = Figure(figsize=(6, 3.2), layout="tight")
+    fig = new_figure((6, 3.2))
     ax = fig.subplots()
     ax.barh(list(class_names)[::-1], list(per_class)[::-1], color="C0")
     ax.set_xlim(0, 1)
@@ -44,11 +43,6 @@ def per_class_figure(per_class: Sequence[float], class_names: Sequence[str]) -> 
     for y, v in enumerate(list(per_class)[::-1]):
         ax.text(min(v + 0.01, 0.9), y, f"{v:.2f}", va="center", fontsize=8)
     return fig
-
-
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def write_report(
@@ -60,9 +54,9 @@ def write_report(
     per_class: Sequence[float],
     class_names: Sequence[str],
     figures: Sequence[tuple[str, bytes]],
-    sections: Sequence[str] = (),
+    sections: Sequence[Node] = (),
 ) -> Path:
-    """Write one HTML file that needs nothing else (images inline), atomically.
+    """Write one HTML file that needs nothing else (images inline), atomically, through :mod:`camlens.viz.html`.
 
     Args:
         path: the ``.html`` file.
@@ -71,39 +65,29 @@ def write_report(
         history: per-epoch dicts with ``epoch``, ``train_loss``, ``val_loss``, ``val_accuracy``.
         per_class: accuracy per class, aligned with ``class_names``.
         figures: ``(caption, png bytes)`` pairs, shown in order.
-        sections: trusted HTML fragments appended after the figures (e.g. :meth:`camlens.evaluation.run.Evaluation.html`).
+        sections: appended after the figures: elements of :mod:`camlens.viz.html`, or HTML it rendered
+            (a :class:`~camlens.viz.html.Markup`, e.g. :meth:`camlens.evaluation.Evaluation.html`);
+            a plain string is shown as text.
 
     Returns:
         The path.
     """
-    from camlens._util.files import atomic_write_bytes
+    from camlens._util.files import atomic_write_text
+    from camlens.viz import html as h
     from camlens.viz.figures import figure_bytes
 
-    rows = "".join(
-        f"<tr><td>{h['epoch']}</td><td>{h['train_loss']:.4f}</td><td>{h['val_loss']:.4f}</td>"
-        f"<td>{h['val_accuracy']:.4f}</td></tr>"
-        for h in history
+    rows = [[str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['val_loss']:.4f}", f"{r['val_accuracy']:.4f}"]
+            for r in history]
+    text = h.page(
+        title,
+        h.bullets(summary),
+        h.section("Training", h.table(["epoch", "train loss", "val loss", "val accuracy"], rows),
+                  h.image(figure_bytes(curve_figure(history)), "training curve")),
+        h.section("Per-class test accuracy",
+                  h.image(figure_bytes(per_class_figure(per_class, class_names)), "per-class accuracy")),
+        h.section("Where the model looks (Grad-CAM)", *(h.figure(png, caption) for caption, png in figures)),
+        *sections,
     )
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "img{max-width:100%;border:1px solid #ddd;margin:.3em 0}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}figure{margin:1.5em 0}</style>",
-        "</head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        "<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in summary) + "</ul>",
-        "<h2>Training</h2>",
-        "<table><tr><th>epoch</th><th>train loss</th><th>val loss</th><th>val accuracy</th></tr>" + rows + "</table>",
-        _img(figure_bytes(curve_figure(history)), "training curve"),
-        "<h2>Per-class test accuracy</h2>",
-        _img(figure_bytes(per_class_figure(per_class, class_names)), "per-class accuracy"),
-        "<h2>Where the model looks (Grad-CAM)</h2>",
-    ]
-    for caption, png in figures:
-        parts.append(f"<figure>{_img(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts.extend(sections)
-    parts.append("</body></html>\n")
     path = Path(path)
-    atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
+    atomic_write_text(path, text)
     return path

@@ -59,17 +59,18 @@ def _comparison_rows(ev: Evaluation) -> list[list[str]]:
 def format_rows(head: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell, a dashed rule under the header."""
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths)).rstrip()]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
 
 
 def text_table(ev: Evaluation) -> str:
     """The plain-text report: metrics per entry, differences against the random map, sanity checks."""
     head = ["entry"] + [METRICS[m][0] + (" ^" if METRICS[m][1] else " v") for m in SHOWN]
-    out = [f"{ev.n_images} images x {len(ev.config['seeds'])} seed(s); "
-           "mean [95% bootstrap interval]; ^ higher is better, v lower is better"]
+    first = (f"{ev.n_images} images x {len(ev.config['seeds'])} seed(s); "
+             "mean [95% bootstrap interval]; ^ higher is better, v lower is better")
+    out = [first]
     out.append(format_rows(head, _summary_rows(ev)))
     if "random" in ev.values:
         out.append("\nDifference to the random map (paired per image): mean [95% interval] verdict")
@@ -118,6 +119,7 @@ def curves_figure(ev: Evaluation) -> Any:
         axes,
         ("Deletion (lower is better)", "Insertion (higher is better)", "ROAD: MoRF solid/dashed, LeRF dotted"),
         ("fraction of pixels removed", "fraction of pixels inserted", "fraction of pixels imputed"),
+        strict=True,
     ):
         ax.set_title(title)
         ax.set_xlabel(xl)
@@ -163,7 +165,7 @@ def save_figures(ev: Evaluation, folder: str | Path) -> list[Path]:
     """Write ``curves.png`` and (if sanity checks ran) ``sanity.png`` into ``folder``; returns the paths."""
     folder = Path(folder)
     paths = []
-    for name, (_, data) in zip(("curves.png", "sanity.png"), _figures(ev)):
+    for name, (_, data) in zip(("curves.png", "sanity.png"), _figures(ev), strict=False):
         paths.append(folder / name)
         atomic_write_bytes(paths[-1], data)
     return paths

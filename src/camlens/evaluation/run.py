@@ -174,11 +174,23 @@ def _check(model: nn.Module, x: Tensor, methods: list[str], baselines: Sequence[
         raise InputError("seeds=[] gives no run; pass at least one seed, e.g. seeds=(0,)")
 
 
+def _config(x: Tensor, scoring: Scoring, sanity_images: int, sanity_modes: Sequence[str]) -> dict[str, Any]:
+    """The rest of an evaluation's recorded arguments, after methods, layers, seeds and baselines."""
+    return {
+        "n_images": int(x.shape[0]), "steps": scoring.steps, "insertion_baseline": scoring.insertion_baseline,
+        "deletion_baseline": scoring.deletion_baseline,
+        "road_percentages": [float(q) for q in scoring.road_percentages], "road_noise": scoring.road_noise,
+        "sanity_images": min(sanity_images, int(x.shape[0])), "sanity_modes": list(sanity_modes),
+        "target": "predicted class", "device": str(x.device),
+    }  # fmt: skip
+
+
 def _score_all(
     model: nn.Module, x: Tensor, maps: dict[str, Tensor], entries: list[str], seeds: list[int], scoring: Scoring,
     timings: dict[str, float],
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Tensor]], Tensor, Tensor]:
-    """Every seed's scores stacked ``(S, N)`` and the curves averaged over seeds and images."""
+    """Every seed's scores stacked ``(S, N)`` and the curves averaged over seeds and images; times in ``timings``."""
+    t0 = time.perf_counter()
     mask = object_mask(x)
     values: dict[str, dict[str, list[Tensor]]] = {e: {k: [] for k in METRICS} for e in entries}
     sums: dict[str, dict[str, Any]] = {}
@@ -194,6 +206,7 @@ def _score_all(
             for k, t in curves[e].items():
                 acc[k] = acc.get(k, 0) + t.double().mean(dim=0) / len(seeds)
         timings[f"metrics_seed{seed}"] = time.perf_counter() - t_seed
+    timings["metrics"] = time.perf_counter() - t0
     stacked = {e: {k: torch.stack(v).cpu() for k, v in d.items()} for e, d in values.items()}
     means = {e: {k: t.float().cpu() for k, t in c.items()} for e, c in sums.items()}
     return stacked, means, fractions.cpu(), percentages.cpu()
@@ -239,10 +252,9 @@ def evaluate(
         steps: deletion/insertion steps.
         insertion_baseline, deletion_baseline: see :func:`camlens.metrics.insertion` / ``deletion``.
         road_percentages, road_noise: see :func:`camlens.metrics.road`.
-        sanity: run the randomization checks (on the first ``sanity_images`` images).
-        sanity_modes: ``"cascading"`` and/or ``"independent"``.
-        batch_size: images per forward pass.
-        n_boot: bootstrap resamples.
+        sanity, sanity_images, sanity_modes: run the randomization checks (``"cascading"`` and/or
+            ``"independent"``) on the first ``sanity_images`` images.
+        batch_size: images per forward pass; n_boot: bootstrap resamples.
 
     Returns:
         An :class:`~camlens.evaluation.result.Evaluation`.
@@ -257,7 +269,7 @@ def evaluate(
         ...                           torch.nn.Linear(2 * 8 * 8, 3)).eval()
         >>> ev = evaluate(net, torch.rand(4, 1, 8, 8), methods=["gradcam"], baselines=["random"], steps=4,
         ...               sanity=False, n_boot=100)
-        >>> ev.entries
+        >>> ev.entries  # the layer is chosen automatically: the ReLU's output
         ['gradcam@1', 'random']
     """
     methods = sorted(METHODS) if methods is None else list(methods)
@@ -265,21 +277,13 @@ def evaluate(
     _check(model, x, methods, baselines, seeds)
     layers = default_layers(model, x, batch_size) if layers is None else list(layers)
     scoring = Scoring(steps, insertion_baseline, deletion_baseline, road_percentages, road_noise, batch_size)
-    config: dict[str, Any] = {
-        "methods": methods, "layers": layers, "seeds": seeds, "baselines": list(baselines),
-        "n_images": int(x.shape[0]), "steps": steps, "insertion_baseline": insertion_baseline,
-        "deletion_baseline": deletion_baseline, "road_percentages": [float(q) for q in road_percentages],
-        "road_noise": road_noise, "sanity_images": min(sanity_images, int(x.shape[0])) if sanity else 0,
-        "sanity_modes": list(sanity_modes) if sanity else [], "target": "predicted class", "device": str(x.device),
-    }  # fmt: skip
-    timings: dict[str, float] = {}
+    config = {"methods": methods, "layers": layers, "seeds": seeds, "baselines": list(baselines),
+              **_config(x, scoring, sanity_images if sanity else 0, sanity_modes if sanity else ())}
     t0 = time.perf_counter()
     maps, explained = collect_maps(model, x, methods, layers, batch_size)
-    timings["maps"] = time.perf_counter() - t0
+    timings = {"maps": time.perf_counter() - t0}
     entries = list(maps) + list(baselines)
-    t0 = time.perf_counter()
     values, curves, fractions, percentages = _score_all(model, x, maps, entries, seeds, scoring, timings)
-    timings["metrics"] = time.perf_counter() - t0
     sanity_out: dict[str, dict[str, dict[str, Any]]] = {}
     if sanity:
         t0 = time.perf_counter()

@@ -53,7 +53,7 @@ def check_colormap(name: str) -> str:
     """``name`` if matplotlib knows the colormap, else an :class:`InputError` with some choices."""
     matplotlib, _ = _mpl()
     if name not in matplotlib.colormaps:
-        some = ", ".join(["jet", "inferno", "viridis", "magma", "turbo", "gray"])
+        some = "jet, inferno, viridis, magma, turbo, gray"
         raise InputError(f"colormap={name!r} is not a matplotlib colormap; try one of {some}")
     return name
 
@@ -69,7 +69,9 @@ def colorize(heatmap: Tensor | np.ndarray, cmap: str = "jet") -> np.ndarray:
     return matplotlib.colormaps[check_colormap(cmap)](h)[..., :3]
 
 
-def overlay(image: Tensor | np.ndarray, heatmap: Tensor | np.ndarray, cmap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: Tensor | np.ndarray, heatmap: Tensor | np.ndarray, cmap: str = "jet", alpha: float = 0.5
+) -> np.ndarray:
     """Blend a colorized map over an image: ``(1 - alpha) * image + alpha * colorize(heatmap)``.
 
     Args:
@@ -176,7 +178,7 @@ def grid_figure(
     fig.subplots_adjust(left=0.45 / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - 0.45 / height,
                         wspace=0.06, hspace=0.06)
     axes = fig.subplots(1 + len(layers), n, squeeze=False)
-    for c, (image, m, t) in enumerate(zip(images, maps, titles)):
+    for c, (image, m, t) in enumerate(zip(images, maps, titles, strict=True)):
         img = _np(image).reshape(_np(image).shape[-2:])
         axes[0, c].imshow(img, cmap="gray", vmin=0, vmax=1)
         red = highlight is not None and highlight[c]

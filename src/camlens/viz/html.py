@@ -24,7 +24,6 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 __all__ = [
     "STYLE",
@@ -85,7 +84,7 @@ class Element:
 
 
 #: what an element may contain: text (escaped), a :class:`Markup` fragment, or an element.
-Node = Union[str, Markup, Element]
+Node = str | Markup | Element
 
 
 def _render(node: Node) -> str:
