@@ -5,13 +5,21 @@ Every metric takes the model, a batch ``x`` ``(N, C, H, W)`` and maps
 (:mod:`camlens.evaluation.run`) can bootstrap intervals over images.
 """
 
+from camlens.metrics._common import saliency_rank
 from camlens.metrics.baselines import BASELINES, edge_map, intensity_map, random_map
 from camlens.metrics.confidence import ConfidenceResult, confidence_change
 from camlens.metrics.perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
 from camlens.metrics.pointing import boxes_to_mask, energy_pointing_game, object_mask
 from camlens.metrics.road import ROAD_PERCENTAGES, ImputationError, RoadResult, noisy_linear_impute, road
-from camlens.metrics.sanity import SanityResult, layers_from_top, randomized_models, rank_average, sanity_check, spearman, ssim
-from camlens.metrics._common import saliency_rank
+from camlens.metrics.sanity import (
+    SanityResult,
+    layers_from_top,
+    randomized_models,
+    rank_average,
+    sanity_check,
+    spearman,
+    ssim,
+)
 
 __all__ = [
     "BASELINES",
