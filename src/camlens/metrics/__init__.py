@@ -3,6 +3,12 @@
 Every metric takes the model, a batch ``x`` ``(N, C, H, W)`` and maps
 ``(N, H, W)``, and returns per-image values, so the driver
 (:mod:`camlens.evaluation.run`) can bootstrap intervals over images.
+
+Each perturbation metric builds its images in one plan function, for many maps
+at once (``plan_curves``, ``plan_road``, ``plan_confidence``), run by one
+forward-pass driver (:class:`camlens.metrics._runner.ProbeRunner`): the
+single-metric functions (:func:`deletion`, :func:`road`, ...) plan one map,
+:func:`camlens.metrics.batched.faithfulness` plans every metric of every map.
 """
 
 from camlens.metrics._common import saliency_rank

@@ -74,8 +74,11 @@ def faithfulness(
     The formulas are those of :func:`camlens.metrics.deletion` (Petsiuk 2018),
     :func:`~camlens.metrics.insertion`, :func:`~camlens.metrics.road` (Rong
     2022) and :func:`~camlens.metrics.confidence_change` (Chattopadhay 2018);
-    the explained class is the model's prediction. Each map's curves equal
-    those functions' (same ``seed``) up to floating-point summation order.
+    the explained class is the model's prediction. The perturbed images are
+    built by the same plans as theirs (:func:`~camlens.metrics.perturbation.plan_curves`,
+    :func:`~camlens.metrics.road.plan_road`, :func:`~camlens.metrics.confidence.plan_confidence`),
+    so each map's curves equal those functions' (same ``seed``) up to the
+    model's own rounding in batches of another size (or in channels-last).
 
     Args:
         model: the classifier (unchanged; with ``channels_last`` a deep copy is converted).
