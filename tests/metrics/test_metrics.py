@@ -238,15 +238,16 @@ def test_energy_pointing_game_by_hand():
     mask = torch.zeros(3, 4, 4, dtype=torch.bool)
     mask[:, :2, :2] = True  # 4 of 16 pixels
     raw = energy_pointing_game(maps, mask, area_normalized=False)
-    assert raw.tolist() == pytest.approx([0.75, 0.25, 0.25])  # the zero map counts as uniform
-    assert energy_pointing_game(maps, mask).tolist() == pytest.approx([3.0, 1.0, 1.0])
+    # the zero map puts no energy anywhere: 0/0 is NaN (as the dataset statistics' mass_inside)
+    assert raw.tolist() == pytest.approx([0.75, 0.25, math.nan], nan_ok=True)
+    assert energy_pointing_game(maps, mask).tolist() == pytest.approx([3.0, 1.0, math.nan], nan_ok=True)
     boxed = energy_pointing_game(maps, boxes=[[(0, 0, 2, 2)]] * 3)
-    assert boxed.tolist() == pytest.approx([3.0, 1.0, 1.0])
+    assert boxed.tolist() == pytest.approx([3.0, 1.0, math.nan], nan_ok=True)
     assert boxes_to_mask(torch.tensor([[0, 0, 2, 2]]), (4, 4)).equal(mask[:1])
 
 
 def test_object_mask_is_the_nonzero_pixels():
-    assert object_mask(X).equal((X[:, 0] != 0))
+    assert object_mask(X).equal(X[:, 0] != 0)
 
 
 def test_pointing_game_errors_name_the_problem():
@@ -369,3 +370,40 @@ def test_batched_faithfulness_equals_the_single_metrics(channels_last):
                           (s.full, c.full), (s.masked, c.masked)):
             assert torch.allclose(got, want, atol=1e-6)
     assert [p.stride() for p in model.parameters()] == strides  # the user's model is not converted
+
+
+def test_saliency_rank_of_stacked_maps_equals_one_map_at_a_time():
+    maps = torch.rand(3, 4, 5, 5, generator=torch.Generator().manual_seed(0)).round(decimals=1)  # many ties
+    stacked = saliency_rank(maps, seed=2)
+    assert stacked.shape == (3, 4, 25)
+    for g in range(3):
+        assert stacked[g].equal(saliency_rank(maps[g], seed=2))
+
+
+def test_one_step_curves_and_faithfulness_agree_without_inner_steps():
+    from camlens.metrics.batched import faithfulness
+
+    x = torch.cat([X, X.flip(2)])
+    maps = torch.cat([MAP, MAP.flip(1)]) / 15
+    model = SumModel().double()
+    _, scores = faithfulness(model, x, {"m": maps}, steps=1, percentages=(0.5,), noise=0.0)
+    d = deletion(model, x, maps, steps=1)
+    assert d.curves.flatten().tolist() == pytest.approx([sig(6), sig(0)] * 2, abs=1e-12)
+    assert scores["m"].deletion.equal(d.curves)
+
+
+def test_dataset_mass_inside_is_the_raw_pointing_game_with_one_answer_for_a_zero_map():
+    from camlens.dataset import stats
+
+    assert stats.object_mask is object_mask
+    x = torch.rand(3, 2, 4, 4, generator=torch.Generator().manual_seed(1))
+    x[:, :, :2] = 0
+    x[1, 0, 2:] = 0  # channel 0 dark, channel 1 not: still the object
+    assert object_mask(x).equal((x != 0).any(dim=1))
+    maps = torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(3))
+    maps[2] = 0
+    mask = object_mask(x)
+    raw = energy_pointing_game(maps, mask, area_normalized=False)
+    mass = stats.mass_inside(maps[:, None], mask)[:, 0]
+    assert raw[:2].equal(mass[:2])
+    assert math.isnan(float(raw[2])) and math.isnan(float(mass[2]))

@@ -7,8 +7,12 @@ Fashion-MNIST's black background),
 
     mass(L, M) = sum_ij L_ij M_ij / sum_ij L_ij
 
-A map that is zero everywhere has no mass to place: its value is NaN and the
-class statistics count it separately (``zero_maps``) instead of hiding it.
+The ratio and the object mask are the metrics' own
+(:func:`camlens.metrics.pointing.energy_share`, the raw energy pointing game,
+and :func:`camlens.metrics.pointing.object_mask`). A map that is zero
+everywhere has no mass to place (0/0): its value is NaN, as in the pointing
+game, and the class statistics count it separately (``zero_maps``) instead of
+hiding it.
 """
 
 from __future__ import annotations
@@ -20,17 +24,13 @@ import torch
 from torch import Tensor
 
 from camlens.core.ops import upsample
+from camlens.metrics.pointing import energy_share, object_mask
 
 __all__ = ["ClassStats", "mass_inside", "object_mask"]
 
 
-def object_mask(x: Tensor) -> Tensor:
-    """Object pixels ``(N, H, W)`` bool: any channel nonzero."""
-    return x[:, 0] != 0 if x.shape[1] == 1 else (x != 0).any(dim=1)
-
-
 def mass_inside(maps: Tensor, mask: Tensor) -> Tensor:
-    """Share of each map's mass on the object.
+    """Share of each map's mass on the object (:func:`~camlens.metrics.pointing.energy_share` after upsampling).
 
     Args:
         maps: non-negative maps ``(N, K, h, w)`` at any resolution.
@@ -39,10 +39,7 @@ def mass_inside(maps: Tensor, mask: Tensor) -> Tensor:
     Returns:
         ``(N, K)`` float32 in [0, 1]; NaN for a map whose total is zero.
     """
-    m = upsample(maps.float(), mask.shape[-2:]).flatten(2)  # (N, K, H*W)
-    total = m.sum(dim=-1)
-    inside = torch.bmm(m, mask.flatten(1).to(m.dtype)[:, :, None])[..., 0]
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(m.dtype).tiny), torch.nan)
+    return energy_share(upsample(maps.float(), mask.shape[-2:]), mask)
 
 
 class ClassStats:

@@ -3,15 +3,29 @@
 Every metric takes the model, a batch ``x`` ``(N, C, H, W)`` and maps
 ``(N, H, W)``, and returns per-image values, so the driver
 (:mod:`camlens.evaluation.run`) can bootstrap intervals over images.
+
+Each perturbation metric builds its images in one plan function, for many maps
+at once (``plan_curves``, ``plan_road``, ``plan_confidence``), run by one
+forward-pass driver (:class:`camlens.metrics._runner.ProbeRunner`): the
+single-metric functions (:func:`deletion`, :func:`road`, ...) plan one map,
+:func:`camlens.metrics.batched.faithfulness` plans every metric of every map.
 """
 
+from camlens.metrics._common import saliency_rank
 from camlens.metrics.baselines import BASELINES, edge_map, intensity_map, random_map
 from camlens.metrics.confidence import ConfidenceResult, confidence_change
 from camlens.metrics.perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
 from camlens.metrics.pointing import boxes_to_mask, energy_pointing_game, object_mask
 from camlens.metrics.road import ROAD_PERCENTAGES, ImputationError, RoadResult, noisy_linear_impute, road
-from camlens.metrics.sanity import SanityResult, layers_from_top, randomized_models, rank_average, sanity_check, spearman, ssim
-from camlens.metrics._common import saliency_rank
+from camlens.metrics.sanity import (
+    SanityResult,
+    layers_from_top,
+    randomized_models,
+    rank_average,
+    sanity_check,
+    spearman,
+    ssim,
+)
 
 __all__ = [
     "BASELINES",

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.errors import InputError
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
+from camlens.errors import InputError
 
 __all__ = ["check_images_maps", "class_probs", "resolve_classes", "saliency_rank"]
 
@@ -43,24 +43,28 @@ def saliency_rank(maps: Tensor, seed: int = 0) -> Tensor:
     """The rank of every pixel, most salient first, ties broken by a seeded random order.
 
     Args:
-        maps: ``(N, H, W)`` saliency.
+        maps: ``(N, H, W)`` saliency, or ``(G, N, H, W)``: ``G`` maps of the same
+            ``N`` images, ranked at once (map ``g`` ranks as ``saliency_rank(maps[g], seed)``).
         seed: seed of the tie-breaking permutation: among pixels of equal
             saliency, the one earlier in a random permutation of the pixels
-            (drawn with ``torch.Generator().manual_seed(seed)``, one per image)
-            ranks first. The same seed gives the same order on any device.
+            (drawn with ``torch.Generator().manual_seed(seed)``, one per image,
+            the same for every map of that image) ranks first. The same seed
+            gives the same order on any device.
 
     Returns:
-        ``(N, H*W)`` int64: ``rank[n, p] == 0`` for the most salient pixel.
+        ``(N, H*W)`` (or ``(G, N, H*W)``) int64: ``rank[..., n, p] == 0`` for the most salient pixel.
     """
-    n, p = maps.shape[0], maps[0].numel()
+    grouped = maps.ndim == 4
+    g, n = (maps.shape[0], maps.shape[1]) if grouped else (1, maps.shape[0])
+    p = maps[0, 0].numel() if grouped else maps[0].numel()
     gen = torch.Generator().manual_seed(int(seed))
-    shuffle = torch.argsort(torch.rand(n, p, generator=gen), dim=1).to(maps.device)
-    flat = maps.reshape(n, p).gather(1, shuffle)
+    shuffle = torch.argsort(torch.rand(n, p, generator=gen), dim=1).to(maps.device).expand(g, n, p)
+    flat = maps.reshape(g, n, p).gather(2, shuffle)
     # A stable descending sort keeps the shuffled order among equal values.
-    order = shuffle.gather(1, torch.sort(flat, dim=1, descending=True, stable=True).indices)
+    order = shuffle.gather(2, torch.sort(flat, dim=2, descending=True, stable=True).indices)
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(p, device=maps.device).expand(n, p))
-    return rank
+    rank.scatter_(2, order, torch.arange(p, device=maps.device).expand(g, n, p))
+    return rank if grouped else rank[0]
 
 
 def resolve_classes(
@@ -84,20 +88,29 @@ def resolve_classes(
 
 
 def class_probs(
-    model: nn.Module, x: Tensor, classes: Tensor, output: OutputSpec = None, batch_size: int = 512
+    model: nn.Module,
+    x: Tensor,
+    classes: Tensor,
+    output: OutputSpec = None,
+    batch_size: int = 512,
+    *,
+    channels_last: bool = False,
 ) -> Tensor:
-    """Softmax probability of ``classes`` for images ``x``, in chunks, without autograd.
+    """Softmax probability of ``classes`` for images ``x``, in chunks, under ``torch.inference_mode``.
 
     Args:
         x: ``(M, C, H, W)``.
         classes: ``(M,)`` class index per image.
+        channels_last: feed each chunk in channels-last memory format (for a channels-last model).
 
     Returns:
         ``(M,)`` probabilities, in ``x``'s floating dtype.
     """
     out = []
-    with torch.no_grad():
-        for xc, cc in zip(x.split(batch_size), classes.split(batch_size)):
+    with torch.inference_mode():
+        for xc, cc in zip(x.split(batch_size), classes.split(batch_size), strict=True):
+            if channels_last:
+                xc = xc.contiguous(memory_format=torch.channels_last)
             logits = select_output(model(xc), output)
             logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> float, keep double
             out.append(F.softmax(logits, dim=1).gather(1, cc[:, None])[:, 0])

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camlens.errors import InputError
 from camlens.core.ops import minmax_normalize
+from camlens.errors import InputError
 
 __all__ = ["BASELINES", "edge_map", "intensity_map", "random_map"]
 

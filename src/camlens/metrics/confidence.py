@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from camlens.core.targets import OutputSpec, TargetSpec
-from camlens.metrics._common import check_images_maps, class_probs, resolve_classes
+from camlens.metrics._common import check_images_maps, resolve_classes
+from camlens.metrics._runner import ProbeRunner
 
-__all__ = ["ConfidenceResult", "confidence_change"]
+__all__ = ["ConfidenceResult", "confidence_change", "plan_confidence"]
 
 
 @dataclass
@@ -47,6 +49,22 @@ class ConfidenceResult:
         return 100.0 * float(self.increase.mean())
 
 
+def plan_confidence(runner: ProbeRunner, x: Tensor, maps: Tensor) -> Callable[[], tuple[Tensor, Tensor]]:
+    """Plan the confidence on ``x`` and on the explanation maps ``x * L`` of ``G`` maps on ``runner``.
+
+    Args:
+        runner: collects the images.
+        x: ``(N, C, H, W)`` images; scored once (shared with any other plan on ``x``).
+        maps: ``(G, N, H, W)`` maps in [0, 1].
+
+    Returns:
+        A function to call after ``runner.run()``: ``(full, masked)``, ``(N,)`` and ``(G, N)`` probabilities.
+    """
+    full = runner.shared(x)
+    masked = runner.add(lambda rows: x[None, rows] * maps[:, rows, None].to(x.dtype), maps.shape[0], 1)
+    return lambda: (runner[full][0, :, 0], runner[masked][..., 0])
+
+
 def confidence_change(
     model: nn.Module,
     x: Tensor,
@@ -79,6 +97,8 @@ def confidence_change(
     """
     check_images_maps(x, maps, unit=True)
     classes = resolve_classes(model, x, target, output, batch_size)
-    full = class_probs(model, x, classes, output, batch_size)
-    masked = class_probs(model, x * maps.unsqueeze(1).to(x.dtype), classes, output, batch_size)
-    return ConfidenceResult(full, masked, classes)
+    runner = ProbeRunner(model, x, classes, output=output, batch_size=batch_size)
+    scores = plan_confidence(runner, x, maps[None])
+    runner.run()
+    full, masked = scores()
+    return ConfidenceResult(full, masked[0], classes)

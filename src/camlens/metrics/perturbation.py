@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.errors import InputError
 from camlens.core.targets import OutputSpec, TargetSpec
-from camlens.metrics._common import check_images_maps, class_probs, resolve_classes, saliency_rank
+from camlens.errors import InputError
+from camlens.metrics._common import check_images_maps, resolve_classes, saliency_rank
+from camlens.metrics._runner import ProbeRunner
 
-__all__ = ["CurveResult", "blur", "deletion", "insertion", "make_baseline", "perturbation_curve"]
+__all__ = ["CurveResult", "blur", "deletion", "insertion", "make_baseline", "perturbation_curve", "plan_curves"]
 
-Baseline: TypeAlias = Union[str, float, Tensor]
+Baseline: TypeAlias = str | float | Tensor
 
 
 @dataclass
@@ -89,6 +91,36 @@ def _pixel_counts(p: int, steps: int, device: torch.device) -> Tensor:
     return torch.div(k * p, steps, rounding_mode="floor")
 
 
+def plan_curves(runner: ProbeRunner, start: Tensor, finish: Tensor, ranks: Tensor, steps: int) -> Callable[[], Tensor]:
+    """Plan the perturbation curves of ``G`` maps on ``runner``: pixels move from ``start`` to ``finish``.
+
+    At step ``k`` of ``S`` the ``floor(k * H*W / S)`` pixels of lowest rank
+    (all channels) come from ``finish``, the others from ``start``. Step 0 is
+    ``start`` and step ``S`` is ``finish`` for every map: they are scored once
+    per image (:meth:`ProbeRunner.shared`), only the steps between per map.
+
+    Args:
+        runner: collects the images; its ``x`` gives ``N``.
+        start, finish: ``(N, C, H, W)`` the images at step 0 and step S.
+        ranks: ``(G, N, H*W)`` or ``(G, N, H, W)`` pixel ranks, 0 = moved first (:func:`saliency_rank`).
+        steps: ``S``.
+
+    Returns:
+        A function to call after ``runner.run()``: ``(G, N, S+1)`` class probabilities.
+    """
+    g, n, h, w = ranks.shape[0], ranks.shape[1], start.shape[2], start.shape[3]
+    inner = _pixel_counts(h * w, steps, start.device)[1:-1]
+    ranks = ranks.reshape(g, n, 1, 1, h, w)
+    first, last = runner.shared(start), runner.shared(finish)
+
+    def build(rows: slice) -> Tensor:
+        moved = ranks[:, rows] < inner.view(1, 1, -1, 1, 1, 1)  # (G, m, S-1, 1, H, W)
+        return torch.where(moved, finish[None, rows, None], start[None, rows, None])
+
+    mid = runner.add(build, g, inner.numel())
+    return lambda: torch.cat([runner[first].expand(g, n, 1), runner[mid], runner[last].expand(g, n, 1)], dim=2)
+
+
 def perturbation_curve(
     model: nn.Module,
     x: Tensor,
@@ -107,6 +139,7 @@ def perturbation_curve(
     At step ``k`` of ``S`` the ``floor(k * H*W / S)`` most salient pixels
     (all channels) come from ``finish``, the others from ``start``. Ties in
     saliency are broken by :func:`camlens.metrics.saliency_rank` with ``seed``.
+    One map per image; :func:`camlens.metrics.batched.faithfulness` scores many.
 
     Args:
         x: ``(N, C, H, W)`` images (used only to pick the predicted class when ``target`` is None).
@@ -117,21 +150,13 @@ def perturbation_curve(
         A :class:`CurveResult`.
     """
     check_images_maps(x, maps)
-    n, c, h, w = x.shape
-    p = h * w
+    p = x.shape[2] * x.shape[3]
     counts = _pixel_counts(p, steps, x.device)
     classes = resolve_classes(model, x, target, output, batch_size)
-    rank = saliency_rank(maps, seed).view(n, 1, h, w)
-    per_chunk = max(1, batch_size // (steps + 1))
-    curves = []
-    for i in range(0, n, per_chunk):
-        sl = slice(i, i + per_chunk)
-        m = rank[sl].shape[0]
-        moved = rank[sl].unsqueeze(1) < counts.view(1, -1, 1, 1, 1)  # (m, S+1, 1, H, W)
-        imgs = torch.where(moved, finish[sl].unsqueeze(1), start[sl].unsqueeze(1))
-        cls = classes[sl].repeat_interleave(steps + 1)
-        curves.append(class_probs(model, imgs.reshape(m * (steps + 1), c, h, w), cls, output, batch_size).view(m, -1))
-    curve = torch.cat(curves)
+    runner = ProbeRunner(model, x, classes, output=output, batch_size=batch_size)
+    curves = plan_curves(runner, start, finish, saliency_rank(maps[None], seed), steps)
+    runner.run()
+    curve = curves()[0]
     fractions = counts.to(curve.dtype) / p
     return CurveResult(fractions, curve, torch.trapezoid(curve, fractions, dim=1), classes)
 

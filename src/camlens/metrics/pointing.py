@@ -9,13 +9,14 @@ from torch import Tensor
 
 from camlens.errors import InputError
 
-__all__ = ["boxes_to_mask", "energy_pointing_game", "object_mask"]
+__all__ = ["boxes_to_mask", "energy_pointing_game", "energy_share", "object_mask"]
 
 
 def object_mask(x: Tensor, threshold: float = 0.0) -> Tensor:
     """The object of a dark-background image: pixels whose channel-summed intensity exceeds ``threshold``.
 
-    For Fashion-MNIST (black background) this is the nonzero pixels. Returns ``(N, H, W)`` bool.
+    For Fashion-MNIST (black background) this is the nonzero pixels (any channel
+    nonzero, with the default ``threshold=0``). Returns ``(N, H, W)`` bool.
     """
     if x.ndim != 4:
         raise InputError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
@@ -47,6 +48,31 @@ def boxes_to_mask(boxes: Sequence[Sequence[Sequence[float]]] | Tensor, size: tup
     return out
 
 
+def energy_share(maps: Tensor, mask: Tensor) -> Tensor:
+    """Share of each map's energy on the object, ``sum_B L / sum L``: the pointing game's ratio, unchecked.
+
+    The one computation behind :func:`energy_pointing_game` and the dataset
+    statistics (:func:`camlens.dataset.stats.mass_inside`); it checks nothing,
+    so callers that take user input check it first.
+
+    A map that is zero everywhere puts no energy anywhere: its ratio is 0/0 and
+    the result is NaN, for the caller to count apart (never a made-up value: a
+    uniform map's score would pass a map that says nothing for one at chance).
+
+    Args:
+        maps: ``(N, H, W)`` or ``(N, K, H, W)`` nonnegative maps at the mask's resolution.
+        mask: ``(N, H, W)`` bool object region.
+
+    Returns:
+        ``(N,)`` or ``(N, K)`` float32 in [0, 1]; NaN for an all-zero map.
+    """
+    flat = maps.float().flatten(-2)  # (N, [K,] H*W)
+    inside_mask = mask.flatten(1).view(flat.shape[0], *[1] * (flat.ndim - 2), flat.shape[-1])
+    total = flat.sum(dim=-1)
+    inside = (flat * inside_mask).sum(dim=-1)  # a plain sum: exact where a matrix product rounds (1.25 -> 1.2499996)
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(flat.dtype).tiny), torch.nan)
+
+
 def energy_pointing_game(
     maps: Tensor,
     mask: Tensor | None = None,
@@ -63,8 +89,8 @@ def energy_pointing_game(
     ``area_normalized=True`` divides by ``|B| / (H W)``, so a uniform map
     scores exactly 1.0 and a map that beats chance scores above 1.0 (the raw
     proportion rewards any map on a large object). A map that is zero
-    everywhere says nothing and is scored as a uniform map (proportion
-    ``|B| / HW``, normalized 1.0).
+    everywhere puts no energy anywhere: 0/0, scored NaN (see :func:`energy_share`);
+    averages over images then show NaN instead of hiding the map.
 
     Args:
         maps: ``(N, H, W)`` nonnegative maps.
@@ -73,7 +99,7 @@ def energy_pointing_game(
         area_normalized: divide by the object's share of the image.
 
     Returns:
-        ``(N,)`` scores.
+        ``(N,)`` float32 scores; NaN for an all-zero map.
 
     Raises:
         InputError: missing/both region arguments, shapes that differ, negative maps, an empty region.
@@ -93,8 +119,5 @@ def energy_pointing_game(
     if bool((area == 0).any()):
         first = int((area == 0).nonzero()[0])
         raise InputError(f"the object region of image {first} is empty; check the mask or boxes")
-    flat = maps.flatten(1).float()
-    total = flat.sum(dim=1)
-    inside = (flat * mask.flatten(1)).sum(dim=1)
-    prop = torch.where(total > 0, inside / total.clamp_min(torch.finfo(flat.dtype).tiny), area)
+    prop = energy_share(maps, mask)
     return prop / area if area_normalized else prop

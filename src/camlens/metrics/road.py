@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.errors import CamlensError, InputError
 from camlens.core.targets import OutputSpec, TargetSpec
-from camlens.metrics._common import check_images_maps, class_probs, resolve_classes, saliency_rank
+from camlens.errors import CamlensError, InputError
+from camlens.metrics._common import check_images_maps, resolve_classes, saliency_rank
+from camlens.metrics._runner import ProbeRunner
 
-__all__ = ["ROAD_PERCENTAGES", "RoadResult", "noisy_linear_impute", "road", "road_counts", "road_images", "road_noise"]
+__all__ = [
+    "ROAD_PERCENTAGES",
+    "ImputationError",
+    "RoadResult",
+    "check_percentages",
+    "noisy_linear_impute",
+    "plan_road",
+    "road",
+    "road_counts",
+    "road_images",
+    "road_noise",
+]
 
 #: the removal fractions of the paper's curves: 10 %, 20 %, ..., 90 %.
 ROAD_PERCENTAGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
 
 
 def _neighbour_sum(u: Tensor) -> Tensor:
@@ -89,22 +100,40 @@ def noisy_linear_impute(
         tol = 1e-7 if dtype == torch.float64 else 1e-5
     xs = x.to(dtype).reshape(n * c, h, w)
     m = mask.to(dtype).repeat_interleave(c, dim=0)  # (n*c, h, w), 1 = removed
-    d = _neighbour_sum(torch.ones(1, h, w, dtype=dtype, device=x.device))  # in-image weight sums
+    u = _solve_imputation(xs, m, tol, 4 * h * w if max_iter is None else max_iter)
+    if noise:
+        eps = torch.randn(u.shape, generator=generator, dtype=torch.float64).to(device=x.device, dtype=dtype)
+        u = u + noise * eps * m
+    out = torch.where(m.bool(), u, xs)
+    return out.view(n, c, h, w).to(x.dtype)
 
-    # Conjugate gradients with Jacobi preconditioner. Every vector is zero off the
-    # removed pixels, so A p = d p - m * nsum(p). Converged systems leave the batch.
+
+def _solve_imputation(xs: Tensor, m: Tensor, tol: float, limit: int) -> Tensor:
+    """Solve the imputation systems of ``(B, H, W)`` images ``xs`` with removed pixels ``m`` (1 = removed).
+
+    Conjugate gradients with a Jacobi preconditioner, batched over the ``B``
+    systems. Every vector is zero off the removed pixels, so
+    ``A p = d p - m * nsum(p)`` with ``d`` the in-image weight sums. A system
+    leaves the batch once ``||r|| <= tol * ||b||`` (checked every 4 iterations).
+
+    Returns:
+        ``(B, H, W)``: the solution on the removed pixels, 0 elsewhere.
+
+    Raises:
+        ImputationError: a system still above ``tol`` after ``limit`` iterations.
+    """
+    dtype, h, w = xs.dtype, xs.shape[1], xs.shape[2]
+    d = _neighbour_sum(torch.ones(1, h, w, dtype=dtype, device=xs.device))  # in-image weight sums
     tiny = torch.finfo(dtype).tiny
     b = m * _neighbour_sum((1 - m) * xs)
-    inv_d = m / d
     u = torch.zeros_like(b)
-    bnorm = b.flatten(1).norm(dim=1).clamp_min(tiny)
+    bn = b.flatten(1).norm(dim=1).clamp_min(tiny)
     active = torch.arange(b.shape[0], device=b.device)
-    r, mm, idg, bn = b.clone(), m, inv_d, bnorm
+    r, mm, idg = b.clone(), m, m / d
     z = idg * r
     p = z.clone()
     rz = (r * z).sum(dim=(1, 2), keepdim=True)
     ua = torch.zeros_like(b)
-    limit = 4 * h * w if max_iter is None else max_iter
     for it in range(limit + 1):
         if it % 4 == 0:
             done = r.flatten(1).norm(dim=1) <= tol * bn
@@ -113,9 +142,7 @@ def noisy_linear_impute(
                 keep = ~done
                 if not bool(keep.any()):
                     break
-                active, r, mm, idg, bn, p, rz, ua = (
-                    t[keep] for t in (active, r, mm, idg, bn, p, rz, ua)
-                )
+                active, r, mm, idg, bn, p, rz, ua = (t[keep] for t in (active, r, mm, idg, bn, p, rz, ua))
         if it == limit:
             worst = float((r.flatten(1).norm(dim=1) / bn).max())
             raise ImputationError(
@@ -131,11 +158,15 @@ def noisy_linear_impute(
         beta = torch.where(rz > 0, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz))
         p = z + beta * p
         rz = rz_new
-    if noise:
-        eps = torch.randn(u.shape, generator=generator, dtype=torch.float64).to(device=x.device, dtype=dtype)
-        u = u + noise * eps * m
-    out = torch.where(m.bool(), u, xs)
-    return out.view(n, c, h, w).to(x.dtype)
+    return u
+
+
+def check_percentages(percentages: Sequence[float]) -> list[float]:
+    """The removal fractions as floats; :class:`InputError` unless each lies strictly between 0 and 1."""
+    qs = [float(q) for q in percentages]
+    if not qs or any(not 0.0 < q < 1.0 for q in qs):
+        raise InputError(f"percentages={list(percentages)!r} must be fractions strictly between 0 and 1, e.g. 0.1..0.9")
+    return qs
 
 
 def road_counts(percentages: Sequence[float], hw: int, device: torch.device | str = "cpu") -> Tensor:
@@ -144,7 +175,14 @@ def road_counts(percentages: Sequence[float], hw: int, device: torch.device | st
 
 
 def road_noise(
-    n: int, k: int, c: int, h: int, w: int, seed: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    n: int,
+    k: int,
+    c: int,
+    h: int,
+    w: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """``(N, 2P, C, H, W)`` standard normal imputation noise of ROAD, one draw per image and mask.
 
@@ -176,6 +214,37 @@ def road_images(x: Tensor, rank: Tensor, counts: Tensor, noise: float, eps: Tens
     if noise:
         filled = filled + (noise * eps.reshape(filled.shape)).to(filled.dtype) * masks.unsqueeze(1).to(filled.dtype)
     return filled
+
+
+def plan_road(
+    runner: ProbeRunner, x: Tensor, ranks: Tensor, percentages: Sequence[float], noise: float, seed: int
+) -> Callable[[], tuple[Tensor, Tensor]]:
+    """Plan the ROAD curves of ``G`` maps on ``runner``: every map's masks of a chunk in one imputation solve.
+
+    Args:
+        runner: collects the images.
+        x: ``(N, C, H, W)`` images.
+        ranks: ``(G, N, H*W)`` or ``(G, N, H, W)`` saliency ranks, 0 = most salient (:func:`saliency_rank`).
+        percentages: the removal fractions (checked by :func:`check_percentages`).
+        noise: standard deviation of the imputation noise; ``seed`` draws it (:func:`road_noise`),
+            the same for every map of an image.
+
+    Returns:
+        A function to call after ``runner.run()``: ``(morf, lerf)``, each ``(G, N, P)`` class probabilities.
+    """
+    n, c, h, w = x.shape
+    g, k = ranks.shape[0], len(percentages)
+    counts = road_counts(percentages, h * w, x.device)
+    eps = road_noise(n, k, c, h, w, seed, x.device, x.dtype)
+    flat = ranks.reshape(g, n, h * w)
+
+    def build(rows: slice) -> Tensor:
+        return road_images(
+            x[rows].repeat(g, 1, 1, 1), flat[:, rows].flatten(0, 1), counts, noise, eps[rows].repeat(g, 1, 1, 1, 1)
+        )
+
+    probe = runner.add(build, g, 2 * k)
+    return lambda: (runner[probe][..., :k], runner[probe][..., k:])
 
 
 @dataclass
@@ -250,23 +319,10 @@ def road(
         A :class:`RoadResult`.
     """
     check_images_maps(x, maps)
-    qs = [float(q) for q in percentages]
-    if not qs or any(not 0.0 < q < 1.0 for q in qs):
-        raise InputError(f"percentages={list(percentages)!r} must be fractions strictly between 0 and 1, e.g. 0.1..0.9")
-    n, c, h, w = x.shape
-    hw = h * w
+    qs = check_percentages(percentages)
     classes = resolve_classes(model, x, target, output, batch_size)
-    rank = saliency_rank(maps, seed).view(n, h, w)
-    counts = road_counts(qs, hw, x.device)
-    k = len(qs)
-    eps = road_noise(n, k, c, h, w, seed, x.device, x.dtype)
-    per_chunk = max(1, batch_size // (2 * k))
-    morf, lerf = [], []
-    for i in range(0, n, per_chunk):
-        sl = slice(i, i + per_chunk)
-        m = rank[sl].shape[0]
-        filled = road_images(x[sl], rank[sl], counts, noise, eps[sl])
-        probs = class_probs(model, filled, classes[sl].repeat_interleave(2 * k), output, batch_size).view(m, 2, k)
-        morf.append(probs[:, 0])
-        lerf.append(probs[:, 1])
-    return RoadResult(torch.tensor(qs, dtype=torch.float32, device=x.device), torch.cat(morf), torch.cat(lerf), classes)
+    runner = ProbeRunner(model, x, classes, output=output, batch_size=batch_size)
+    curves = plan_road(runner, x, saliency_rank(maps[None], seed), qs, noise, seed)
+    runner.run()
+    morf, lerf = curves()
+    return RoadResult(torch.tensor(qs, dtype=torch.float32, device=x.device), morf[0], lerf[0], classes)
