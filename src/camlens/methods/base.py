@@ -28,9 +28,20 @@ from camlens.core.tokens import auto_reshape
 from camlens.core.wrapped import check_not_compiled_inside, strip_wrapper_prefix, unwrap_model
 from camlens.errors import InputError, LayerNotUsedError, LayerShapeError
 
-__all__ = ["BaseCAM", "CAMContext", "CAMOptions", "CAMResult", "Reshape", "as_maps", "check_input", "combine"]
+__all__ = [
+    "BaseCAM",
+    "CAMContext",
+    "CAMOptions",
+    "CAMResult",
+    "Reshape",
+    "as_maps",
+    "check_input",
+    "combine",
+    "layer_gradients",
+]
 
 Reshape = Callable[[Tensor], Tensor]
+
 
 class CAMOptions(TypedDict, total=False):
     """The post-processing keywords every method takes (see :class:`BaseCAM`).
@@ -226,17 +237,9 @@ class BaseCAM:
 
             self.layers = resolve_layers(self.model, choose_layer(self.model, x, target, output=self.output))
         logits, acts, scores, classes, multi = self._forward(x, target, top_k)
+        grads = layer_gradients(scores, acts) if self.uses_gradients else None
         activations = {n: self._as_maps(n, a.detach(), x) for n, a in acts.items()}
-        gradients = None
-        if self.uses_gradients:
-            grads = dict(zip(acts, target_gradients(scores, list(acts.values())), strict=True))
-            unused = [n for n, g in grads.items() if g is None]
-            if unused:
-                raise LayerNotUsedError(
-                    f"the target scores do not depend on layer(s) {unused}; "
-                    "pick layers that lie on the path to the explained output"
-                )
-            gradients = {n: self._as_maps(n, g, x, batched=True) for n, g in grads.items() if g is not None}
+        gradients = None if grads is None else {n: self._as_maps(n, g, x, batched=True) for n, g in grads.items()}
         return CAMContext(
             self.model, x, logits.detach(), scores.detach(), classes, activations, gradients, target, multi
         )
@@ -293,6 +296,22 @@ class BaseCAM:
                 raise LayerShapeError(f"cannot fuse maps of shapes {sorted(shapes)}; use upsample=True")
             fused = fuse(list(maps.values()), self.fuse)
         return CAMResult(maps, raw, ctx.classes, ctx.scores, ctx.logits, fused)
+
+
+def layer_gradients(scores: Tensor, acts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Gradients ``(N, K, *shape[1:])`` of the K target scores to each captured layer output, by name.
+
+    Raises:
+        LayerNotUsedError: the scores do not depend on some of the layers.
+    """
+    grads = dict(zip(acts, target_gradients(scores, list(acts.values())), strict=True))
+    unused = [n for n, g in grads.items() if g is None]
+    if unused:
+        raise LayerNotUsedError(
+            f"the target scores do not depend on layer(s) {unused}; "
+            "pick layers that lie on the path to the explained output"
+        )
+    return {n: g for n, g in grads.items() if g is not None}
 
 
 def check_input(model: nn.Module, x: Tensor) -> None:
