@@ -147,7 +147,7 @@ def test_inference_mode_context_is_fine_but_inference_tensors_are_refused():
         r = camlens.GradCAM(model, layers="seq.6")(x)
         x_inf = torch.rand(2, 1, 10, 10)
     assert r.maps["seq.6"].shape == (2, 10, 10)
-    with pytest.raises(camlens.InputError, match="inference tensor.*clone"):
+    with pytest.raises(camlens.InputError, match=r"inference tensor.*clone"):
         camlens.GradCAM(model, layers="seq.6")(x_inf)
 
 

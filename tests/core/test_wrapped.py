@@ -8,8 +8,8 @@ import torch.distributed as dist
 from torch import nn
 
 import camlens
-from camlens.demo.models import ConvNet
 from camlens.core.wrapped import compiled_submodules, strip_wrapper_prefix, unwrap_model
+from camlens.demo.models import ConvNet
 
 
 def _hook_count(model: nn.Module) -> int:
@@ -105,3 +105,17 @@ def test_input_gradient_methods_unwrap_data_parallel_too(net_and_x, method):
     wrapped = cam(x)
     for key, m in plain.maps.items():
         torch.testing.assert_close(wrapped.maps[key], m)
+
+
+@pytest.mark.parametrize("wrap", ["data-parallel", "compile"])
+def test_smoothing_wrapper_unwraps_like_every_method(net_and_x, wrap):
+    model, x = net_and_x
+    wrapped = nn.DataParallel(model) if wrap == "data-parallel" else torch.compile(model, backend="eager")
+    plain = camlens.NoiseSmooth(model, "seq.4", n_samples=3, seed=1)(x, top_k=2)
+    smooth = camlens.NoiseSmooth(wrapped, "seq.4", n_samples=3, seed=1)
+    assert smooth.model is model and smooth.inner.model is model
+    assert smooth.wrapped is wrapped
+    result = smooth(x, top_k=2)
+    torch.testing.assert_close(result.map, plain.map, atol=0, rtol=0)
+    torch.testing.assert_close(result.scores, plain.scores, atol=0, rtol=0)
+    assert _hook_count(model) == 0

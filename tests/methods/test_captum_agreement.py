@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
+from models import resnet_small
 from testmodels import GapNet, SmallConvNet
 
 import camlens
 from camlens.core.ops import minmax_normalize
-
-from models import resnet_small  # noqa: E402
 
 
 def _cases():
@@ -19,10 +17,13 @@ def _cases():
     yield "convnet", SmallConvNet().eval(), ["seq.6", "seq.3", "seq.0"], torch.rand(4, 1, 10, 10)
     yield "convnet-bn", SmallConvNet(bn=True).eval(), ["seq.6", "seq.3"], torch.rand(3, 1, 10, 10)
     yield "gap", GapNet().eval(), ["features.2", "features.0"], torch.rand(4, 3, 9, 9)
-    yield "resnet", resnet_small(num_classes=10).eval(), ["layer4", "layer3", "layer2.1.conv2"], torch.rand(2, 3, 64, 64)
+    resnet = resnet_small(num_classes=10).eval()
+    yield "resnet", resnet, ["layer4", "layer3", "layer2.1.conv2"], torch.rand(2, 3, 64, 64)
 
 
-@pytest.mark.parametrize(("name", "model", "layers", "x"), list(_cases()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "model", "layers", "x"), list(_cases()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_matches_captum_layer_gradcam(name, model, layers, x):
     # BatchNorm statistics are random-ish so that maps are not trivially zero
     for m in model.modules():

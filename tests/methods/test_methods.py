@@ -333,7 +333,7 @@ def _ctx(method, x):
     classes = torch.tensor(CLASSES)[:, None]
     return CAMContext(
         model=method.model, x=x, logits=logits, scores=logits.gather(1, classes), classes=classes,
-        activations={}, gradients=None, score_fn=lambda t: t, target=None,
+        activations={}, gradients=None, target=None,
     )  # fmt: skip
 
 
@@ -368,8 +368,8 @@ def ablation_ref(model: nn.Sequential, x, cut: int, classes: list[int]):
 def test_ablationcam_matches_loop_in_every_rerun_mode(rerun: str) -> None:
     model, x = spatial_model(), inputs(3)
     method = AblationCAM(model, "3", rerun=rerun, batch_size=5)
-    result = method(x, target=CLASSES + [0])
-    expected = ablation_ref(model, x, 3, CLASSES + [0])
+    result = method(x, target=[*CLASSES, 0])
+    expected = ablation_ref(model, x, 3, [*CLASSES, 0])
     torch.testing.assert_close(result.raw["3"], expected, rtol=1e-7, atol=1e-10)
     assert method.rerun_used["3"] == ("sequential" if rerun == "auto" else rerun)
 

@@ -111,3 +111,53 @@ def test_cli_table_and_docs_come_from_the_registry(capsys: pytest.CaptureFixture
     start = docs.index("<!-- methods-table:start -->") + len("<!-- methods-table:start -->")
     end = docs.index("<!-- methods-table:end -->")
     assert docs[start:end].strip() == table, "docs/methods.md is stale: paste `camlens methods --markdown`"
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_satisfies_the_explainer_protocol(name: str) -> None:
+    from camlens.methods import CAPABILITIES, Explainer
+
+    cls = METHODS[name]
+    for flag in CAPABILITIES:
+        assert type(vars_of(cls)[flag]) is bool, f"{cls.__name__}.{flag} must be a bool class attribute"
+    assert isinstance(cls.name, str) and cls.name == name
+    torch.manual_seed(0)
+    strided = nn.Sequential(  # layer "3" is a 4x4 grid for an 8x8 input
+        nn.Conv2d(3, 4, 3, padding=1, stride=2), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5),
+    ).double().eval()  # fmt: skip
+    method = make(name, strided)
+    assert isinstance(method, Explainer)
+    assert isinstance(method.model, nn.Module) and isinstance(method.layers, dict)
+    result = method(x_batch(2), top_k=None)
+    assert isinstance(result, camlens.CAMResult)
+    # input_sized: the maps live at the input's resolution even before upsampling (raw), not at the layer's
+    for raw in result.raw.values():
+        assert raw.shape[-2:] == ((8, 8) if cls.input_sized else (4, 4))
+
+
+def vars_of(cls: type) -> dict[str, object]:
+    """The class attributes of ``cls`` and its bases (the nearest definition wins)."""
+    out: dict[str, object] = {}
+    for base in reversed(cls.__mro__):
+        out.update(vars(base))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_declared_capabilities_match_what_the_constructor_takes(name: str) -> None:
+    cls, model, x = METHODS[name], gap_model(), x_batch(2)
+    layer = LAYER.get(name, "3")
+    if cls.accepts_postprocess:
+        plain = cls(model, layer, relu=False, normalize=False, upsample=True)(x)
+        assert all(torch.isfinite(m).all() for m in plain.maps.values())
+    else:
+        with pytest.raises(TypeError):
+            cls(model, layer, relu=False, normalize=False, upsample=True)
+    if cls.accepts_reshape:
+        cls(model, layer, reshape=lambda t: t)(x)
+    else:
+        with pytest.raises((TypeError, camlens.InputError)):
+            cls(model, layer, reshape=lambda t: t)
+    uses_backward = cls.uses_gradients
+    assert uses_backward == (name not in {"cam", "scorecam", "ablationcam", "eigencam"})

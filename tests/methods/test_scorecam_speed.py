@@ -9,10 +9,10 @@ from testmodels import SmallConvNet, hook_count
 from torch import nn
 
 import camlens
+from camlens.core.ops import upsample
 from camlens.errors import InputError
 from camlens.methods import _rerun
 from camlens.methods.scorecam import _mask_upsampler
-from camlens.core.ops import upsample
 
 LAYER = "seq.5"
 

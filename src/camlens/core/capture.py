@@ -1,12 +1,15 @@
-"""Hook layers for exactly one forward pass and keep what they output.
+"""Hook layers for exactly one forward pass, keep what they output, and differentiate scores to it.
 
 The hooks live only inside ``with capture(...)``: they are registered on
 entry and removed in ``finally``, also when the forward pass raises.
+Gradients come from ``torch.autograd.grad`` (:func:`target_gradients`,
+:func:`per_target_grads`): no parameter's ``.grad`` is touched, and nothing
+below the earliest differentiated tensor is back-propagated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +19,15 @@ from torch import Tensor, nn
 
 from camlens.errors import LayerShapeError
 
-__all__ = ["Captured", "capture", "first_tensor", "forward_hooks", "module_outputs"]
+__all__ = [
+    "Captured",
+    "capture",
+    "first_tensor",
+    "forward_hooks",
+    "module_outputs",
+    "per_target_grads",
+    "target_gradients",
+]
 
 
 def first_tensor(output: Any) -> Tensor | None:
@@ -146,3 +157,42 @@ def capture(model: nn.Module, layers: Mapping[str, nn.Module], *, lazy: bool = T
             yield store
         finally:
             torch.set_grad_enabled(grad_before)
+
+
+def per_target_grads(scores: Tensor, inputs: Sequence[Tensor], *, allow_unused: bool = False) -> list[Tensor | None]:
+    """Gradients of each of the K target scores ``(N, K)``: one ``(N, K, *shape[1:])`` per input.
+
+    One backward pass per target (images are independent, so ``sum_i s_ik``
+    gives every image's gradient at once). With ``allow_unused``, an input
+    the scores do not depend on gets ``None``.
+    """
+    k = scores.shape[1]
+    per = [
+        torch.autograd.grad(scores[:, j].sum(), list(inputs), retain_graph=j < k - 1, allow_unused=allow_unused)
+        for j in range(k)
+    ]
+    return [None if per[0][i] is None else torch.stack([p[i] for p in per], dim=1) for i in range(len(inputs))]
+
+
+def target_gradients(scores: Tensor, inputs: Sequence[Tensor]) -> list[Tensor | None]:
+    """Gradients ``(N, K, *shape[1:])`` of the K target scores ``(N, K)`` to each input, in one backward pass.
+
+    K = 1 is one plain backward; K > 1 one batched backward (``is_grads_batched``),
+    or one backward per target where an op has no vmap rule. An input the scores
+    do not depend on gets ``None``.
+    """
+    k = scores.shape[1]
+    if k == 1:
+        # Images are independent (eval mode): d(sum_i s_i)/dA_i = ds_i/dA_i.
+        grads = torch.autograd.grad(scores.sum(), list(inputs), allow_unused=True)
+        return [None if g is None else g.unsqueeze(1) for g in grads]
+    eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
+    grad_outputs = eye[:, None, :].expand(k, scores.shape[0], k)
+    try:
+        batched = torch.autograd.grad(
+            scores, list(inputs), grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True
+        )
+    except RuntimeError:
+        # An op without a vmap rule: one backward per target instead.
+        return per_target_grads(scores, inputs, allow_unused=True)
+    return [None if g is None else g.movedim(0, 1) for g in batched]

@@ -7,7 +7,7 @@ gradient of a softmax probability mixes in every other class.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
@@ -16,8 +16,8 @@ from camlens.errors import TargetError
 
 __all__ = ["OutputSpec", "TargetSpec", "select_output", "target_scores"]
 
-TargetSpec = Union[None, int, Sequence[int], Sequence[Sequence[int]], Tensor, Callable[[Tensor], Tensor]]
-OutputSpec = Union[None, str, int, Callable[[Any], Tensor]]
+TargetSpec: TypeAlias = int | Sequence[int] | Sequence[Sequence[int]] | Tensor | Callable[[Tensor], Tensor] | None
+OutputSpec: TypeAlias = str | int | Callable[[Any], Tensor] | None
 
 
 def select_output(output: Any, how: OutputSpec = None) -> Tensor:
@@ -29,6 +29,7 @@ def select_output(output: Any, how: OutputSpec = None) -> Tensor:
             object's ``logits``; the first element of a tuple/list); a key or
             attribute name; an index into a tuple; or a callable.
     """
+    chosen: Any
     if callable(how):
         chosen = how(output)
     elif isinstance(how, str):
@@ -55,7 +56,7 @@ def select_output(output: Any, how: OutputSpec = None) -> Tensor:
 
 
 def _class_scores(logits: Tensor, idx: Tensor) -> Tensor:
-    n, c = logits.shape
+    c = logits.shape[1]
     if idx.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) or idx.is_complex():
         raise TargetError(f"target must hold integer class indices, got dtype {idx.dtype}")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= c):

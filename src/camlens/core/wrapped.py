@@ -17,10 +17,7 @@ from torch import nn
 
 from camlens.errors import LayerNotUsedError
 
-__all__ = ["WRAPPER_PREFIXES", "compiled_submodules", "strip_wrapper_prefix", "unwrap_model"]
-
-#: the attribute each wrapper keeps the real model in, as it appears in layer names.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+__all__ = ["check_not_compiled_inside", "compiled_submodules", "strip_wrapper_prefix", "unwrap_model"]
 
 
 def _inner(model: nn.Module) -> nn.Module | None:

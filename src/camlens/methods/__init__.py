@@ -12,6 +12,7 @@ from camlens.methods.gradcampp import GradCAMPlusPlus
 from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.hirescam import HiResCAM
 from camlens.methods.layercam import LayerCAM
+from camlens.methods.protocol import CAPABILITIES, Explainer
 from camlens.methods.registry import METHODS, get_method, register
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.smooth import NoiseSmooth, TTASmooth
@@ -19,6 +20,7 @@ from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
     "CAM",
+    "CAPABILITIES",
     "METHODS",
     "AblationCAM",
     "BaseCAM",
@@ -27,6 +29,7 @@ __all__ = [
     "CounterfactualCAM",
     "EigenCAM",
     "EigenGradCAM",
+    "Explainer",
     "FullGrad",
     "GradCAM",
     "GradCAMElementWise",

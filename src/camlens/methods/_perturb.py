@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from camlens.core.capture import forward_hooks
-from camlens.errors import InputError, TargetError
 from camlens.core.targets import OutputSpec, select_output
+from camlens.errors import InputError, TargetError
 from camlens.methods.base import CAMContext
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "check_budget", "chunks", "layout", "row_bytes", "row_scores"]

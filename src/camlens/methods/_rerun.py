@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camlens.errors import InputError
 from camlens.core.targets import OutputSpec, select_output
+from camlens.errors import InputError
 
 __all__ = ["InferenceCopy"]
 
@@ -71,8 +71,8 @@ def _explicit_padding(model: nn.Module) -> nn.Module:
         if isinstance(m, nn.modules.conv._ConvNd) and isinstance(m.padding, str):
             if m.padding == "valid":
                 m.padding = (0,) * len(m.kernel_size)
-            elif all(d * (k - 1) % 2 == 0 for d, k in zip(m.dilation, m.kernel_size)):
-                m.padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size))
+            elif all(d * (k - 1) % 2 == 0 for d, k in zip(m.dilation, m.kernel_size, strict=True)):
+                m.padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size, strict=True))
     return model
 
 
@@ -145,7 +145,7 @@ class InferenceCopy:
                 from torch.fx.experimental.optimization import optimize_for_inference
 
                 self._copy = optimize_for_inference(_explicit_padding(copy.deepcopy(model)))
-        except Exception as e:  # noqa: BLE001 - any trace or copy failure means: run the model itself
+        except Exception as e:
             self._error = f"torch.fx could not prepare the model ({type(e).__name__}: {e})"
 
     def module(

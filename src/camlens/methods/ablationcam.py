@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from camlens.errors import CamlensError, InputError, LayerShapeError
 from camlens.core.layers import LayerSpec
+from camlens.errors import CamlensError, InputError, LayerShapeError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
 from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine
 from camlens.methods.registry import register
@@ -108,6 +108,7 @@ class AblationCAM(BaseCAM):
     """
 
     uses_gradients = False
+    accepts_reshape = False
 
     def __init__(
         self,

@@ -2,30 +2,46 @@
 
 A method subclasses :class:`BaseCAM` and overrides :meth:`BaseCAM.weights`
 (channel weights from activations and gradients) or, for methods that are
-not a weighted sum of channels, :meth:`BaseCAM.layer_maps`.
+not a weighted sum of channels, :meth:`BaseCAM.layer_maps`. Methods that do
+not explain a layer's activations (guided backpropagation, FullGrad) or that
+wrap another method (smoothing) override one step of the fixed pipeline in
+:meth:`BaseCAM.__call__` instead: ``_capture`` (the forward and backward
+passes) or ``_maps`` (maps from what was captured); the post-processing and
+the building of the result stay shared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, TypedDict
+from typing import ClassVar, TypedDict
 
 import torch
 from torch import Tensor, nn
 
-from camlens.core.capture import capture
-from camlens.errors import InputError, LayerNotUsedError, LayerShapeError
+from camlens.core.capture import capture, target_gradients
 from camlens.core.layers import LayerSpec, resolve_layers
 from camlens.core.ops import FUSIONS, fuse, minmax_normalize, upsample
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
 from camlens.core.tokens import auto_reshape
 from camlens.core.wrapped import check_not_compiled_inside, strip_wrapper_prefix, unwrap_model
+from camlens.errors import InputError, LayerNotUsedError, LayerShapeError
 
-__all__ = ["BaseCAM", "CAMContext", "CAMOptions", "CAMResult", "Reshape"]
+__all__ = [
+    "BaseCAM",
+    "CAMContext",
+    "CAMOptions",
+    "CAMResult",
+    "Reshape",
+    "as_maps",
+    "check_input",
+    "combine",
+    "layer_gradients",
+]
 
 Reshape = Callable[[Tensor], Tensor]
+
 
 class CAMOptions(TypedDict, total=False):
     """The post-processing keywords every method takes (see :class:`BaseCAM`).
@@ -82,13 +98,17 @@ class CAMResult:
 
 @dataclass
 class CAMContext:
-    """Everything a method may use to make its maps.
+    """Everything a method may use to make its maps: what one call captured.
 
     ``activations[name]`` is ``(N, C, *spatial)`` and detached;
     ``gradients[name]`` is ``(N, K, C, *spatial)``, the gradient of each of the
     K target scores (``None`` for gradient-free methods); ``classes`` is
-    ``(N, K)`` or ``None``; ``score_fn(x)`` re-runs the model and returns the
-    same K target scores for a new input (for perturbation methods).
+    ``(N, K)`` or ``None``; ``target`` is the ``target`` the call was given (a
+    callable target is needed to score new inputs); ``multi`` says whether the
+    call asked for several targets per image (the result keeps its K axis);
+    ``input_gradients`` is ``(N, K, C_in, *spatial)``, the gradient of each
+    target score to the input, for the methods whose map lives at the input
+    (``None`` otherwise).
     """
 
     model: nn.Module
@@ -98,10 +118,9 @@ class CAMContext:
     classes: Tensor | None
     activations: dict[str, Tensor]
     gradients: dict[str, Tensor] | None
-    score_fn: Callable[[Tensor], Tensor]
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: the ``target`` the call was given (a callable target is needed to score new inputs).
     target: TargetSpec = None
+    multi: bool = False
+    input_gradients: Tensor | None = None
 
 
 class BaseCAM:
@@ -132,10 +151,19 @@ class BaseCAM:
             ``(N, h, w, C)`` channels-last outputs of image models.
         output: where the scores are in the model's output (see
             :func:`camlens.core.targets.select_output`).
+
+    Capabilities, declared per class (see :class:`camlens.methods.protocol.Explainer`):
+    ``uses_gradients`` (a backward pass is needed), ``input_sized`` (the map
+    lives at the input's resolution, not a layer's), ``accepts_reshape``
+    (takes ``reshape=``), ``accepts_postprocess`` (takes ``relu=``,
+    ``normalize=``, ``upsample=``).
     """
 
     name: ClassVar[str] = ""
     uses_gradients: ClassVar[bool] = True
+    input_sized: ClassVar[bool] = False
+    accepts_reshape: ClassVar[bool] = True
+    accepts_postprocess: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -189,59 +217,32 @@ class BaseCAM:
             out[name] = combine(self.weights(acts, ctx.gradients[name]), acts)
         return out
 
-    # ---- the shared engine ----------------------------------------------------------
+    # ---- the shared pipeline: check -> capture -> maps -> post-process -> result -----
 
     def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
         """Explain ``x`` (a batch ``(N, C, *spatial)``) for ``target`` or the ``top_k`` classes.
 
         See :func:`camlens.core.targets.target_scores` for the forms of ``target``.
         """
-        self._check_input(x)
+        check_input(self.model, x)
+        with torch.inference_mode(False):
+            ctx = self._capture(x, target, top_k)
+            result = self._maps(ctx)
+        return result if ctx.multi else _one_target(result)
+
+    def _capture(self, x: Tensor, target: TargetSpec, top_k: int | None) -> CAMContext:
+        """The forward pass with the layers hooked and (for gradient methods) the one backward pass."""
         if not self.layers:
             from camlens.core.autolayer import choose_layer
 
-            with torch.inference_mode(False):
-                self.layers = resolve_layers(self.model, choose_layer(self.model, x, target, output=self.output))
-        with torch.inference_mode(False):
-            logits, acts, scores, classes, multi = self._forward(x, target, top_k)
-            grads = self._gradients(scores, acts) if self.uses_gradients else None
-            activations = {n: self._as_maps(n, a.detach(), x) for n, a in acts.items()}
-            gradients = None
-            if grads is not None:
-                gradients = {n: self._as_maps(n, g, x, batched=True) for n, g in grads.items()}
-            ctx = CAMContext(
-                model=self.model,
-                x=x,
-                logits=logits.detach(),
-                scores=scores.detach(),
-                classes=classes,
-                activations=activations,
-                gradients=gradients,
-                score_fn=lambda inp: self._score(inp, target, classes),
-                target=target,
-            )
-            # Mixed precision: the model ran under the caller's autocast; the maps are
-            # combined, resized and normalized in float32 (captured half tensors are upcast).
-            with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-                raw = self.layer_maps(ctx)
-                return self._postprocess(raw, ctx, multi)
-
-    def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise InputError(f"x must be a torch.Tensor batch (N, C, H, W), got {type(x).__name__}")
-        if x.is_inference():
-            raise InputError(
-                "x is an inference tensor (made under torch.inference_mode()), which autograd cannot use; "
-                "make it outside inference_mode, or pass x.clone() called outside it"
-            )
-        ref = next(self.model.parameters(), None)
-        if ref is None:
-            ref = next(self.model.buffers(), None)
-        if ref is not None and ref.device != x.device:
-            raise InputError(
-                f"x is on {x.device} but {type(self.model).__name__} is on {ref.device}; "
-                f"move one of them, e.g. x.to({str(ref.device)!r})"
-            )
+            self.layers = resolve_layers(self.model, choose_layer(self.model, x, target, output=self.output))
+        logits, acts, scores, classes, multi = self._forward(x, target, top_k)
+        grads = layer_gradients(scores, acts) if self.uses_gradients else None
+        activations = {n: self._as_maps(n, a.detach(), x) for n, a in acts.items()}
+        gradients = None if grads is None else {n: self._as_maps(n, g, x, batched=True) for n, g in grads.items()}
+        return CAMContext(
+            self.model, x, logits.detach(), scores.detach(), classes, activations, gradients, target, multi
+        )
 
     def _forward(self, x: Tensor, target: TargetSpec, top_k: int | None):
         for lazy in (True, False):
@@ -264,104 +265,113 @@ class BaseCAM:
             "pick layers that lie on the path to the explained output"
         )
 
-    def _gradients(self, scores: Tensor, acts: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        names = list(acts)
-        inputs = [acts[n] for n in names]
-        k = scores.shape[1]
-        if k == 1:
-            # Images are independent (eval mode): d(sum_i s_i)/dA_i = ds_i/dA_i.
-            grads = torch.autograd.grad(scores.sum(), inputs, allow_unused=True)
-            grads = tuple(None if g is None else g.unsqueeze(1) for g in grads)
-        else:
-            eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
-            grad_outputs = eye[:, None, :].expand(k, scores.shape[0], k)
-            try:
-                grads = torch.autograd.grad(
-                    scores, inputs, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True
-                )
-            except RuntimeError:
-                # An op without a vmap rule: one backward per target instead.
-                per = [
-                    torch.autograd.grad(scores[:, j].sum(), inputs, allow_unused=True, retain_graph=j < k - 1)
-                    for j in range(k)
-                ]
-                grads = tuple(
-                    None if per[0][i] is None else torch.stack([p[i] for p in per], dim=0) for i in range(len(inputs))
-                )
-            grads = tuple(None if g is None else g.movedim(0, 1) for g in grads)
-        unused = [n for n, g in zip(names, grads) if g is None]
-        if unused:
-            raise LayerNotUsedError(
-                f"the target scores do not depend on layer(s) {unused}; "
-                "pick layers that lie on the path to the explained output"
-            )
-        return dict(zip(names, grads))  # type: ignore[arg-type]
-
-    def _score(self, inp: Tensor, target: TargetSpec, classes: Tensor | None) -> Tensor:
-        """Scores ``(len(inp), K)`` of the explained targets for a new input."""
-        logits = select_output(self.model(inp), self.output)
-        if classes is None:
-            if not callable(target):
-                raise TypeError(f"score_fn without class indices needs a callable target, got {target!r}")
-            s = target(logits)
-            return s[:, None] if s.ndim == 1 else s
-        if classes.shape[0] != logits.shape[0]:
-            raise ValueError("score_fn expects inputs aligned with the explained batch")
-        return logits.gather(1, classes)
-
     def _as_maps(self, name: str, t: Tensor, x: Tensor, batched: bool = False) -> Tensor:
         """A captured tensor as ``(N, C, *spatial)`` (``(N, K, C, *spatial)`` when ``batched``)."""
         fn = self.reshape.get(name) if isinstance(self.reshape, Mapping) else self.reshape
-        if fn is None:
-            # Token (N, T, C) and channels-last (N, h, w, C) layers: see camlens.core.tokens.
-            fn = partial(auto_reshape, input_shape=tuple(x.shape))
-        if batched:
-            n, k = t.shape[:2]
-            t = fn(t.flatten(0, 1)).unflatten(0, (n, k))
-        else:
-            t = fn(t)
-        if t.dtype in (torch.float16, torch.bfloat16):
-            t = t.float()
-        lead = 2 if batched else 1
-        if t.ndim - lead - 1 != x.ndim - 2 or t.ndim - lead - 1 < 1:
-            shape = tuple(t.shape[1:] if batched else t.shape)
-            raise LayerShapeError(
-                f"layer {name!r} outputs shape {shape}, which is not (N, C, *spatial) with the input's "
-                f"{x.ndim - 2} spatial dimension(s); pass reshape=fn turning it into (N, C, H, W) "
-                "(e.g. tokens (N, T, C) -> (N, C, h, w)), or choose a convolutional layer"
-            )
-        return t
+        return as_maps(name, t, x, fn, batched)
 
-    def _postprocess(self, raw: dict[str, Tensor], ctx: CAMContext, multi: bool) -> CAMResult:
-        size = ctx.x.shape[2:]
-        raw_out: dict[str, Tensor] = {}
+    def _maps(self, ctx: CAMContext) -> CAMResult:
+        """The post-processed maps of ``ctx``, with their K axis (the pipeline drops it for one target)."""
+        # Mixed precision: the model ran under the caller's autocast; the maps are
+        # combined, resized and normalized in float32 (captured half tensors are upcast).
+        with torch.no_grad(), torch.autocast(ctx.x.device.type, enabled=False):
+            return self._postprocess(self.layer_maps(ctx), ctx)
+
+    def _rectify(self, m: Tensor) -> Tensor:
+        """The method's ReLU (``relu=``) on a map from :meth:`layer_maps`; ``raw`` holds what it returns."""
+        return torch.relu(m) if self.relu else m
+
+    def _postprocess(self, raw: dict[str, Tensor], ctx: CAMContext) -> CAMResult:
+        """ReLU, upsample (layer maps only), normalize and fuse ``(N, K, ...)`` maps."""
+        raw = {name: self._rectify(m) for name, m in raw.items()}
         maps: dict[str, Tensor] = {}
         for name, m in raw.items():
-            m = torch.relu(m) if self.relu else m
-            raw_out[name] = m
-            if self.upsample:
-                m = upsample(m, size)
-            if self.normalize:
-                m = minmax_normalize(m)
-            maps[name] = m
+            if self.upsample and not self.input_sized:
+                m = upsample(m, ctx.x.shape[2:])
+            maps[name] = minmax_normalize(m) if self.normalize else m
         fused = None
         if self.fuse is not None:
             shapes = {tuple(m.shape) for m in maps.values()}
             if len(shapes) > 1:
                 raise LayerShapeError(f"cannot fuse maps of shapes {sorted(shapes)}; use upsample=True")
             fused = fuse(list(maps.values()), self.fuse)
+        return CAMResult(maps, raw, ctx.classes, ctx.scores, ctx.logits, fused)
 
-        def out(t: Tensor | None) -> Tensor | None:
-            return t if t is None or multi else t.squeeze(1)
 
-        return CAMResult(
-            maps={n: out(m) for n, m in maps.items()},  # type: ignore[misc]
-            raw={n: out(m) for n, m in raw_out.items()},  # type: ignore[misc]
-            targets=out(ctx.classes),
-            scores=out(ctx.scores),  # type: ignore[arg-type]
-            logits=ctx.logits,
-            fused=out(fused),
+def layer_gradients(scores: Tensor, acts: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Gradients ``(N, K, *shape[1:])`` of the K target scores to each captured layer output, by name.
+
+    Raises:
+        LayerNotUsedError: the scores do not depend on some of the layers.
+    """
+    grads = dict(zip(acts, target_gradients(scores, list(acts.values())), strict=True))
+    unused = [n for n, g in grads.items() if g is None]
+    if unused:
+        raise LayerNotUsedError(
+            f"the target scores do not depend on layer(s) {unused}; "
+            "pick layers that lie on the path to the explained output"
         )
+    return {n: g for n, g in grads.items() if g is not None}
+
+
+def check_input(model: nn.Module, x: Tensor) -> None:
+    """Refuse an ``x`` that is not a tensor, is an inference tensor, or is on another device than ``model``."""
+    if not isinstance(x, Tensor):
+        raise InputError(f"x must be a torch.Tensor batch (N, C, H, W), got {type(x).__name__}")
+    if x.is_inference():
+        raise InputError(
+            "x is an inference tensor (made under torch.inference_mode()), which autograd cannot use; "
+            "make it outside inference_mode, or pass x.clone() called outside it"
+        )
+    ref: Tensor | None = next(model.parameters(), None)
+    if ref is None:
+        ref = next(model.buffers(), None)
+    if ref is not None and ref.device != x.device:
+        raise InputError(
+            f"x is on {x.device} but {type(model).__name__} is on {ref.device}; "
+            f"move one of them, e.g. x.to({str(ref.device)!r})"
+        )
+
+
+def as_maps(name: str, t: Tensor, x: Tensor, reshape: Reshape | None, batched: bool = False) -> Tensor:
+    """Layer ``name``'s captured tensor as ``(N, C, *spatial)`` (``(N, K, C, *spatial)`` when ``batched``).
+
+    ``reshape`` turns the layer's output into that layout; ``None``: token
+    ``(N, T, C)`` and channels-last ``(N, h, w, C)`` layers are read by
+    :func:`camlens.core.tokens.auto_reshape`. Half tensors are upcast to float32.
+
+    Raises:
+        LayerShapeError: the result is not ``(N, C, *spatial)`` with the input's spatial rank.
+    """
+    fn = reshape if reshape is not None else partial(auto_reshape, input_shape=tuple(x.shape))
+    if batched:
+        n, k = t.shape[:2]
+        t = fn(t.flatten(0, 1)).unflatten(0, (n, k))
+    else:
+        t = fn(t)
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()
+    lead = 2 if batched else 1
+    if t.ndim - lead - 1 != x.ndim - 2 or t.ndim - lead - 1 < 1:
+        shape = tuple(t.shape[1:] if batched else t.shape)
+        raise LayerShapeError(
+            f"layer {name!r} outputs shape {shape}, which is not (N, C, *spatial) with the input's "
+            f"{x.ndim - 2} spatial dimension(s); pass reshape=fn turning it into (N, C, H, W) "
+            "(e.g. tokens (N, T, C) -> (N, C, h, w)), or choose a convolutional layer"
+        )
+    return t
+
+
+def _one_target(result: CAMResult) -> CAMResult:
+    """``result`` without its K axis (dim 1): the shapes of a call with one target per image."""
+    return CAMResult(
+        maps={n: m.squeeze(1) for n, m in result.maps.items()},
+        raw={n: m.squeeze(1) for n, m in result.raw.items()},
+        targets=None if result.targets is None else result.targets.squeeze(1),
+        scores=result.scores.squeeze(1),
+        logits=result.logits,
+        fused=None if result.fused is None else result.fused.squeeze(1),
+    )
 
 
 def combine(weights: Tensor, activations: Tensor) -> Tensor:

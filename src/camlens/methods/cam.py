@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
 
-from camlens.errors import LayerNotFoundError, LayerShapeError, TargetError
 from camlens.core.layers import LayerSpec, resolve_layers
+from camlens.errors import LayerNotFoundError, LayerShapeError, TargetError
 from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine
 from camlens.methods.registry import register
 

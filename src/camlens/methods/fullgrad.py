@@ -7,16 +7,15 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from camlens.core.capture import capture
-from camlens.errors import LayerShapeError
+from camlens.core.capture import capture, per_target_grads
 from camlens.core.layers import LayerSpec, resolve_layers
 from camlens.core.ops import minmax_normalize, upsample
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
-from camlens.methods.base import BaseCAM, CAMResult
-from camlens.methods.guided import per_target_grads
+from camlens.errors import LayerShapeError
+from camlens.methods.base import BaseCAM, CAMContext
 from camlens.methods.registry import register
 
-__all__ = ["FullGrad", "bias_of", "bias_layers"]
+__all__ = ["FullGrad", "bias_layers", "bias_of"]
 
 
 def bias_of(module: nn.Module) -> Tensor | None:
@@ -72,6 +71,8 @@ class FullGrad(BaseCAM):
         layers: ``None`` (every bias layer) or modules whose bias layers contribute.
         relu: rectify the summed map (a no-op: every term is non-negative).
         normalize: min-max normalize the map.
+        upsample: accepted so that every method takes the post-processing
+            keywords; the map is always at the input's size.
         output: where the scores are in the model's output.
 
     Raises:
@@ -80,6 +81,9 @@ class FullGrad(BaseCAM):
     Shapes: maps ``(N, [K,] H, W)`` at input size.
     """
 
+    input_sized = True
+    accepts_reshape = False
+
     def __init__(
         self,
         model: nn.Module,
@@ -87,10 +91,11 @@ class FullGrad(BaseCAM):
         *,
         relu: bool = True,
         normalize: bool = True,
+        upsample: bool = True,
         output: OutputSpec = None,
     ) -> None:
         # The base checks and unwraps the model; FullGrad chooses its own bias layers.
-        super().__init__(model, None, relu=relu, upsample=True, normalize=normalize, output=output)
+        super().__init__(model, None, relu=relu, upsample=upsample, normalize=normalize, output=output)
         model = self.model
         if layers is None:
             self.layers = {n: m for n, m in model.named_modules() if n and bias_of(m) is not None}
@@ -107,35 +112,29 @@ class FullGrad(BaseCAM):
                     f"contain some, e.g. {bias_layers(model)[:5]}"
                 )
 
-    def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
-        self._check_input(x)
-        size = x.shape[2:]
-        with torch.inference_mode(False), torch.enable_grad():
+    def _capture(self, x: Tensor, target: TargetSpec, top_k: int | None) -> CAMContext:
+        """One forward with the bias layers hooked, one backward per target to the input and those layers."""
+        with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             with capture(self.model, self.layers, lazy=False) as cap:
                 logits = select_output(self.model(xg), self.output)
             scores, classes, multi = target_scores(logits, target, top_k)
             names = [n for n in self.layers if n in cap.activations]
             grads = per_target_grads(scores, [xg, *(cap.activations[n] for n in names)])
-        with torch.no_grad():
-            total = _psi(grads[0] * x.unsqueeze(1)).sum(dim=2)  # (N, K, *S)
-            for name, g in zip(names, grads[1:], strict=True):
-                if g.ndim != x.ndim + 1:
-                    continue  # not (N, K, C, *spatial): e.g. a 1-D batch norm on features
-                b = bias_of(self.layers[name])
-                assert b is not None
-                term = _psi(g * b.view(1, 1, -1, *([1] * (g.ndim - 3))))
-                total = total + upsample(term.sum(dim=2), size)
-            raw = torch.relu(total) if self.relu else total
-            maps = minmax_normalize(raw) if self.normalize else raw
-
-        def sq(t: Tensor | None) -> Tensor | None:
-            return t if t is None or multi else t.squeeze(1)
-
-        return CAMResult(
-            maps={"fullgrad": sq(maps)},  # type: ignore[dict-item]
-            raw={"fullgrad": sq(raw)},  # type: ignore[dict-item]
-            targets=sq(classes),
-            scores=sq(scores.detach()),  # type: ignore[arg-type]
-            logits=logits.detach(),
+        layer_grads = {n: g for n, g in zip(names, grads[1:], strict=True) if g is not None}
+        return CAMContext(
+            self.model, x, logits.detach(), scores.detach(), classes, {}, layer_grads, target, multi, grads[0]
         )
+
+    def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
+        assert ctx.input_gradients is not None and ctx.gradients is not None
+        x = ctx.x
+        total = _psi(ctx.input_gradients * x.unsqueeze(1)).sum(dim=2)  # (N, K, *S)
+        for name, g in ctx.gradients.items():
+            if g.ndim != x.ndim + 1:
+                continue  # not (N, K, C, *spatial): e.g. a 1-D batch norm on features
+            b = bias_of(self.layers[name])
+            assert b is not None
+            term = _psi(g * b.view(1, 1, -1, *([1] * (g.ndim - 3))))
+            total = total + upsample(term.sum(dim=2), x.shape[2:])
+        return {"fullgrad": total}

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from camlens.core.capture import forward_hooks
+from camlens.core.capture import forward_hooks, per_target_grads
 from camlens.core.layers import LayerSpec
-from camlens.core.ops import minmax_normalize, upsample
+from camlens.core.ops import upsample
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
-from camlens.methods.base import BaseCAM, CAMResult
+from camlens.methods.base import BaseCAM, CAMContext
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.registry import register
 
-__all__ = ["GuidedBackprop", "GuidedGradCAM", "guided_relus", "per_target_grads"]
+__all__ = ["GuidedBackprop", "GuidedGradCAM", "guided_backprop", "guided_relus", "per_target_grads"]
 
 
 class _PositiveGrad(torch.autograd.Function):
@@ -53,37 +53,25 @@ def guided_relus(model: nn.Module) -> Iterator[int]:
         yield n
 
 
-def per_target_grads(scores: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
-    """Gradients of each of the K target scores ``(N, K)``: one ``(N, K, *shape[1:])`` per input.
-
-    One backward pass per target (images are independent, so ``sum_i s_ik``
-    gives every image's gradient at once).
-    """
-    k = scores.shape[1]
-    per = [torch.autograd.grad(scores[:, j].sum(), list(inputs), retain_graph=j < k - 1) for j in range(k)]
-    return [torch.stack([p[i] for p in per], dim=1) for i in range(len(inputs))]
-
-
-def _squeeze(t: Tensor | None, multi: bool) -> Any:
-    return t if t is None or multi else t.squeeze(1)
-
-
 def guided_backprop(
     model: nn.Module, x: Tensor, target: TargetSpec, top_k: int | None, output: OutputSpec
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None, bool]:
-    """``(gradients (N, K, *x.shape[1:]), logits, scores (N, K), classes, multi)`` under guided ReLUs."""
+) -> CAMContext:
+    """The context of a guided-backpropagation pass: ``input_gradients`` ``(N, K, *x.shape[1:])``.
+
+    No layer is captured (``activations`` is empty, ``gradients`` ``None``).
+    """
     with torch.inference_mode(False), torch.enable_grad(), guided_relus(model) as count:
         if count == 0:
             warnings.warn(
                 f"{type(model).__name__} has no nn.ReLU module to guide; guided backpropagation "
                 "is then the plain input gradient",
-                stacklevel=3,
+                stacklevel=4,
             )
         xg = x.detach().requires_grad_(True)
         logits = select_output(model(xg), output)
         scores, classes, multi = target_scores(logits, target, top_k)
         (grads,) = per_target_grads(scores, [xg])
-    return grads, logits.detach(), scores.detach(), classes, multi
+    return CAMContext(model, x, logits.detach(), scores.detach(), classes, {}, None, target, multi, grads)
 
 
 @register("guided-backprop")
@@ -104,10 +92,14 @@ class GuidedBackprop(BaseCAM):
             arguments; not used (the map is the input gradient).
         normalize: min-max normalize each map over ``(C_in, H, W)``.
         relu: keep only positive gradients (off by default).
+        upsample: accepted so that every method takes the post-processing
+            keywords; the map is already at the input's size.
         output: where the scores are in the model's output.
     """
 
     uses_gradients = True
+    input_sized = True
+    accepts_reshape = False
 
     def __init__(
         self,
@@ -116,23 +108,19 @@ class GuidedBackprop(BaseCAM):
         *,
         normalize: bool = True,
         relu: bool = False,
+        upsample: bool = True,
         output: OutputSpec = None,
     ) -> None:
-        # The map is the input gradient: no layer is hooked (``layers`` is accepted and unused).
-        super().__init__(model, None, relu=relu, upsample=False, normalize=normalize, output=output)
+        # The map is the input gradient: no layer is hooked (``layers`` is accepted and unused),
+        # and it is already at the input's size (``upsample`` changes nothing).
+        super().__init__(model, None, relu=relu, upsample=upsample, normalize=normalize, output=output)
 
-    def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
-        self._check_input(x)
-        grads, logits, scores, classes, multi = guided_backprop(self.model, x, target, top_k, self.output)
-        raw = torch.relu(grads) if self.relu else grads
-        maps = minmax_normalize(raw) if self.normalize else raw
-        return CAMResult(
-            maps={"input": _squeeze(maps, multi)},
-            raw={"input": _squeeze(raw, multi)},
-            targets=_squeeze(classes, multi),
-            scores=_squeeze(scores, multi),
-            logits=logits,
-        )
+    def _capture(self, x: Tensor, target: TargetSpec, top_k: int | None) -> CAMContext:
+        return guided_backprop(self.model, x, target, top_k, self.output)
+
+    def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
+        assert ctx.input_gradients is not None
+        return {"input": ctx.input_gradients}
 
 
 @register("guided-gradcam")
@@ -147,20 +135,25 @@ class GuidedGradCAM(GradCAM):
     unnormalized products. Captum's ``GuidedGradCam`` computes the same with
     ``interpolate_mode="bilinear"`` (its default is nearest).
 
-    Args: as in :class:`BaseCAM` (``upsample`` is always on: the product lives at input size).
+    Args: as in :class:`BaseCAM` (``relu`` acts on the Grad-CAM factor; ``upsample``
+    is always on: the product lives at input size).
     """
 
-    def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
-        cam = GradCAM.__call__(self, x, target, top_k=top_k)  # its raw maps: ReLU'd, not normalized
-        multi = cam.scores.ndim == 2
-        classes = cam.targets if cam.targets is None or multi else cam.targets[:, None]
+    input_sized = True
+
+    def _capture(self, x: Tensor, target: TargetSpec, top_k: int | None) -> CAMContext:
+        ctx = super()._capture(x, target, top_k)
         # Explain exactly the classes Grad-CAM explained (or the same callable).
-        gb_target: TargetSpec = classes if classes is not None else target
-        grads, _, _, _, _ = guided_backprop(self.model, x, gb_target, None, self.output)  # (N, K, C_in, *S)
-        raw, maps = {}, {}
-        for name, m in cam.raw.items():
-            m = m if multi else m[:, None]
-            prod = grads * upsample(m, x.shape[2:]).unsqueeze(2)
-            raw[name] = _squeeze(prod, multi)
-            maps[name] = _squeeze(minmax_normalize(prod) if self.normalize else prod, multi)
-        return CAMResult(maps=maps, raw=raw, targets=cam.targets, scores=cam.scores, logits=cam.logits)
+        gb_target: TargetSpec = ctx.classes if ctx.classes is not None else target
+        ctx.input_gradients = guided_backprop(self.model, x, gb_target, None, self.output).input_gradients
+        return ctx
+
+    def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
+        assert ctx.input_gradients is not None
+        grads, size = ctx.input_gradients, ctx.x.shape[2:]  # (N, K, C_in, *S)
+        rectify = super()._rectify  # the ReLU of the Grad-CAM factor
+        cams = {name: rectify(m) for name, m in super().layer_maps(ctx).items()}
+        return {name: grads * upsample(m, size).unsqueeze(2) for name, m in cams.items()}
+
+    def _rectify(self, m: Tensor) -> Tensor:
+        return m  # the ReLU acted on the Grad-CAM factor in layer_maps; the product is signed

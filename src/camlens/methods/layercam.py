@@ -57,17 +57,14 @@ class LayerCAM(BaseCAM):
         assert ctx.gradients is not None
         return {n: (torch.relu(ctx.gradients[n]) * a.unsqueeze(1)).sum(dim=2) for n, a in ctx.activations.items()}
 
-    def _postprocess(self, raw: dict[str, Tensor], ctx: CAMContext, multi: bool) -> CAMResult:
-        result = super()._postprocess(raw, ctx, multi)
+    def _postprocess(self, raw: dict[str, Tensor], ctx: CAMContext) -> CAMResult:
+        result = super()._postprocess(raw, ctx)
         if self.fuse is None and len(raw) > 1:
             scaled = []
-            for m in raw.values():
-                m = torch.relu(m) if self.relu else m
+            for m in result.raw.values():  # after the ReLU
                 m = upsample(m, ctx.x.shape[2:])
                 top = m.flatten(2).amax(dim=-1)[(...,) + (None,) * (m.ndim - 2)]
                 scaled.append(torch.tanh(self.gamma * m / torch.where(top > 0, top, torch.ones_like(top))))
             fused = torch.stack(scaled).amax(dim=0)
-            if self.normalize:
-                fused = minmax_normalize(fused)
-            result.fused = fused if multi else fused.squeeze(1)
+            result.fused = minmax_normalize(fused) if self.normalize else fused
         return result

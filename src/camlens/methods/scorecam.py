@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camlens.errors import InputError
 from camlens.core.layers import LayerSpec
 from camlens.core.ops import minmax_normalize, upsample
+from camlens.errors import InputError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
 from camlens.methods._rerun import InferenceCopy
 from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine

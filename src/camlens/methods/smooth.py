@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camlens.errors import InputError
 from camlens.core.layers import LayerSpec
 from camlens.core.targets import TargetSpec, select_output, target_scores
-from camlens.methods.base import BaseCAM, CAMResult
+from camlens.errors import InputError
+from camlens.methods.base import BaseCAM, CAMContext, CAMResult
 from camlens.methods.registry import get_method, register
 
 __all__ = ["TRANSFORMS", "NoiseSmooth", "TTASmooth"]
@@ -29,7 +29,13 @@ TRANSFORMS: dict[str, Transform] = {
 
 
 class _Averaged(BaseCAM):
-    """Runs an inner method on T modified copies of every image in one batch and averages the maps."""
+    """Runs an inner method on T modified copies of every image in one batch and averages the maps.
+
+    The pipeline is :class:`BaseCAM`'s: the capture step is one clean forward
+    pass (the targets to explain), the maps step runs the inner method on the
+    copies and averages its post-processed maps. The capability attributes are
+    those of the default inner method (Grad-CAM); ``self.inner`` is the one used.
+    """
 
     def __init__(
         self,
@@ -47,10 +53,19 @@ class _Averaged(BaseCAM):
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
             raise InputError(f"batch_size={batch_size!r} must be a positive int (images per inner call) or None")
-        self.inner = cls(model, layers, **method_kwargs) if layers is not None else cls(model, **method_kwargs)  # type: ignore[call-arg]
-        self.model = model
-        self.layers = self.inner.layers
-        self.output = self.inner.output
+        self.inner = inner = cls(model, layers, **method_kwargs)
+        # The wrapper's own settings are the inner method's (the inner one post-processes the maps).
+        super().__init__(
+            model,
+            None,
+            relu=inner.relu,
+            upsample=inner.upsample,
+            normalize=inner.normalize,
+            fuse=inner.fuse,
+            reshape=inner.reshape,
+            output=inner.output,
+        )
+        self.layers = inner.layers
         self.batch_size = batch_size
 
     def __repr__(self) -> str:
@@ -64,45 +79,40 @@ class _Averaged(BaseCAM):
         """Undo the copies' transforms on ``(N, T, K, ...)`` maps."""
         return maps
 
-    def __call__(self, x: Tensor, target: TargetSpec = None, *, top_k: int | None = None) -> CAMResult:
-        self._check_input(x)
-        n = x.shape[0]
+    def _capture(self, x: Tensor, target: TargetSpec, top_k: int | None) -> CAMContext:
+        """The clean forward pass: the targets the copies are explained for."""
         with torch.no_grad():
             logits = select_output(self.model(x), self.output)
             scores, classes, multi = target_scores(logits, target, top_k)
-        copies = self._copies(x)
+        return CAMContext(self.model, x, logits.detach(), scores.detach(), classes, {}, None, target, multi)
+
+    def _maps(self, ctx: CAMContext) -> CAMResult:
+        """The inner method's maps of the copies, averaged per image, with their K axis."""
+        n, copies = ctx.x.shape[0], self._copies(ctx.x)
         t = copies.shape[0] // n
-        inner_target: TargetSpec = classes.repeat_interleave(t, 0) if classes is not None else target
+        inner_target = ctx.classes.repeat_interleave(t, 0) if ctx.classes is not None else ctx.target
         step = copies.shape[0] if self.batch_size is None else self.batch_size
         parts: list[CAMResult] = []
         for start in range(0, copies.shape[0], step):
-            sub_target = inner_target
-            if isinstance(inner_target, Tensor):
-                sub_target = inner_target[start : start + step]
-            parts.append(self.inner(copies[start : start + step], sub_target))
+            sub = inner_target[start : start + step] if isinstance(inner_target, Tensor) else inner_target
+            parts.append(self.inner(copies[start : start + step], sub))
+        self.layers = self.inner.layers  # chosen on the first call when layers=None
+        # Class targets reach the inner method as (N * T, K): its maps keep their K axis;
+        # a callable target with (N,) scores loses it there, and gets it back here.
+        k_axis = (lambda m: m) if ctx.multi or ctx.classes is not None else (lambda m: m.unsqueeze(1))
 
-        if not multi and classes is None:
-            for p in parts:  # a callable target with (N,) scores: give the inner maps a K axis
-                p.maps = {k_: v.unsqueeze(1) for k_, v in p.maps.items()}
-                p.raw = {k_: v.unsqueeze(1) for k_, v in p.raw.items()}
-                p.fused = None if p.fused is None else p.fused.unsqueeze(1)
+        def average(pieces: list[Tensor]) -> Tensor:
+            full = k_axis(torch.cat(pieces, dim=0))  # (N * T, K, ...)
+            return self._undo(full.view(n, t, *full.shape[1:])).mean(dim=1)
 
-        def average(get: Callable[[CAMResult], Tensor | None]) -> Tensor | None:
-            pieces = [get(p) for p in parts]
-            if pieces[0] is None:
-                return None
-            full = torch.cat(pieces, dim=0)  # type: ignore[arg-type]  # (N * T, K, ...)
-            mean = self._undo(full.view(n, t, *full.shape[1:])).mean(dim=1)
-            return mean if multi else mean.squeeze(1)
-
-        names = list(parts[0].maps)
+        fused = [p.fused for p in parts if p.fused is not None]
         return CAMResult(
-            maps={m: average(lambda p, m=m: p.maps[m]) for m in names},  # type: ignore[misc]
-            raw={m: average(lambda p, m=m: p.raw[m]) for m in names},  # type: ignore[misc]
-            targets=classes if classes is None or multi else classes.squeeze(1),
-            scores=scores.detach() if multi else scores.detach().squeeze(1),
-            logits=logits.detach(),
-            fused=average(lambda p: p.fused),
+            maps={m: average([p.maps[m] for p in parts]) for m in parts[0].maps},
+            raw={m: average([p.raw[m] for p in parts]) for m in parts[0].raw},
+            targets=ctx.classes,
+            scores=ctx.scores,
+            logits=ctx.logits,
+            fused=average(fused) if fused else None,
         )
 
 

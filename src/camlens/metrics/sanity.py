@@ -169,10 +169,8 @@ class SanityResult:
 
 def _signed_maps(method: str, model: nn.Module, layer: LayerSpec, x: Tensor, classes: Tensor) -> Tensor:
     cls = get_method(method)
-    try:
-        explainer = cls(model, layer, relu=False, normalize=False)
-    except TypeError:  # a method without these switches: its default maps
-        explainer = cls(model, layer)
+    # The signed, unnormalized maps where the method has these switches (a declared capability); else its defaults.
+    explainer = cls(model, layer, relu=False, normalize=False) if cls.accepts_postprocess else cls(model, layer)
     return image_map(explainer(x, classes).map.detach())
 
 
