@@ -1,9 +1,20 @@
-"""camlens: where a PyTorch model looks. Grad-CAM and its family, metrics and reports."""
+"""camlens: where a PyTorch model looks. Grad-CAM and its family, metrics and reports.
+
+The top level holds what a user needs: the methods and their registry, the
+result type, the targets, layer listing and the automatic layer choice,
+:func:`evaluate`, dataset-scale explanation, the overlay helper and the errors.
+Plumbing stays importable from its module (``camlens.core.capture.capture``,
+``camlens.core.layers.resolve_layers``, ``camlens.core.autolayer.scan_layers``,
+``camlens.core.tokens.tokens_to_maps``, ``camlens.core.wrapped.unwrap_model``, ...).
+"""
 
 from __future__ import annotations
 
-from camlens.core.autolayer import choose_layer, scan_layers
-from camlens.core.capture import capture
+from camlens._util.version import VERSION as __version__
+from camlens.core.autolayer import choose_layer
+from camlens.core.layers import list_layers
+from camlens.core.targets_extra import DetectionTarget, EmbeddingTarget, SegmentationTarget, detection_output
+from camlens.core.tokens import channels_last_to_maps
 from camlens.dataset import explain_dataset, open_results
 from camlens.errors import (
     CamlensError,
@@ -14,7 +25,7 @@ from camlens.errors import (
     LayerShapeError,
     TargetError,
 )
-from camlens.core.layers import list_layers, resolve_layers
+from camlens.evaluation import Evaluation, evaluate
 from camlens.methods import (
     CAM,
     METHODS,
@@ -24,6 +35,7 @@ from camlens.methods import (
     CounterfactualCAM,
     EigenCAM,
     EigenGradCAM,
+    Explainer,
     FullGrad,
     GradCAM,
     GradCAMElementWise,
@@ -38,11 +50,7 @@ from camlens.methods import (
     XGradCAM,
     get_method,
 )
-from camlens.core.targets_extra import DetectionTarget, EmbeddingTarget, SegmentationTarget, detection_output
-from camlens.core.tokens import auto_reshape, channels_last_to_maps, tokens_to_maps
-from camlens.core.wrapped import unwrap_model
-
-from camlens._util.version import VERSION as __version__
+from camlens.viz.figures import overlay
 
 __all__ = [
     "CAM",
@@ -57,6 +65,8 @@ __all__ = [
     "EigenCAM",
     "EigenGradCAM",
     "EmbeddingTarget",
+    "Evaluation",
+    "Explainer",
     "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
@@ -76,17 +86,13 @@ __all__ = [
     "TargetError",
     "XGradCAM",
     "__version__",
-    "auto_reshape",
-    "capture",
     "channels_last_to_maps",
     "choose_layer",
     "detection_output",
+    "evaluate",
     "explain_dataset",
     "get_method",
     "list_layers",
     "open_results",
-    "resolve_layers",
-    "scan_layers",
-    "tokens_to_maps",
-    "unwrap_model",
+    "overlay",
 ]
