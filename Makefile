@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,17 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: $(STAMP)
 	$(VENV)/bin/camlens demo $(ARGS)
 
-test: $(STAMP)
+# ruff (rules in pyproject.toml), mypy on the package, then the suite; any finding or failure fails the target
+test: lint
 	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks docs
+	$(VENV)/bin/mypy src/camlens
+
+# the API reference, generated from the docstrings, with the pages of docs/ (mkdocs.yml): open site/index.html
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # make bench B=engine runs benchmarks/bench_engine.py (B=methods, train, ... likewise)
 B ?= engine
@@ -27,4 +36,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_$(B).py $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build site *.egg-info src/*.egg-info

@@ -1,6 +1,6 @@
 """How far maps under torch.autocast stray from float32 maps, and what autocast costs or saves.
 
-Run:  PYTHONPATH=src:tests python benchmarks/autocast_agreement.py [--device cuda] [--seeds 5] [--repeats 7]
+Run:  python benchmarks/autocast_agreement.py [--device cuda] [--seeds 5] [--repeats 7]
 
 For each model (the tutorial's ConvNet, a small ViT with registers, a
 Swin-like channels-last net, a random Hugging Face ViT) and each seed, the
@@ -8,23 +8,21 @@ same images are explained in float32 and under autocast (bfloat16 on CPU;
 float16 and bfloat16 on CUDA) for the float32 run's classes; it prints the
 largest and the mean absolute difference of the normalized maps (values in
 [0, 1]) over all images and seeds, and the median time per call of each
-precision, taken interleaved (fp32, autocast, fp32, ...) in the same run.
+precision, taken interleaved (fp32, autocast, fp32, ...) in the same run by
+benchmarks/harness.py (``--rounds``/``--repeats``).
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import harness  # first: puts src/, tests/ and benchmarks/ on sys.path
 
-import camlens  # noqa: E402
-from camlens.demo.models import ConvNet  # noqa: E402
+# isort: split
+import camlens
+from camlens.demo.models import ConvNet
 
 
 def models():
@@ -40,13 +38,26 @@ def models():
     yield "hf-vit", hf_vit, "vit.layers.0", (3, 32, 32)
 
 
+def precisions(cam, x: torch.Tensor, targets, device_type: str, dtype: torch.dtype) -> dict:
+    """The two contenders: the call in float32, and the same call under autocast to ``dtype``."""
+
+    def fp32() -> None:
+        cam(x, target=targets)
+
+    def amp() -> None:
+        with torch.autocast(device_type, dtype=dtype):
+            cam(x, target=targets)
+
+    return {"fp32": fp32, "autocast": amp}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = harness.parser(__doc__, rounds=7, rounds_aliases=("--repeats",))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    harness.set_threads(args.threads)
     dev = torch.device(args.device)
     dtypes = [torch.bfloat16] if dev.type == "cpu" else [torch.float16, torch.bfloat16]
     print(f"device {dev}, torch {torch.__version__}, {args.seeds} seeds x {args.batch} images")
@@ -54,7 +65,7 @@ def main() -> None:
     for name, make, layer, shape in models():
         for dt in dtypes:
             worst, means = 0.0, []
-            t32, tamp = [], []
+            m32 = mamp = 0.0
             for seed in range(args.seeds):
                 torch.manual_seed(seed)
                 model = make().to(dev)
@@ -67,20 +78,8 @@ def main() -> None:
                 worst = max(worst, float(d.max()))
                 means.append(float(d.mean()))
                 if seed == 0:
-                    for _ in range(args.repeats):  # interleaved: fp32, autocast, fp32, ...
-                        for bucket, ctx in ((t32, None), (tamp, dt)):
-                            if dev.type == "cuda":
-                                torch.cuda.synchronize()
-                            t0 = time.perf_counter()
-                            if ctx is None:
-                                cam(x, target=ref.targets)
-                            else:
-                                with torch.autocast(dev.type, dtype=ctx):
-                                    cam(x, target=ref.targets)
-                            if dev.type == "cuda":
-                                torch.cuda.synchronize()
-                            bucket.append(time.perf_counter() - t0)
-            m32, mamp = statistics.median(t32) * 1e3, statistics.median(tamp) * 1e3
+                    run = harness.SideBySide(precisions(cam, x, ref.targets, dev.type, dt)).run(args.rounds)
+                    m32, mamp = run.median("fp32") * 1e3, run.median("autocast") * 1e3
             print(
                 f"{name:<10} {str(dt).split('.')[-1]:<9} {worst:8.4f} {statistics.mean(means):8.4f} "
                 f"{m32:8.2f} {mamp:8.2f} {mamp / m32:8.2f}"

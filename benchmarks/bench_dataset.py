@@ -6,7 +6,8 @@ batches of the same size (``GradCAM(..., upsample=False, normalize=False)``,
 exactly what the driver calls); the driver adds data loading, softmax,
 the mass-inside statistic, float16 conversion, shards, checksums, the manifest
 and the per-class statistics. Both are timed interleaved in one run, the order
-alternating; medians, and the median of the per-repeat ratios.
+alternating (benchmarks/harness.py, ``--rounds``/``--repeats``); medians, and
+the median of the per-repeat ratios.
 
 Peak RSS: the driver in a fresh subprocess at N and 4N items (``ru_maxrss``),
 interleaved, medians.
@@ -38,7 +39,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-HERE = Path(__file__).resolve().parent
+# benchmarks/ on sys.path also when camlens loads this file for --data benchmarks/bench_dataset.py:random_images
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # puts src/ and benchmarks/ on sys.path
 
 
 class RandomImages(Dataset):
@@ -63,10 +66,8 @@ def random_images() -> RandomImages:
 
 
 def build(name: str, device: str):
-    sys.path.insert(0, str(HERE))
-    from models import resnet50, resnet_small
-
     from camlens.demo.models import ConvNet
+    from models import resnet50, resnet_small
 
     torch.manual_seed(0)
     if name == "convnet":
@@ -171,7 +172,7 @@ def rss_child(items: int, shard_size: int, batch_size: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = harness.parser(__doc__, rounds=5, rounds_aliases=("--repeats",))
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="convnet", help="convnet | resnet_small | resnet50")
     p.add_argument("--items", type=int, default=None, help="items to explain (default: the whole test sample / 20000)")
@@ -179,7 +180,6 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--shard-size", type=int, default=1024)
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 0 on CPU, 8 on CUDA)")
-    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--rss-items", type=int, default=1000, help="N for the peak-RSS check at N and 4N items")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -187,6 +187,7 @@ def main() -> None:
     if args.rss_child is not None:
         rss_child(args.rss_child, args.shard_size, args.batch_size)
         return
+    threads = harness.set_threads(args.threads)
     if args.num_workers is None:
         args.num_workers = 8 if args.device.startswith("cuda") else 0
     torch.manual_seed(0)
@@ -206,27 +207,33 @@ def main() -> None:
         args.items = args.items or 20000
         data = RandomImages(args.items, args.image_size)
         # in-memory floor: a few distinct batches on the device, cycled (the whole set would not fit)
-        distinct = [torch.rand(args.batch_size, 3, args.image_size, args.image_size, device=args.device) for _ in range(4)]
+        shape = (args.batch_size, 3, args.image_size, args.image_size)
+        distinct = [torch.rand(shape, device=args.device) for _ in range(4)]
         n_batches = -(-args.items // args.batch_size)
         batches = [distinct[i % 4] for i in range(n_batches)]
 
     print(f"device={args.device} model={args.model} layer={layer} items={args.items} batch={args.batch_size} "
-          f"shard={args.shard_size} workers={args.num_workers} torch={torch.__version__} threads={torch.get_num_threads()}")  # fmt: skip
+          f"shard={args.shard_size} workers={args.num_workers} torch={torch.__version__} "
+          f"threads={threads}")  # fmt: skip
     # warm-up (kernels, allocator, page cache), not timed
     engine_pass(model, layer, batches[:2], args.device)
-    driver_pass(model, data, layer, argparse.Namespace(**{**vars(args), "items": min(args.items, 2 * args.batch_size)}), args.device)
+    few = argparse.Namespace(**{**vars(args), "items": min(args.items, 2 * args.batch_size)})
+    driver_pass(model, data, layer, few, args.device)
 
-    eng, drv, util = [], [], []
-    for r in range(args.repeats):  # interleaved, order alternating (ABBA...) so that drift favours neither
-        for which in ("engine", "driver") if r % 2 == 0 else ("driver", "engine"):
-            if which == "engine":
-                eng.append(engine_pass(model, layer, batches, args.device))
-                continue
-            sampler = GPUSampler() if args.device.startswith("cuda") else None
-            drv.append(driver_pass(model, data, layer, args, args.device, sampler))
-            if sampler is not None and sampler.samples:
-                util.append(statistics.mean(sampler.samples))
-    e, d = statistics.median(eng), statistics.median(drv)
+    util: list[float] = []
+
+    def driver() -> float:
+        sampler = GPUSampler() if args.device.startswith("cuda") else None
+        seconds = driver_pass(model, data, layer, args, args.device, sampler)
+        if sampler is not None and sampler.samples:
+            util.append(statistics.mean(sampler.samples))
+        return seconds
+
+    # interleaved, order alternating (AB BA ...) so that drift favours neither; each pass times itself
+    run = harness.SideBySide({"engine": lambda: engine_pass(model, layer, batches, args.device), "driver": driver},
+                             mode="self-timed", alternate=True).run(args.rounds)  # fmt: skip
+    eng, drv = run.per_round("engine"), run.per_round("driver")
+    e, d = run.median("engine"), run.median("driver")
     result = {
         "engine_items_per_s": args.items / e,
         "driver_items_per_s": args.items / d,
@@ -234,14 +241,15 @@ def main() -> None:
         "engine_s": [round(v, 4) for v in eng],
         "driver_s": [round(v, 4) for v in drv],
     }
-    print(f"engine on in-memory batches: {args.items / e:9.1f} items/s  (median of {args.repeats}: {e:.3f} s)")
-    print(f"explain_dataset, end to end: {args.items / d:9.1f} items/s  (median of {args.repeats}: {d:.3f} s)")
-    paired = statistics.median(a / b for a, b in zip(eng, drv))
+    print(f"engine on in-memory batches: {args.items / e:9.1f} items/s  (median of {args.rounds}: {e:.3f} s)")
+    print(f"explain_dataset, end to end: {args.items / d:9.1f} items/s  (median of {args.rounds}: {d:.3f} s)")
+    paired = run.paired_ratio("engine", "driver")
     result["paired_ratio_median"] = paired
     print(f"driver / engine throughput:  {e / d:9.3f}  (bar: >= 0.85); median of per-repeat ratios {paired:.3f}")
     if util:
         result["gpu_utilisation_pct"] = util
-        print(f"GPU utilisation during explain_dataset: mean {statistics.mean(util):.1f} % per run {['%.1f' % u for u in util]}")
+        print(f"GPU utilisation during explain_dataset: mean {statistics.mean(util):.1f} % "
+              f"per run {[f'{u:.1f}' for u in util]}")
 
     if not args.skip_rss and not args.device.startswith("cuda"):
         n = args.rss_items

@@ -10,30 +10,28 @@
 (c) captum: LayerGradCam(...).attribute + LayerAttribution.interpolate + the
     same normalization, i.e. the same output as (b).
 Plus top-5 classes per image: camlens top_k=5 vs one class vs a loop of 5 calls.
-Reported: medians over interleaved repetitions, ratios camlens/floor and
-captum/camlens, and peak memory (CUDA: max_memory_allocated; CPU: peak RSS
-of a fresh subprocess running only that variant, minus one running nothing).
+Reported (through benchmarks/harness.py): medians over interleaved rounds,
+ratios camlens/floor and captum/camlens, and peak memory (CUDA:
+max_memory_allocated; CPU: peak RSS of a fresh subprocess running only that
+variant, minus one running nothing).
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import harness  # first: puts src/ and benchmarks/ on sys.path
 
-import camlens  # noqa: E402
-from camlens.demo.models import ConvNet  # noqa: E402
-from camlens.core.ops import minmax_normalize  # noqa: E402
-from models import resnet50, resnet_small  # noqa: E402
+# isort: split
+import camlens
+from camlens.core.ops import minmax_normalize
+from camlens.demo.models import ConvNet
+from models import resnet50, resnet_small
 
 
 def make(model_name: str, batch: int, device: str):
@@ -93,30 +91,11 @@ def variants(model, x, layer, split):
             "camlens-loop5": loop5}  # fmt: skip
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def time_interleaved(fns: dict, reps: int, device: str) -> dict[str, float]:
-    for f in fns.values():  # warm-up
-        f()
-        f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            sync(device)
-            t = time.perf_counter()
-            f()
-            sync(device)
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def peak_cpu(model_name: str, batch: int, variant: str) -> float:
     """Peak RSS (MiB) of a fresh process running ``variant`` (or nothing) three times."""
     code = (
-        f"import sys; sys.argv=['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_engine as b, resource;"
+        f"import sys; sys.argv=['x']; sys.path.insert(0, {str(Path(__file__).parent)!r});"
+        "import bench_engine as b, resource;"
         f"m,x,l,s=b.make({model_name!r},{batch},'cpu'); fns=b.variants(m,x,l,s);"
         f"[fns[{variant!r}]() for _ in range(3)] if {variant!r} != 'none' else None;"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
@@ -136,38 +115,38 @@ def peak_cuda(fn) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = harness.parser(__doc__, rounds=15, rounds_aliases=("--reps",))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--reps", type=int, default=15)
     p.add_argument("--resnet50", action="store_true", help="ResNet-50 at 224x224, batch 64 (for a GPU)")
     p.add_argument("--no-memory", action="store_true")
     args = p.parse_args()
+    threads = harness.set_threads(args.threads)
     configs = [("resnet50", 64)] if args.resnet50 else [("convnet", 1), ("convnet", 64), ("resnet-small", 1),
                                                         ("resnet-small", 64)]  # fmt: skip
-    hw = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
-    print(f"# camlens {camlens.__version__}, torch {torch.__version__}, device {args.device} ({hw}), reps {args.reps}")
-    header = "| model | batch | floor ms | camlens ms | captum ms | camlens/floor | captum/camlens | top-5/1-class | loop-5/1-class | peak MiB floor / camlens / captum |"
-    print(header)
-    print("| --- " * 10 + "|")
+    cuda = args.device.startswith("cuda")
+    hw = torch.cuda.get_device_name() if cuda else f"{platform.processor() or 'cpu'}, {threads} threads"
+    print(f"# camlens {camlens.__version__}, torch {torch.__version__}, device {args.device} ({hw}), "
+          f"rounds {args.rounds}")  # fmt: skip
+    header = ["model", "batch", "floor ms", "camlens ms", "captum ms", "camlens/floor", "captum/camlens",
+              "top-5/1-class", "loop-5/1-class", "peak MiB floor / camlens / captum"]  # fmt: skip
+    harness.print_table(header, [])
     for name, batch in configs:
         model, x, layer, split = make(name, batch, args.device)
         fns = variants(model, x, layer, split)
-        reps = args.reps if not (name == "resnet-small" and batch == 64) else max(5, args.reps // 2)
-        med = time_interleaved(fns, reps, args.device)
+        rounds = args.rounds if not (name == "resnet-small" and batch == 64) else max(5, args.rounds // 2)
+        run = harness.SideBySide(fns, label="Grad-CAM engine", sub_label=f"{name} b{batch}").run(rounds, warmup=2)
         if args.no_memory:
             mem = "-"
-        elif args.device.startswith("cuda"):
+        elif cuda:
             mem = " / ".join(f"{peak_cuda(fns[k]):.0f}" for k in ("floor", "camlens", "captum"))
         else:
             base = peak_cpu(name, batch, "none")
             mem = " / ".join(f"{peak_cpu(name, batch, k) - base:.0f}" for k in ("floor", "camlens", "captum"))
-        ms = {k: v * 1e3 for k, v in med.items()}
-        print(
-            f"| {name} | {batch} | {ms['floor']:.2f} | {ms['camlens']:.2f} | {ms['captum']:.2f} | "
-            f"{med['camlens'] / med['floor']:.2f} | {med['captum'] / med['camlens']:.2f} | "
-            f"{med['camlens-top5'] / med['camlens-1class']:.2f} | {med['camlens-loop5'] / med['camlens-1class']:.2f} | {mem} |",
-            flush=True,
-        )
+        ms = {k: v * 1e3 for k, v in run.medians().items()}
+        harness.print_row([name, batch, f"{ms['floor']:.2f}", f"{ms['camlens']:.2f}", f"{ms['captum']:.2f}",
+                           f"{run.ratio('camlens', 'floor'):.2f}", f"{run.ratio('captum', 'camlens'):.2f}",
+                           f"{run.ratio('camlens-top5', 'camlens-1class'):.2f}",
+                           f"{run.ratio('camlens-loop5', 'camlens-1class'):.2f}", mem])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ the final linear layer).
     PYTHONPATH=src python benchmarks/bench_evaluate.py --seeds 0 --n-images 500   # the timing bar, one seed
     PYTHONPATH=src python benchmarks/bench_evaluate.py --compare 3 --n-images 100  # metric phase before/after
 
+The before/after comparison runs through benchmarks/harness.py: interleaved,
+order alternating, each phase timed once per round.
+
 If fewer than three methods are registered, the run is padded with copies of
 Grad-CAM registered under "timing-copy-N" in this process only, so the timing
 covers 3 methods x 3 layers of the same per-map cost; the output says so.
@@ -17,23 +20,24 @@ covers 3 methods x 3 layers of the same per-map cost; the output says so.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+import harness  # first: puts src/ and benchmarks/ on sys.path
+
+# isort: split
 from camlens.demo.checkpoint import save_checkpoint
 from camlens.demo.data import CLASSES, FashionMNIST
+from camlens.demo.models import ConvNet
 from camlens.evaluation.run import evaluate_checkpoint
 from camlens.methods import METHODS, GradCAM, register
 from camlens.metrics import ROAD_PERCENTAGES, confidence_change, deletion, insertion, saliency_rank
 from camlens.metrics._common import class_probs, resolve_classes
 from camlens.metrics.batched import faithfulness
 from camlens.metrics.road import road_counts, road_images, road_noise
-from camlens.demo.models import ConvNet
 
 
 def train(path: Path, seed: int, epochs: int = 5) -> float:
@@ -53,9 +57,8 @@ def train(path: Path, seed: int, epochs: int = 5) -> float:
     xt, yt = FashionMNIST(split="test").tensors()
     with torch.no_grad():
         acc = float((torch.cat([model(c).argmax(1) for c in xt.split(512)]) == yt).float().mean())
-    save_checkpoint(
-        path, model, {"architecture": "convnet", "classes": list(CLASSES), "epochs": epochs, "accuracy": acc, "seed": seed}
-    )
+    meta = {"architecture": "convnet", "classes": list(CLASSES), "epochs": epochs, "accuracy": acc, "seed": seed}
+    save_checkpoint(path, model, meta)
     print(f"trained {path} in {time.perf_counter() - t0:.1f} s: test accuracy {acc:.4f}")
     return acc
 
@@ -93,20 +96,19 @@ def compare(ckpt: Path, n_images: int, reps: int, steps: int) -> None:
         for key, mp in _method_maps(model, x, m, ["seq.0", "seq.2", "seq.4"], 512).items():
             maps[f"{m}@{key}"] = mp
     maps.update({b: BASELINES[b](x, 0) for b in ("random", "intensity", "edge")})
-    times: dict[str, list[float]] = {"before": [], "after": []}
-    for r in range(reps):
-        for name, fn in (("before", _before), ("after", _after)) if r % 2 == 0 else (("after", _after), ("before", _before)):
-            t0 = time.perf_counter()
-            fn(model, x, maps, 0, steps)
-            times[name].append(time.perf_counter() - t0)
-            print(f"  rep {r} {name}: {times[name][-1]:.2f} s", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    phases = {"before": lambda: _before(model, x, maps, 0, steps), "after": lambda: _after(model, x, maps, 0, steps)}
+    def report(r: int, name: str, seconds: float) -> None:
+        print(f"  rep {r} {name}: {seconds:.2f} s", flush=True)
+
+    run = harness.SideBySide(phases, mode="once", alternate=True, after_each=report).run(reps)
+    med = run.medians()
     print(f"metric phase, {n_images} images x {len(maps)} maps, {torch.get_num_threads()} threads, median of {reps}: "
           f"before {med['before']:.2f} s, after {med['after']:.2f} s, speed-up {med['before'] / med['after']:.2f}x")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.parser(__doc__, rounds=3)
+    ap.set_defaults(threads=2)
     ap.add_argument("--checkpoint", default="build/bench-evaluate/convnet-seed0")
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--n-images", type=int, default=500)
@@ -114,20 +116,20 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=None, help="default: up to 3 registered methods")
     ap.add_argument("--layers", nargs="+", default=["seq.0", "seq.2", "seq.4"])
     ap.add_argument("--steps", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baselines", nargs="+", default=["random", "intensity", "edge"])
     ap.add_argument("--no-sanity", action="store_true")
     ap.add_argument("--json", default=None, help="also write the evaluation JSON here")
-    ap.add_argument("--compare", type=int, default=0, metavar="REPS",
-                    help="instead: time the metric phase before/after batching, REPS interleaved runs on --n-images")
+    ap.add_argument("--compare", type=int, nargs="?", const=0, default=None, metavar="REPS",
+                    help="instead: time the metric phase before/after batching on --n-images, "
+                         "REPS interleaved rounds (default --rounds)")  # fmt: skip
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = harness.set_threads(args.threads)
 
     ckpt = Path(args.checkpoint)
     if not (ckpt / "meta.json").is_file():
         train(ckpt, args.train_seed)
-    if args.compare:
-        compare(ckpt, args.n_images, args.compare, args.steps)
+    if args.compare is not None:
+        compare(ckpt, args.n_images, args.compare or args.rounds, args.steps)
         return
 
     methods = args.methods
@@ -146,31 +148,34 @@ def main() -> None:
         if pad:
             print(f"note: only {len(methods) - len(pad)} real method(s) registered; timing padded with {pad}")
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    ev = evaluate_checkpoint(
+    c0 = time.process_time()
+    ev, total = harness.timed(lambda: evaluate_checkpoint(
         ckpt, n_images=args.n_images, methods=methods, layers=args.layers, seeds=args.seeds,
         steps=args.steps, sanity=not args.no_sanity, baselines=args.baselines,
-    )
-    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    ))  # fmt: skip
+    cpu = time.process_time() - c0
     print(ev.table())
     try:
-        load = " ".join(open("/proc/loadavg").read().split()[:3])
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         load = "?"
-    print(f"\nTOTAL evaluate_checkpoint wall time: {total:.1f} s, process CPU time {cpu:.1f} s (load average {load}) for {args.n_images} images x {len(methods)} methods "
-          f"x {len(args.layers)} layers + {len(args.baselines)} baselines x {len(args.seeds)} seed(s), {args.threads} threads "
+    print(f"\nTOTAL evaluate_checkpoint wall time: {total:.1f} s, process CPU time {cpu:.1f} s (load average {load}) "
+          f"for {args.n_images} images x {len(methods)} methods x {len(args.layers)} layers + "
+          f"{len(args.baselines)} baselines x {len(args.seeds)} seed(s), {threads} threads "
           f"(accuracy on these images {ev.config['accuracy_on_images']:.4f})")
 
     comp = {(r["entry"], r["metric"]): r for r in ev.comparisons("random")}
     print("\nBARS")
     for m in ("deletion", "insertion", "road"):
         r = comp[("gradcam@seq.4", m)]
-        print(f"  gradcam@seq.4 - random, {m}: {r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] {r['verdict']}")
+        print(f"  gradcam@seq.4 - random, {m}: {r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}] "
+              f"{r['verdict']}")
     for r in ev.sanity_summary():
         if r["step"] == 0 and r["entry"].split("@")[0] in ("gradcam", "guided-backprop"):
             s = r["spearman"]
             print(f"  {r['entry']} {r['mode']}, randomized {r['randomized']}: Spearman {s['mean']:+.4f} "
-                  f"[{s['low']:+.4f}, {s['high']:+.4f}], |.| {r['spearman_abs']['mean']:+.4f}, SSIM {r['ssim']['mean']:+.4f}")
+                  f"[{s['low']:+.4f}, {s['high']:+.4f}], |.| {r['spearman_abs']['mean']:+.4f}, "
+                  f"SSIM {r['ssim']['mean']:+.4f}")
     if args.json:
         ev.save_json(args.json)
         print(f"wrote {args.json}")

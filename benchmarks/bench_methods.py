@@ -2,32 +2,30 @@
 
 Also times Score-CAM and Ablation-CAM against torchcam's ScoreCAM on the same
 input (torchcam is installed with --no-deps in the benchmark environment).
-Timings are interleaved (one call of every contender per round) and the
-median over rounds is reported, so load from other processes hits all alike.
+Timings are interleaved by benchmarks/harness.py (one call of every contender
+per round) and the median over rounds is reported, so load from other
+processes hits all alike.
 
     PYTHONPATH=src python benchmarks/bench_methods.py [--rounds 5] [--batch 16] [--only scorecam,ablationcam]
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
-import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import resnet_small  # noqa: E402
+import harness  # first: puts src/ and benchmarks/ on sys.path
 
-import camlens  # noqa: E402
-from camlens.core.capture import capture, forward_hooks  # noqa: E402
-from camlens.methods import METHODS  # noqa: E402
-from camlens.methods.scorecam import CPU_MAX_ROWS  # noqa: E402
+# isort: split
+import camlens
+from camlens.core.capture import capture, forward_hooks
+from camlens.methods import METHODS
+from camlens.methods.scorecam import CPU_MAX_ROWS
+from models import resnet_small
 
 LAYER = "layer4"
 
@@ -71,17 +69,14 @@ def contenders(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=5)
+    p = harness.parser(__doc__, rounds=5)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--only", default="", help="comma-separated method names (gradcam is always timed)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument(
         "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
     )
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = harness.set_threads(args.threads)
     torch.manual_seed(0)
     model = resnet_small(num_classes=100).eval()
     x = torch.randn(args.batch, 3, 64, 64)
@@ -90,26 +85,19 @@ def main() -> None:
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
     runs = contenders(model, x, classes, only, args.torchcam_batch)
     warnings.simplefilter("ignore")
-    for fn in runs.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = med["gradcam"]
+    run = harness.SideBySide(runs, label="methods", sub_label=f"resnet_small b{args.batch}").run(args.rounds, warmup=1)
+    med = run.medians()
     tc = med.get("torchcam.ScoreCAM")
     cpu = platform.processor() or platform.machine()
     print(
         f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({cpu}, "
-        f"{torch.get_num_threads()} threads), torch {torch.__version__}, median of {args.rounds} interleaved rounds"
+        f"{threads} threads), torch {torch.__version__}, median of {args.rounds} interleaved rounds"
     )
-    print(f"{'method':<28}{'median s':>10}{'min s':>10}{'x Grad-CAM':>12}{'torchcam/this':>15}")
-    for name, t in med.items():
-        vs = f"{tc / t:>15.2f}" if tc and name.startswith(("scorecam", "ablationcam", "torchcam")) else ""
-        print(f"{name:<28}{t:>10.4f}{min(times[name]):>10.4f}{t / base:>12.2f}{vs}")
+    harness.print_table(["method", "median s", "min s", "x Grad-CAM", "torchcam/this"], [
+        [name, f"{t:.4f}", f"{min(run.per_round(name)):.4f}", f"{run.ratio(name, 'gradcam'):.2f}",
+         f"{tc / t:.2f}" if tc and name.startswith(("scorecam", "ablationcam", "torchcam")) else ""]
+        for name, t in med.items()
+    ])  # fmt: skip
     if not only or "scorecam" in only:
         sc = camlens.ScoreCAM(model, LAYER)
         sc(x, target=classes)

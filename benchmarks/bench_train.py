@@ -12,12 +12,14 @@ The plain loop is the tutorial's pattern: a DataLoader over a TensorDataset
 pass and a separate accuracy pass (both under no_grad here, which is kinder
 to the plain loop than the tutorial, whose accuracy pass keeps autograd on).
 
+Each epoch is one round of benchmarks/harness.py (``--rounds`` is ``--epochs``);
+training changes the models, so every epoch is timed once (``harness.timed``).
+
 Run:  PYTHONPATH=src python benchmarks/bench_train.py [--epochs 5] [--seed 0] [--threads 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -25,6 +27,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import harness  # first: puts src/ and benchmarks/ on sys.path
+
+# isort: split
 from camlens.demo.data import load_split
 from camlens.demo.models import ConvNet
 from camlens.demo.train import _as_float, evaluate, train_epoch
@@ -68,19 +73,17 @@ def plain_epoch(model: nn.Module, opt: torch.optim.Optimizer, train_loader: Data
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=5)
+    p = harness.parser(__doc__, rounds=5, rounds_aliases=("--epochs",))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--data", default=None, help="IDX folder (default: the bundled sample)")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = harness.set_threads(args.threads)
+    epochs = args.rounds
 
     tr_img, tr_lbl = load_split(args.data, "train")
     va_img, va_lbl = load_split(args.data, "test")
     print(f"data: {len(tr_lbl)} train, {len(va_lbl)} validation images; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {args.epochs} epochs each, interleaved")
+          f"{threads} threads; {epochs} epochs each, interleaved")
 
     # plain: float tensors, TensorDataset, DataLoader (as in the tutorial)
     px, vx = tr_img.unsqueeze(1).float() / 255.0, va_img.unsqueeze(1).float() / 255.0
@@ -98,20 +101,23 @@ def main() -> None:
     cam = ConvNet().to(memory_format=torch.channels_last)
     cam_opt = torch.optim.Adam(cam.parameters(), lr=1e-3)
     cgen = torch.Generator().manual_seed(args.seed)
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), cam.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), cam.state_dict().values(), strict=True))
 
     rows = []
-    for epoch in range(1, args.epochs + 1):
-        t0, c0 = time.perf_counter(), time.process_time()
-        p_tl, p_vl, p_acc, p_t = plain_epoch(plain, plain_opt, train_loader, val_loader)
-        t_plain, cpu_plain = time.perf_counter() - t0, time.process_time() - c0
-        t0, c0 = time.perf_counter(), time.process_time()
-        c_tl, c_t = train_epoch(cam, cam_opt, cx, cy, 128, cgen)
+    def cam_epoch() -> tuple[float, float, dict[str, float]]:
+        _, c_t = train_epoch(cam, cam_opt, cx, cy, 128, cgen)
         tv = time.perf_counter()
         cam.eval()
         c_vl, c_acc, _ = evaluate(cam, cvx, cvy)
         c_t["validation"] = time.perf_counter() - tv
-        t_cam, cpu_cam = time.perf_counter() - t0, time.process_time() - c0
+        return c_vl, c_acc, c_t
+
+    for epoch in range(1, epochs + 1):
+        c0 = time.process_time()
+        (_, p_vl, p_acc, p_t), t_plain = harness.timed(lambda: plain_epoch(plain, plain_opt, train_loader, val_loader))
+        cpu_plain, c0 = time.process_time() - c0, time.process_time()
+        (c_vl, c_acc, c_t), t_cam = harness.timed(cam_epoch)
+        cpu_cam = time.process_time() - c0
         rows.append((t_plain, t_cam, p_t, c_t, cpu_plain, cpu_cam))
         print(f"epoch {epoch}: plain {t_plain:6.2f}s (val acc {p_acc:.4f}, val loss {p_vl:.4f})   "
               f"camlens {t_cam:6.2f}s (val acc {c_acc:.4f}, val loss {c_vl:.4f})   ratio {t_plain / t_cam:.2f}x")
@@ -124,7 +130,7 @@ def main() -> None:
     cp, cc = med(r[4] for r in rows), med(r[5] for r in rows)
     print(f"median CPU time per epoch (all threads; less sensitive to other processes on the machine): "
           f"plain {cp:.2f}s, camlens {cc:.2f}s -> {cp / cc:.2f}x")
-    print(f"final validation accuracy after {args.epochs} epochs: plain {p_acc:.4f}, camlens {c_acc:.4f}")
+    print(f"final validation accuracy after {epochs} epochs: plain {p_acc:.4f}, camlens {c_acc:.4f}")
     print("\nwhere the time went (median seconds per epoch):")
     for key in ("data", "step", "val_loss_pass", "accuracy_pass"):
         print(f"  plain    {key:<14} {med(r[2][key] for r in rows):6.2f}")

@@ -1,8 +1,9 @@
 """What the issue-7 conveniences cost: automatic token reshape and automatic layer choice.
 
-Run:  PYTHONPATH=src:tests python benchmarks/beyond_overhead.py [--repeats 15] [--device cpu]
+Run:  python benchmarks/beyond_overhead.py [--repeats 15] [--device cpu]
 
-Side by side, interleaved in one run, medians over ``--repeats`` rounds, on a
+Side by side, interleaved in one run (benchmarks/harness.py), medians over
+``--rounds``/``--repeats`` rounds, on a
 random Hugging Face ViT (4 layers, 224x224 input, patch 16: 197 tokens) and the
 tutorial's ConvNet:
 
@@ -14,31 +15,20 @@ tutorial's ConvNet:
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
-
 import torch
 
+import harness  # first: puts src/ and benchmarks/ on sys.path
+
+# isort: split
 import camlens
 from camlens.demo.models import ConvNet
 
 
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=15)
+    ap = harness.parser(__doc__, rounds=15, rounds_aliases=("--repeats",))
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    harness.set_threads(args.threads)
     dev = torch.device(args.device)
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -61,14 +51,9 @@ def main() -> None:
         "convnet layer given": lambda: camlens.GradCAM(conv, "seq.4")(xc),
         "convnet layers=None (1st call)": lambda: camlens.GradCAM(conv)(xc),
     }
-    for fn in cases.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(args.repeats):
-        for k, fn in cases.items():
-            times[k].append(timed(fn, dev))
-    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    print(f"device {dev}, torch {torch.__version__}, {args.repeats} interleaved rounds, medians")
+    run = harness.SideBySide(cases).run(args.rounds, warmup=1)
+    med = {k: v * 1e3 for k, v in run.medians().items()}
+    print(f"device {dev}, torch {torch.__version__}, {args.rounds} interleaved rounds, medians")
     for k, v in med.items():
         print(f"{k:<32} {v:9.2f} ms")
     print(f"ratio vit auto/hand reshape       {med['vit auto reshape'] / med['vit hand reshape']:.3f}")

@@ -62,7 +62,7 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem_stride > 1 else nn.Identity()
         cin = widths[0]
         stages = []
-        for i, (d, w) in enumerate(zip(depths, widths)):
+        for i, (d, w) in enumerate(zip(depths, widths, strict=True)):
             blocks = []
             for j in range(d):
                 blocks.append(block(cin, w, 2 if (j == 0 and i > 0) else 1))

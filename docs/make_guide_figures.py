@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 import camlens  # noqa: E402
-from camlens.demo.checkpoint import atomic_write_bytes  # noqa: E402
+from camlens._util.files import atomic_write_bytes  # noqa: E402
 
 
 def squares(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +54,7 @@ def main() -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from beyond_models import SwinLike, TinyViT
 
     torch.manual_seed(0)
