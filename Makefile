@@ -1,21 +1,28 @@
 # The README's two set-up commands: `make demo` and `make test`.
-# Each creates .venv (once) and installs pinned versions from constraints.txt.
+# Each creates .venv (once) and installs pinned versions from constraints.txt: the demo only what it runs,
+# the tests the dev tools (pytest, ruff, mypy, mkdocs, the peers) on top.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint docs bench clean
 
-$(STAMP): pyproject.toml constraints.txt Makefile
+# The demo needs the package and its plotting/CLI extras only; the tests add the dev tools on top.
+$(DEMO_STAMP): pyproject.toml constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt -e '.[all]'
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	# torchcam would pull torchvision (no CPU build here): install it without deps.
 	$(PIP) install -c constraints.txt --no-deps torchcam
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/camlens demo $(ARGS)
 
 # ruff (rules in pyproject.toml), mypy on the package, then the suite; any finding or failure fails the target

@@ -107,7 +107,7 @@ class TinyDetector(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         f = self.backbone(x)
-        n, _, h, w = f.shape
+        _, _, h, w = f.shape
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
         cx = ((xs + 0.5) * self.stride).flatten().to(x.dtype)
         cy = ((ys + 0.5) * self.stride).flatten().to(x.dtype)

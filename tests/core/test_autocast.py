@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from beyond_models import SwinLike, TinyViT, hf_vit
 
 import camlens
+from beyond_models import SwinLike, TinyViT, hf_vit
 from camlens.demo.models import ConvNet
 
 MAX_ABS = 0.15

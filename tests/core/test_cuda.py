@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 import camlens
+from models import resnet_small
 
-from models import resnet_small  # noqa: E402
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU in this environment (runs on a lent GPU)")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA GPU in this environment (runs on a lent GPU)"
+)
 
 LAYERS = {"fullgrad": None, "cam": "layer4"}  # CAM needs the layer under the GAP + linear head
 

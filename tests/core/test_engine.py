@@ -6,11 +6,11 @@ import copy
 
 import pytest
 import torch
-from testmodels import GapNet, SmallConvNet, hook_count
 from torch import nn
 
 import camlens
 from camlens.core.ops import minmax_normalize
+from testmodels import GapNet, SmallConvNet, hook_count
 
 
 class OneConv(nn.Module):

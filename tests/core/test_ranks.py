@@ -18,7 +18,7 @@ import camlens
 
 def _taps(d: int, n_in: int, n_out: int) -> list[tuple[int, float]]:
     s = max((d + 0.5) * n_in / n_out - 0.5, 0.0)
-    i0 = min(int(math.floor(s)), n_in - 1)
+    i0 = min(math.floor(s), n_in - 1)
     i1 = min(i0 + 1, n_in - 1)
     lam = s - i0
     return [(i0, 1.0 - lam), (i1, lam)]
@@ -29,7 +29,7 @@ def _resize_loop(m: list, shape_in: tuple[int, ...], shape_out: tuple[int, ...])
     src = torch.tensor(m, dtype=torch.float64)
     out = torch.zeros(shape_out, dtype=torch.float64)
     for idx in itertools.product(*[range(s) for s in shape_out]):
-        taps = [_taps(d, i, o) for d, i, o in zip(idx, shape_in, shape_out)]
+        taps = [_taps(d, i, o) for d, i, o in zip(idx, shape_in, shape_out, strict=True)]
         v = 0.0
         for combo in itertools.product(*taps):
             w = 1.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from beyond_models import TinyDetector, hf_vit
 from torch import nn
 
 import camlens
+from beyond_models import TinyDetector, hf_vit
 from camlens.core.targets_extra import box_iou
 
 

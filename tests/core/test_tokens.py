@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
-from beyond_models import SwinLike, TinyViT, hf_vit
 
 import camlens
+from beyond_models import SwinLike, TinyViT, hf_vit
 from camlens.core.tokens import auto_reshape, channels_last_to_maps, find_grid, tokens_to_maps
 
 
@@ -98,7 +98,10 @@ def test_hf_vit_token_maps_equal_a_hand_written_reshape():
     x = torch.rand(3, 3, 32, 32)
     layer = "vit.layers.1.layernorm_before"
     auto = camlens.GradCAM(model, layer)(x)
-    hand = camlens.GradCAM(model, layer, reshape=lambda t: t[:, 1:].reshape(t.shape[0], 4, 4, -1).permute(0, 3, 1, 2))(x)
+    def to_grid(t: torch.Tensor) -> torch.Tensor:
+        return t[:, 1:].reshape(t.shape[0], 4, 4, -1).permute(0, 3, 1, 2)
+
+    hand = camlens.GradCAM(model, layer, reshape=to_grid)(x)
     assert auto.raw[layer].shape == (3, 4, 4)
     torch.testing.assert_close(auto.raw[layer], hand.raw[layer], atol=1e-6, rtol=0)
     torch.testing.assert_close(auto.maps[layer], hand.maps[layer], atol=1e-6, rtol=0)
@@ -189,8 +192,8 @@ def test_camlens_never_imports_torchvision():
     # The test environment has no torchvision (no CPU build exists for it), so the HF ViT tests
     # above also show that transformers' ViT runs without it; camlens itself must never import it.
     code = (
-        "import sys, camlens, camlens.core.tokens, camlens.core.autolayer, camlens.core.wrapped, camlens.core.targets_extra, "
-        "camlens.cli.demo, camlens.cli.explain_dataset; print('torchvision' in sys.modules)"
+        "import sys, camlens, camlens.core.tokens, camlens.core.autolayer, camlens.core.wrapped, "
+        "camlens.core.targets_extra, camlens.cli.demo, camlens.cli.explain_dataset; print('torchvision' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
-from models import resnet_small
-from testmodels import GapNet, SmallConvNet
 
 import camlens
 from camlens.core.ops import minmax_normalize
+from models import resnet_small
+from testmodels import GapNet, SmallConvNet
 
 
 def _cases():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from testmodels import SmallConvNet, hook_count
 from torch import nn
 
 import camlens
@@ -13,6 +12,7 @@ from camlens.core.ops import upsample
 from camlens.errors import InputError
 from camlens.methods import _rerun
 from camlens.methods.scorecam import _mask_upsampler
+from testmodels import SmallConvNet, hook_count
 
 LAYER = "seq.5"
 

@@ -24,9 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from camlens.core.capture import module_outputs
-from camlens.errors import CamlensError, LayerNotUsedError
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
 from camlens.core.tokens import auto_reshape
+from camlens.errors import CamlensError, LayerNotUsedError
 
 __all__ = ["LayerInfo", "choose_layer", "scan_layers"]
 
@@ -107,7 +107,7 @@ def scan_layers(
             if graph and score.requires_grad
             else []
         )
-    grad_of = dict(zip(graph, grads))
+    grad_of = dict(zip(graph, grads, strict=True))
     first_by_id: dict[int, str] = {}
     infos = []
     for name, (kind, t) in outs.items():

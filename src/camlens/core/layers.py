@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
 from torch import Tensor, nn
 
@@ -12,7 +12,7 @@ from camlens.errors import LayerNotFoundError
 
 __all__ = ["LayerSpec", "candidate_layers", "list_layers", "resolve_layers"]
 
-LayerSpec: TypeAlias = Union[str, nn.Module]
+LayerSpec: TypeAlias = str | nn.Module
 
 _SPATIAL_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.conv._ConvNd,

@@ -69,7 +69,10 @@ class SegmentationTarget:
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Intersection over union of boxes ``a`` ``(..., A, 4)`` and ``b`` ``(..., B, 4)`` (x1, y1, x2, y2) -> ``(..., A, B)``."""
+    """Intersection over union of boxes ``a`` ``(..., A, 4)`` and ``b`` ``(..., B, 4)`` -> ``(..., A, B)``.
+
+    Boxes are ``(x1, y1, x2, y2)``.
+    """
     a = a.unsqueeze(-2)
     b = b.unsqueeze(-3)
     lt = torch.maximum(a[..., :2], b[..., :2])

@@ -26,7 +26,7 @@ MAX_PREFIX_TOKENS = 10
 def _patch_for(size: Sequence[int], grid: Sequence[int], exact: bool = False) -> int | None:
     """The smallest patch size P with ``size[i] // P == grid[i]`` for every i (and no remainder if ``exact``)."""
     for p in range(1, min(size) + 1):
-        if all(s // p == g and (not exact or s % p == 0) for s, g in zip(size, grid)):
+        if all(s // p == g and (not exact or s % p == 0) for s, g in zip(size, grid, strict=True)):
             return p
     return None
 

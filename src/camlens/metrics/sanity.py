@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlens.core.capture import forward_hooks
-from camlens.errors import InputError
 from camlens.core.layers import LayerSpec
-from camlens.methods import get_method
 from camlens.core.targets import TargetSpec
+from camlens.errors import InputError
+from camlens.methods import get_method
 from camlens.metrics._common import resolve_classes
 
 __all__ = [
