@@ -181,13 +181,17 @@ def test_top_k_targets_and_float32(tmp_path, model):
         batch_size=5, progress=False,
     )  # fmt: skip
     x, _ = FashionMNIST(split="test").tensors()
-    ref = camlens.GradCAM(model, "seq.4", upsample=False, normalize=False)(x[:20], top_k=3)
+    # no layers given: the automatic choice on the first batch (items 0..4), the last ReLU (was the last conv, seq.4)
+    assert camlens.choose_layer(model, x[:5]) == "seq.5"
+    ref = camlens.GradCAM(model, "seq.5", upsample=False, normalize=False)(x[:20], top_k=3)
     results = open_results(tmp_path)
+    assert results.config["layers"] == ["seq.5"]
+    assert results.manifest["layer_choice"] == "automatic: camlens.choose_layer on items 0..4"
     for i in (0, 7, 8, 19):
         item = results[i]
         assert torch.equal(item.targets, ref.targets[i])
-        assert item.maps["gradcam/seq.4"].shape == (3, 28, 28)
-        torch.testing.assert_close(item.maps["gradcam/seq.4"], ref.raw["seq.4"][i], rtol=1e-5, atol=1e-6)
+        assert item.maps["gradcam/seq.5"].shape == (3, 28, 28)
+        torch.testing.assert_close(item.maps["gradcam/seq.5"], ref.raw["seq.5"][i], rtol=1e-5, atol=1e-6)
         assert bool((item.probs[:-1] >= item.probs[1:]).all())
         torch.testing.assert_close(item.probs, torch.softmax(ref.logits[i], 0)[ref.targets[i]], rtol=1e-5, atol=1e-7)
 

@@ -106,7 +106,9 @@ def read_shard(path: Path, sha256: str) -> dict[str, Tensor]:
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"shard {path} listed in the manifest is missing; rerun the same explain-dataset command") from None
+        raise DataError(
+            f"shard {path} listed in the manifest is missing; rerun the same explain-dataset command"
+        ) from None
     got = hashlib.sha256(blob).hexdigest()
     if got != sha256:
         raise DataError(
