@@ -106,8 +106,9 @@ def load_model(spec: str, device: torch.device) -> tuple[nn.Module, dict[str, An
                 model, info = found
                 return model.to(device).eval(), {"spec": spec, **info}
         raise InputError(
-            f"model={spec!r} is a folder but not a model checkpoint any loader knows (no meta.json); "
-            "train one with `camlens train --out FOLDER`, or pass a factory 'mypkg.models:build'"
+            f"model={spec!r} is a folder but is not a camlens checkpoint (no meta.json) or a model folder "
+            "an installed loader reads; train one with `camlens train --out FOLDER`, or pass a factory "
+            "'mypkg.models:build'"
         )
     if _looks_like_factory(spec):
         model = load_factory(spec, "model")()
