@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from camlens._util.optional import optional_import
 from camlens.errors import DataError, InputError
 
 __all__ = [
@@ -172,11 +173,9 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise ImportError("reading an image folder needs Pillow: pip install 'camlens[cli]'") from None
         import numpy as np
+
+        Image = optional_import("PIL.Image", "cli", "image folders")
 
         path, label = self.files[i]
         with Image.open(path) as im:
