@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 
 class GapNet(nn.Module):
@@ -46,3 +47,72 @@ def hook_count(model: nn.Module) -> int:
         n += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
         n += len(getattr(m, "_backward_pre_hooks", {}))
     return n
+
+
+class _Block(nn.Module):
+    """torchvision's BasicBlock: conv-BN-ReLU-conv-BN, plus the (projected) input, then ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class SmallResNet(nn.Module):
+    """torchvision's ResNet layout in miniature (one block per stage), for 3x32x32 inputs: layer4 is 4x4."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (8, 16, 24, 32)) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        cin = widths[0]
+        for i, w in enumerate(widths):
+            setattr(self, f"layer{i + 1}", nn.Sequential(_Block(cin, w, 1 if i == 0 else 2)))
+            cin = w
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def small_resnet() -> SmallResNet:
+    """A model factory (``'testmodels:small_resnet'``): the same weights on every call."""
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        return SmallResNet().eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+class RGB32(Dataset):
+    """``n`` fixed random 3x32x32 images with labels ``i % 10``, and no class names."""
+
+    def __init__(self, n: int = 24) -> None:
+        self.images = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], i % 10
+
+
+def rgb32_dataset() -> RGB32:
+    """A dataset factory (``'testmodels:rgb32_dataset'``)."""
+    return RGB32()

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from camlens._util.optional import optional_import
 from camlens.errors import DataError, InputError
 
 __all__ = [
@@ -106,8 +107,9 @@ def load_model(spec: str, device: torch.device) -> tuple[nn.Module, dict[str, An
                 model, info = found
                 return model.to(device).eval(), {"spec": spec, **info}
         raise InputError(
-            f"model={spec!r} is a folder but not a model checkpoint any loader knows (no meta.json); "
-            "train one with `camlens train --out FOLDER`, or pass a factory 'mypkg.models:build'"
+            f"model={spec!r} is a folder but is not a camlens checkpoint (no meta.json) or a model folder "
+            "an installed loader reads; train one with `camlens train --out FOLDER`, or pass a factory "
+            "'mypkg.models:build'"
         )
     if _looks_like_factory(spec):
         model = load_factory(spec, "model")()
@@ -171,11 +173,9 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        try:
-            from PIL import Image
-        except ImportError:
-            raise ImportError("reading an image folder needs Pillow: pip install 'camlens[cli]'") from None
         import numpy as np
+
+        Image = optional_import("PIL.Image", "cli", "image folders")
 
         path, label = self.files[i]
         with Image.open(path) as im:

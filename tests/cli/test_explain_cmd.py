@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from camlens.demo.checkpoint import load_checkpoint
 from camlens.cli import main
 from camlens.cli.explain import explain_batch, parse_target
+from camlens.demo.checkpoint import load_checkpoint
 from camlens.demo.data import CLASSES, load_split
-from camlens.errors import DataError, InputError, TargetError
-from camlens.viz.images import load_image
 from camlens.demo.train import train
+from camlens.errors import DataError, InputError, TargetError
 from camlens.viz.figures import colorize, overlay
+from camlens.viz.images import load_image
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_parse_target():
     assert parse_target("predicted", CLASSES) is None
     assert parse_target("4", CLASSES) == 4
     assert parse_target("ankle BOOT", CLASSES) == 9
-    with pytest.raises(TargetError, match="target='10' is not 'predicted', a class index 0..9"):
+    with pytest.raises(TargetError, match=r"target='10' is not 'predicted', a class index 0..9"):
         parse_target("10", CLASSES)
 
 

@@ -8,8 +8,8 @@ from beyond_models import SwinLike, TinyViT, hf_vit
 from torch import nn
 
 import camlens
-from camlens.core.autolayer import choose_layer, scan_layers
 from camlens.cli import main
+from camlens.core.autolayer import choose_layer, scan_layers
 from camlens.demo.models import ConvNet
 
 

@@ -113,7 +113,7 @@ def test_input_on_another_device(x):
 
 
 def test_non_tensor_input(model):
-    with pytest.raises(camlens.InputError, match="x must be a torch.Tensor"):
+    with pytest.raises(camlens.InputError, match=r"x must be a torch.Tensor"):
         camlens.GradCAM(model, layers="seq.6")([[0.0]])
 
 
@@ -131,5 +131,5 @@ def test_output_without_scores(x):
 def test_bad_fuse_and_model_arguments(model):
     with pytest.raises(ValueError, match="fuse='sum' is not one of"):
         camlens.GradCAM(model, layers="seq.6", fuse="sum")
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module"):
         camlens.GradCAM("resnet", layers="seq.6")

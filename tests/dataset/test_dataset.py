@@ -12,11 +12,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import camlens
-from camlens.demo.data import FashionMNIST
 from camlens.dataset import open_results
 from camlens.dataset.stats import mass_inside
-from camlens.errors import DataError, InputError
+from camlens.demo.data import FashionMNIST
 from camlens.demo.models import ConvNet
+from camlens.errors import DataError, InputError
 
 N, SHARD, BATCH = 90, 40, 16  # batches (16) deliberately do not divide shards (40): the last batch of each is short
 
@@ -68,13 +68,14 @@ def test_each_item_holds_the_engine_maps_probabilities_and_label(run_dir, model)
             stored = item.maps[f"gradcam/{layer}"]
             assert stored.shape == (28, 28)
             # float16 storage: within half a float16 step of the engine's float32 map
-            torch.testing.assert_close(stored, ref.raw[layer][i].half().float(), rtol=0, atol=1e-3 * float(ref.raw[layer][i].max()))
+            want = ref.raw[layer][i]
+            torch.testing.assert_close(stored, want.half().float(), rtol=0, atol=1e-3 * float(want.max()))
     assert max(float(ref.raw["seq.4"].max()), float(ref.raw["seq.2"].max())) > 1e-2  # maps not in the subnormal range
     shard = open_results(run_dir).shard(0)
     assert shard["maps/gradcam/seq.4"].dtype == torch.float16 and shard["maps/gradcam/seq.4"].shape == (SHARD, 28, 28)
     # stored = the engine's maps for the same batches (16, 16, 8 items), rounded to float16
-    same_batches = torch.cat([camlens.GradCAM(model, "seq.2", upsample=False, normalize=False)(x[i : i + b]).raw["seq.2"]
-                              for i, b in ((0, 16), (16, 16), (32, 8))])  # fmt: skip
+    cam = camlens.GradCAM(model, "seq.2", upsample=False, normalize=False)
+    same_batches = torch.cat([cam(x[i : i + b]).raw["seq.2"] for i, b in ((0, 16), (16, 16), (32, 8))])
     assert torch.equal(shard["maps/gradcam/seq.2"], same_batches.half())
 
 
@@ -92,7 +93,8 @@ def test_mass_inside_hand_computed():
 def test_class_statistics_match_a_plain_loop_over_the_items(run_dir):
     results = open_results(run_dir)
     stats = json.loads((run_dir / "class_stats.json").read_text())
-    assert stats == {"fingerprint": results.manifest["fingerprint"], **{k: v for k, v in results.stats().items() if k != "fingerprint"}}
+    rest = {k: v for k, v in results.stats().items() if k != "fingerprint"}
+    assert stats == {"fingerprint": results.manifest["fingerprint"], **rest}
     x, _ = FashionMNIST(split="test").tensors()
     for c in range(10):
         items = [results[i] for i in range(N) if results[i].label == c]
@@ -121,7 +123,7 @@ def test_reader_upsamples_on_request_and_names_bad_ids(run_dir):
     torch.testing.assert_close(big, F.interpolate(small[None, None], size=(56, 56), mode="bilinear")[0, 0])
     stack = results.maps([0, 41, 89], "gradcam/seq.2", size=(14, 14), normalize=True)
     assert stack.shape == (3, 14, 14) and float(stack.amax(dim=(1, 2)).min()) == 1.0
-    with pytest.raises(KeyError, match="item id 90 is not in this run: ids are 0..89"):
+    with pytest.raises(KeyError, match=r"item id 90 is not in this run: ids are 0..89"):
         results[90]
     with pytest.raises(KeyError, match="several maps per item"):
         results.map(0)
@@ -165,14 +167,15 @@ def test_corrupt_shard_is_detected_by_the_reader_and_redone_by_a_resume(tmp_path
 
 
 def test_changed_configuration_is_refused_with_what_changed(tmp_path, model):
-    camlens.explain_dataset(model, "fashion-mnist:test", tmp_path, limit=N, shard_size=SHARD, batch_size=BATCH, progress=False)
+    kw = dict(limit=N, shard_size=SHARD, progress=False)
+    camlens.explain_dataset(model, "fashion-mnist:test", tmp_path, batch_size=BATCH, **kw)
     with pytest.raises(DataError, match=r"another configuration \(batch_size: was 16, now 32\).*new output folder"):
-        camlens.explain_dataset(model, "fashion-mnist:test", tmp_path, limit=N, shard_size=SHARD, batch_size=32, progress=False)
+        camlens.explain_dataset(model, "fashion-mnist:test", tmp_path, batch_size=32, **kw)
     other = make_model()
     with torch.no_grad():
         other.seq[0].bias.add_(1.0)
     with pytest.raises(DataError, match="model: was"):
-        camlens.explain_dataset(other, "fashion-mnist:test", tmp_path, limit=N, shard_size=SHARD, batch_size=BATCH, progress=False)
+        camlens.explain_dataset(other, "fashion-mnist:test", tmp_path, batch_size=BATCH, **kw)
 
 
 def test_top_k_targets_and_float32(tmp_path, model):
@@ -181,13 +184,17 @@ def test_top_k_targets_and_float32(tmp_path, model):
         batch_size=5, progress=False,
     )  # fmt: skip
     x, _ = FashionMNIST(split="test").tensors()
-    ref = camlens.GradCAM(model, "seq.4", upsample=False, normalize=False)(x[:20], top_k=3)
+    # no layers given: the automatic choice on the first batch (items 0..4), the last ReLU (was the last conv, seq.4)
+    assert camlens.choose_layer(model, x[:5]) == "seq.5"
+    ref = camlens.GradCAM(model, "seq.5", upsample=False, normalize=False)(x[:20], top_k=3)
     results = open_results(tmp_path)
+    assert results.config["layers"] == ["seq.5"]
+    assert results.manifest["layer_choice"] == "automatic: camlens.choose_layer on items 0..4"
     for i in (0, 7, 8, 19):
         item = results[i]
         assert torch.equal(item.targets, ref.targets[i])
-        assert item.maps["gradcam/seq.4"].shape == (3, 28, 28)
-        torch.testing.assert_close(item.maps["gradcam/seq.4"], ref.raw["seq.4"][i], rtol=1e-5, atol=1e-6)
+        assert item.maps["gradcam/seq.5"].shape == (3, 28, 28)
+        torch.testing.assert_close(item.maps["gradcam/seq.5"], ref.raw["seq.5"][i], rtol=1e-5, atol=1e-6)
         assert bool((item.probs[:-1] >= item.probs[1:]).all())
         torch.testing.assert_close(item.probs, torch.softmax(ref.logits[i], 0)[ref.targets[i]], rtol=1e-5, atol=1e-7)
 
@@ -265,10 +272,10 @@ def test_bad_arguments_say_what_to_do(tmp_path, model, kwargs, error, message):
 
 
 def test_open_results_refuses_an_unfinished_run(tmp_path):
-    with pytest.raises(DataError, match="has no manifest.json"):
+    with pytest.raises(DataError, match=r"has no manifest.json"):
         open_results(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "camlens-dataset/1", "complete": False}))
-    with pytest.raises(DataError, match="is not finished.*rerun the same"):
+    with pytest.raises(DataError, match=r"is not finished.*rerun the same"):
         open_results(tmp_path)
 
 

@@ -91,10 +91,12 @@ def test_sigkill_at_random_points_then_resume_gives_every_item_once_and_the_same
     kills_mid_run = 0
     for trial in range(3):
         out = tmp_path / f"trial{trial}"
-        for attempt in range(2):  # kill, resume and kill again at another point
+        for _attempt in range(2):  # kill, resume and kill again at another point
             # wait until `after` shards are finished, then a random few milliseconds more
             after = rng.randrange(0, 12)
-            proc = subprocess.Popen(cli(factory, out, *RESUME_ARGS), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.Popen(
+                cli(factory, out, *RESUME_ARGS), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
             deadline = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < deadline:
                 if len(list(out.glob("shard-*.json"))) >= after:

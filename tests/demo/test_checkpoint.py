@@ -19,7 +19,8 @@ def test_round_trip_and_plain_permissions(tmp_path):
     save_checkpoint(tmp_path / "ck", model, {"architecture": "convnet", "classes": ["a"]})
     loaded, meta = load_checkpoint(tmp_path / "ck")
     assert meta["classes"] == ["a"] and not loaded.training
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     mask = os.umask(0)
     os.umask(mask)
     for f in (tmp_path / "ck").iterdir():

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from camlens.demo.checkpoint import read_meta
 from camlens.cli import main
-from camlens.cli.demo import pick_images
+from camlens.demo.checkpoint import read_meta
+from camlens.demo.run import pick_images
 
 QUICK = ["--epochs", "1", "--train-limit", "384", "--val-limit", "500", "--no-progress", "--device", "cpu"]
 
@@ -56,7 +56,8 @@ def test_demo_trains_explains_reports_then_reuses(tmp_path, capsys):
     assert main(["demo", "--out", str(out), *QUICK, "--eval-images", "0"]) == 0
     assert "reusing the checkpoint" in capsys.readouterr().out
     assert "camlens-evaluation" not in (out / "report.html").read_text()  # 0 skips the section
-    assert main(["demo", "--out", str(out), *QUICK, "--seed", "5", "--eval-images", "0"]) == 0  # another configuration: trains again
+    # another configuration: trains again
+    assert main(["demo", "--out", str(out), *QUICK, "--seed", "5", "--eval-images", "0"]) == 0
     assert "training the tutorial's ConvNet" in capsys.readouterr().out
     assert read_meta(out / "checkpoint")["recipe"]["seed"] == 5
 

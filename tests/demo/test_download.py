@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -26,9 +27,9 @@ SUMS = {n: hashlib.md5(b).hexdigest() for n, b in FILES.items()}
 class Handler(http.server.BaseHTTPRequestHandler):
     """Serves FILES under /good/, wrong bytes under /bad/, half a body then a hang-up under /drop/."""
 
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).requests.append(self.path)
         mode, _, name = self.path.strip("/").partition("/")
         if name not in FILES:
@@ -98,7 +99,7 @@ def test_wrong_checksum_everywhere_leaves_nothing(server, tmp_path):
 
 
 def test_dropped_connection_leaves_nothing_then_next_mirror(server, tmp_path):
-    with pytest.raises(DataError, match="connection closed after|IncompleteRead"):
+    with pytest.raises(DataError, match=r"connection closed after|IncompleteRead"):
         download_fashion_mnist(tmp_path, mirrors=[server + "/drop/"], md5=SUMS, progress=False)
     assert list(tmp_path.iterdir()) == []
     download_fashion_mnist(tmp_path, mirrors=[server + "/drop/", server + "/good/"], md5=SUMS, progress=False)
@@ -118,8 +119,8 @@ def test_missing_file_on_server_is_a_clear_error(server, tmp_path):
 
 def test_cli_full_downloads_into_the_cache_and_trains(server, tmp_path, monkeypatch, capsys):
     import camlens.demo.data.download as dl
-    from camlens.demo.checkpoint import read_meta
     from camlens.cli import main
+    from camlens.demo.checkpoint import read_meta
 
     monkeypatch.setattr(dl, "MIRRORS", (server + "/drop/", server + "/good/"))
     monkeypatch.setattr(dl, "MD5", SUMS)

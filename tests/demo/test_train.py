@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from camlens.demo.checkpoint import load_checkpoint, read_meta
-from camlens.cli import main
-from camlens.demo.data import CLASSES, load_split
-from camlens.errors import DataError, InputError
 from camlens._util.device import select_device
+from camlens.cli import main
+from camlens.demo.checkpoint import load_checkpoint, read_meta
+from camlens.demo.data import CLASSES, load_split
 from camlens.demo.train import evaluate, train, train_epoch
+from camlens.errors import DataError, InputError
 
 QUICK = dict(train_limit=256, val_limit=150, epochs=1, progress=False, log=None, device="cpu")
 
@@ -43,7 +43,7 @@ def _plain_eval(model, x, y):
 
 
 def test_history_matches_an_independent_evaluation(quick_run):
-    result, ckpt = quick_run
+    result, _ = quick_run
     img, lbl = load_split(None, "test")
     x, y = img[:150].unsqueeze(1).float() / 255.0, lbl[:150]
     loss, acc = _plain_eval(result.model, x, y)
@@ -116,7 +116,7 @@ def test_same_seed_same_run_other_seed_other_run():
     c = train(seed=8, **QUICK)
     assert a.history[0].train_loss == b.history[0].train_loss
     assert a.history[0].val_loss == b.history[0].val_loss
-    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert a.history[0].train_loss != c.history[0].train_loss
 

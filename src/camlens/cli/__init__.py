@@ -22,7 +22,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "train the tutorial's ConvNet on the bundled Fashion-MNIST sample and explain it"),
     "train": ("train", "train a model on Fashion-MNIST and write a checkpoint"),
-    "explain": ("explain", "explain a checkpoint's predictions on images, with figures"),
+    "explain": ("explain", "explain a model's predictions on dataset items or image files, with figures"),
     "evaluate": ("evaluate", "faithfulness and sanity metrics for methods and layers"),
     "explain-dataset": ("explain_dataset", "explain a whole dataset into resumable shards (torchrun-ready)"),
     "layers": ("layers", "list a model's candidate layers with their output shapes"),

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from camlens._util.device import DEVICE_HELP
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Run it again with the same arguments to resume. Several processes: "
         "torchrun --nproc-per-node N -m camlens.cli explain-dataset ... (see docs/dataset.md)."
     )
-    parser.add_argument("--model", required=True, help="checkpoint folder, or a factory 'module:function' / 'file.py:function'")
+    parser.add_argument(
+        "--model", required=True, help="checkpoint folder, or a factory 'module:function' / 'file.py:function'"
+    )
     parser.add_argument(
         "--data",
         default="fashion-mnist:test",
@@ -19,12 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output folder (reused to resume)")
     parser.add_argument("--methods", nargs="+", default=["gradcam"], help="method names (`camlens methods`)")
-    parser.add_argument("--layers", nargs="+", default=None, help="layer names (default: the last convolution)")
+    parser.add_argument(
+        "--layers",
+        nargs="+",
+        default=None,
+        help="layer names (default: the automatic choice on the first batch, as `camlens layers` shows it; "
+        "recorded in the manifest)",
+    )
     parser.add_argument("--targets", default="predicted", help="'predicted' | 'label' | 'top-K' | a class index")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--shard-size", type=int, default=1024, help="items per shard file (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="explain only the first N items")
-    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored maps' dtype")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
     parser.add_argument(

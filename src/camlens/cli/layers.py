@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from camlens._util.device import DEVICE_HELP
 from camlens.errors import InputError
 
 
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: from the checkpoint (1,28,28 for the tutorial's ConvNet)",
     )
     parser.add_argument("--all", action="store_true", help="list every submodule, not only the candidates")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -37,39 +38,35 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def load_model(spec: str) -> tuple[nn.Module, tuple[int, ...] | None]:
-    """The model named by ``spec`` (checkpoint folder or 'module:function'), and its input shape if known."""
-    if Path(spec).is_dir():
-        from camlens.demo.checkpoint import load_checkpoint
+def load_model(spec: str, device: torch.device) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The model named by ``spec`` (through :func:`camlens.sources.load_model`), and its input shape if known."""
+    from camlens.sources import load_model as load_from_spec
 
-        model, meta = load_checkpoint(spec)
-        kw = meta.get("model_kwargs", {})
-        shape = meta.get("input_shape")
-        if shape is None and meta.get("architecture") == "convnet":
-            size = kw.get("image_size", 28)
-            shape = (kw.get("in_channels", 1), size, size)
-        return model, None if shape is None else tuple(shape)
-    from camlens.sources import load_model as load_model_or_factory
+    model, info = load_from_spec(spec, device)
+    if info.get("kind") == "checkpoint":
+        from camlens.demo.sources import checkpoint_input_shape
 
-    model, _ = load_model_or_factory(spec, torch.device("cpu"))
+        return model, checkpoint_input_shape(spec)
     return model, None
 
 
 def run(args: argparse.Namespace) -> int:
+    from camlens._util.device import select_device
     from camlens.core.autolayer import choose_layer, scan_layers
     from camlens.core.wrapped import unwrap_model
 
-    model, shape = load_model(args.model)
+    device = select_device(args.device)
+    model, shape = load_model(args.model, device)
     model = unwrap_model(model)
     if args.input_shape is not None:
         shape = _parse_shape(args.input_shape)
     if shape is None:
         raise InputError(f"the input shape of {args.model!r} is unknown; pass --input-shape C,H,W (e.g. 3,224,224)")
-    x = torch.rand(1, *shape)
+    x = torch.rand(1, *shape, device=device)
     infos = scan_layers(model, x)
     try:
         chosen: str | None = choose_layer(model, x)
-    except Exception:  # noqa: BLE001 - no candidate is a fact to print, not a failure
+    except Exception:  # no candidate is a fact to print, not a failure
         chosen = None
     rows = [i for i in infos if args.all or i.spatial]
     print(f"input (1, {', '.join(map(str, shape))}); {len(rows)} of {len(infos)} layers shown")
@@ -81,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
             maps = "-" if i.map_shape is None else str(tuple(i.map_shape[1:]))
             path = {True: "yes", False: "no", None: "-"}[i.on_path]
             mark = "  <- auto" if i.name == chosen else ""
-            print(f"{i.name:<{width}}  {i.kind:<{kind_w}}  {str(i.shape[1:]):<18}  {maps:<18}  {path}{mark}")
+            print(f"{i.name:<{width}}  {i.kind:<{kind_w}}  {i.shape[1:]!s:<18}  {maps:<18}  {path}{mark}")
     print(f"automatic choice (layers=None): {chosen or 'none: pass layers='}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from camlens._util.device import DEVICE_HELP
+
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The data flags ``train`` and ``demo`` share."""
@@ -21,7 +23,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="batch size (default 128)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and shuffling (default 0)")
-    parser.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, mps")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--train-limit", type=int, default=None, metavar="N", help="use the first N training images")
     parser.add_argument("--val-limit", type=int, default=None, metavar="N", help="use the first N test images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

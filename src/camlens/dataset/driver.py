@@ -1,10 +1,26 @@
-"""``explain_dataset``: explain every item of a dataset into resumable shards, on one or many processes."""
+"""``explain_dataset``: explain every item of a dataset into resumable shards, on one or many processes.
+
+Items ``0 .. n-1`` (``n = min(len(data), limit)``) are cut into shards of ``shard_size`` ids;
+under ``torchrun`` with ``WORLD_SIZE > 1`` shard ``k`` is computed by rank ``k % WORLD_SIZE``
+(gloo on CPU, NCCL on CUDA), and rank 0 writes the manifest after all ranks finish. Batches never
+cross a shard, so the maps are the same whatever the number of processes. Running the same call
+again skips the shards already finished (checked by sha256) and redoes the rest.
+
+Each shard stores, for its ``n`` items: ``ids`` ``(n,)``, ``labels`` ``(n,)``
+(-1 when the dataset has none), ``preds`` ``(n,)`` (arg-max class),
+``targets`` ``(n,)`` or ``(n, K)``, ``probs`` (the softmax probability of each
+target, same shape), ``maps/<method>/<layer>`` ``(n, [K,] h, w)`` at the layer's
+resolution (the method's ``raw`` maps: ReLU, no upsampling, no normalization)
+and, when the object is known, ``inside/<method>/<layer>`` ``(n, [K])``, the
+share of the map's mass on the object's pixels.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +28,26 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from camlens._util.device import select_device
 from camlens._util.progress import progress_bar
-from camlens.errors import DataError, InputError
+from camlens._util.version import VERSION
+from camlens.core.autolayer import choose_layer
+from camlens.core.targets import TargetSpec
+from camlens.core.wrapped import unwrap_model
 from camlens.dataset import distributed as D
 from camlens.dataset.manifest import MANIFEST, check_config, fingerprint, read_manifest, write_manifest
-from camlens.dataset.shards import clean_temporaries, finished_record, read_shard, shard_range, shards_of_rank, write_shard
-from camlens.sources import collate, load_dataset, load_model, model_fingerprint, split_item
+from camlens.dataset.shards import (
+    clean_temporaries,
+    finished_record,
+    read_shard,
+    shard_range,
+    shards_of_rank,
+    write_shard,
+)
 from camlens.dataset.stats import ClassStats, mass_inside, object_mask
+from camlens.errors import DataError, InputError
+from camlens.methods.base import BaseCAM
+from camlens.sources import collate, load_dataset, load_model, model_fingerprint, split_item
 
 __all__ = ["STATS", "RunSummary", "explain_dataset", "parse_targets"]
 
@@ -40,6 +69,9 @@ class RunSummary:
     world_size: int
     rank: int
     stats: dict[str, Any] | None = field(default=None, repr=False)
+    #: the layers explained, and how they were chosen ("given", or the automatic choice and its input).
+    layers: list[str] = field(default_factory=list)
+    layer_choice: str = "given"
 
     @property
     def items_per_s(self) -> float:
@@ -51,8 +83,11 @@ class RunSummary:
             f"explained {self.items_computed} of {self.n_items} items in {self.seconds:.1f} s "
             f"({self.items_per_s:.0f} items/s on {self.world_size} process(es)); "
             f"shards: {self.shards_computed} computed, {self.shards_skipped} already done, {self.n_shards} in all",
-            f"results: {self.out / MANIFEST} (read with camlens.open_results); per-class statistics: {self.out / STATS}",
+            f"results: {self.out / MANIFEST} (read with camlens.open_results); "
+            f"per-class statistics: {self.out / STATS}",
         ]
+        if self.layers:
+            lines.insert(1, f"layers: {', '.join(self.layers)} ({self.layer_choice})")
         if self.stats and self.stats.get("all"):
             overall = self.stats["all"]
             if overall.get("mean_confidence") is not None:
@@ -89,33 +124,179 @@ def parse_targets(targets: str | int) -> tuple[str, int | None]:
     )
 
 
-def _default_layer(model: nn.Module) -> str:
-    named = getattr(model, "conv_layers", None)
-    if named:
-        return str(named[-1])
-    convs = [n for n, m in model.named_modules() if n and isinstance(m, nn.modules.conv._ConvNd)]
-    if not convs:
-        raise InputError(f"{type(model).__name__} has no convolution layer to default to; pass layers=[...]")
-    return convs[-1]
-
-
-def _resolve_device(device: str | torch.device | None, local_rank: int) -> torch.device:
-    if device is None or str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device={str(device)!r} but CUDA is not available here; use device='cpu'")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    return dev
-
-
 def _names(x: str | Sequence[str] | None) -> list[str] | None:
     if x is None:
         return None
     return [x] if isinstance(x, str) else list(x)
+
+
+def _method_classes(methods: str | Sequence[str]) -> tuple[list[str], list[type[BaseCAM]]]:
+    """The method names and their classes, checked against the registry."""
+    from camlens.methods import get_method
+
+    names = _names(methods) or []
+    if not names:
+        raise InputError("methods=[] names no method; pass e.g. methods=['gradcam']")
+    classes = []
+    for m in names:
+        try:
+            classes.append(get_method(m))
+        except KeyError as e:
+            raise InputError(f"methods: {e.args[0]}") from None
+    return names, classes
+
+
+def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int | None, dtype: str) -> None:
+    sizes = (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0))
+    for name, value, low in sizes:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise InputError(f"{name}={value!r} must be an int >= {low}")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise InputError(f"limit={limit!r} must be an int >= 0 or None")
+    if dtype not in _DTYPES:
+        raise InputError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
+
+
+def _open_model(
+    model: str | nn.Module, device: str | torch.device | None, local_rank: int
+) -> tuple[nn.Module, dict[str, Any], torch.device, dict[nn.Module, bool] | None]:
+    """``(model in eval mode, its facts, the run's device, the user's training flags to restore or None)``."""
+    dev = select_device(device, local_rank)
+    flags = None
+    if isinstance(model, nn.Module):
+        ref = next(model.parameters(), None)
+        if ref is not None and device is not None and str(device) != "auto" and ref.device != dev:
+            raise InputError(f"the model is on {ref.device} but device={str(device)!r}; move it or omit device")
+        dev = ref.device if ref is not None else dev
+        net = model
+        flags = {m: m.training for m in net.modules()}
+        net.eval()
+        model_info: dict[str, Any] = {"kind": "module", "class": type(net).__name__}
+    else:
+        net, model_info = load_model(str(model), dev)
+        if model_info["kind"] == "checkpoint":
+            model_info.pop("spec")
+    model_info["weights_sha256"] = model_fingerprint(net)
+    return net, model_info, dev, flags
+
+
+def _open_data(
+    data: str | Dataset, object_mask_from_pixels: bool | None, limit: int | None
+) -> tuple[Any, dict[str, Any], bool, int]:
+    """``(dataset, its facts, whether nonzero pixels mark the object, items to explain)``."""
+    if isinstance(data, Dataset):
+        ds: Any = data
+        data_info: dict[str, Any] = {"kind": "dataset", "class": type(ds).__name__}
+        use_mask = bool(getattr(ds, "object_mask", False))
+    else:
+        ds, data_info = load_dataset(str(data))
+        use_mask = data_info.pop("object_mask")
+    if object_mask_from_pixels is not None:
+        use_mask = bool(object_mask_from_pixels)
+    data_info["len"] = len(ds)
+    return ds, data_info, use_mask, len(ds) if limit is None else min(len(ds), limit)
+
+
+def _layers(
+    layers: str | Sequence[str] | None,
+    net: nn.Module,
+    ds: Any,
+    n_items: int,
+    batch_size: int,
+    target: tuple[str, int | None],
+    dev: torch.device,
+) -> tuple[list[str], str]:
+    """The layers given, else the automatic choice (:func:`camlens.core.autolayer.choose_layer`) on the run's
+    first batch, the same on every rank.
+
+    Returns:
+        ``(layer names, how they were chosen)`` for the manifest.
+    """
+    given = _names(layers)
+    if given:
+        return given, "given"
+    n = min(batch_size, n_items) if n_items else min(1, len(ds))
+    if n == 0:
+        raise InputError("the dataset is empty: there is no input to choose a layer on; pass layers=[...]")
+    loader = DataLoader(ds, batch_sampler=[list(range(n))], collate_fn=collate)
+    x, y = split_item(next(iter(loader)))
+    kind, value = target
+    chosen_for: TargetSpec = value if kind == "class" else None
+    if kind == "label" and y is not None and bool((y >= 0).all()):
+        chosen_for = y.to(dev)
+    layer = choose_layer(unwrap_model(net), x.to(dev), chosen_for)
+    return [layer], f"automatic: camlens.choose_layer on items 0..{n - 1}"
+
+
+@dataclass
+class _Run:
+    """One call's plan, the same on every rank: what is explained, how, and where it goes."""
+
+    folder: Path
+    ds: Any
+    model_info: dict[str, Any]
+    data_info: dict[str, Any]
+    cams: list[BaseCAM]
+    methods: list[str]
+    target: tuple[str, int | None]
+    use_mask: bool
+    n_items: int
+    batch_size: int
+    shard_size: int
+    dtype: str
+    num_workers: int
+    dev: torch.device
+    layer_choice: str
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.cams[0].layers)
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_items // self.shard_size)
+
+    @property
+    def map_keys(self) -> list[str]:
+        return [f"{m}/{layer}" for m in self.methods for layer in self.layers]
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """What the shards depend on; its fingerprint marks every shard, and a resume must match it."""
+        kind, value = self.target
+        return {
+            "model": self.model_info,
+            "data": self.data_info,
+            "n_items": self.n_items,
+            "methods": self.methods,
+            "layers": self.layers,
+            "targets": f"top-{value}" if kind == "top" else (value if kind == "class" else kind),
+            "batch_size": self.batch_size,
+            "shard_size": self.shard_size,
+            "dtype": self.dtype,
+            "object_mask": "nonzero-pixels" if self.use_mask else None,
+            "device": self.dev.type,
+        }
+
+    @cached_property
+    def fp(self) -> str:
+        return fingerprint(self.config)
+
+    @cached_property
+    def header(self) -> dict[str, Any]:
+        """The manifest without its shard list."""
+        return {
+            "config": self.config,
+            "fingerprint": self.fp,
+            "camlens_version": VERSION,
+            "torch_version": torch.__version__,
+            "n_items": self.n_items,
+            "n_shards": self.n_shards,
+            "shard_size": self.shard_size,
+            "map_keys": self.map_keys,
+            "layer_choice": self.layer_choice,
+            "stats": STATS,
+        }
 
 
 def explain_dataset(
@@ -129,7 +310,7 @@ def explain_dataset(
     batch_size: int = 128,
     shard_size: int = 1024,
     limit: int | None = None,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = "auto",
     dtype: str = "float16",
     num_workers: int = 0,
     object_mask_from_pixels: bool | None = None,
@@ -137,37 +318,25 @@ def explain_dataset(
 ) -> RunSummary:
     """Explain every item of ``data`` with each method and layer into resumable shards under ``out``.
 
-    Items ``0 .. n-1`` (``n = min(len(data), limit)``) are cut into shards of
-    ``shard_size`` ids; under ``torchrun`` with ``WORLD_SIZE > 1`` shard ``k`` is
-    computed by rank ``k % WORLD_SIZE`` (gloo on CPU, NCCL on CUDA), and rank 0
-    writes the manifest after all ranks finish. Batches never cross a shard, so
-    the maps are the same whatever the number of processes. Running the same call
-    again skips the shards already finished (checked by sha256) and redoes the rest.
-
-    Each shard stores, for its ``n`` items: ``ids`` ``(n,)``, ``labels`` ``(n,)``
-    (-1 when the dataset has none), ``preds`` ``(n,)`` (arg-max class),
-    ``targets`` ``(n,)`` or ``(n, K)``, ``probs`` (the softmax probability of each
-    target, same shape), ``maps/<method>/<layer>`` ``(n, [K,] h, w)`` at the layer's
-    resolution (the method's ``raw`` maps: ReLU, no upsampling, no normalization)
-    and, when the object is known, ``inside/<method>/<layer>`` ``(n, [K])``, the
-    share of the map's mass on the object's pixels.
+    Shards of ``shard_size`` items, spread over the ranks of ``torchrun`` and skipped when already
+    finished: see this module's docstring.
 
     Args:
-        model: a checkpoint folder, a factory ``'module:function'`` or
-            ``'file.py:function'``, or an ``nn.Module`` (left as found: its
-            ``training`` flags are restored).
-        data: ``'fashion-mnist:test'`` / ``'fashion-mnist:train'``, ``'idx:FOLDER[:split]'``,
-            a folder of IDX files, a folder with one image subfolder per class, a
-            factory returning a ``Dataset``, or a map-style ``Dataset`` whose items
-            are ``(image (C, H, W), label)`` or an image.
+        model: a checkpoint folder, a factory ``'module:function'`` or ``'file.py:function'``,
+            or an ``nn.Module`` (left as found: its ``training`` flags are restored).
+        data: ``'fashion-mnist:test'`` / ``':train'``, ``'idx:FOLDER[:split]'``, a folder of IDX files
+            or of one image subfolder per class, a factory returning a ``Dataset``, or a map-style
+            ``Dataset`` whose items are ``(image (C, H, W), label)`` or an image.
         out: the output folder (created; reused to resume).
         methods: method names from :data:`camlens.METHODS`.
-        layers: layer names; default the model's last convolution.
+        layers: layer names; default the automatic choice (:func:`camlens.choose_layer`
+            on the first batch, items ``0 .. batch_size-1``), recorded in the manifest.
         targets: ``'predicted'``, ``'label'``, ``'top-K'`` or a class index.
         batch_size: items per forward/backward pass.
         shard_size: items per shard file (the unit of resume and of work per rank).
         limit: explain only the first ``limit`` items.
-        device: ``'cpu'``, ``'cuda'`` (each rank takes ``cuda:LOCAL_RANK``) or ``None`` for CUDA when available.
+        device: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'`` (each rank
+            takes ``cuda:LOCAL_RANK``), ``'mps'``; for an ``nn.Module``, ``'auto'`` is its device.
         dtype: ``'float16'`` (default) or ``'float32'`` for the stored maps.
         num_workers: ``DataLoader`` worker processes per rank.
         object_mask_from_pixels: compute mass inside the object from nonzero
@@ -186,159 +355,85 @@ def explain_dataset(
         >>> camlens.open_results("maps")[7].maps["gradcam/seq.4"].shape  # doctest: +SKIP
         torch.Size([28, 28])
     """
-    from camlens._util.version import VERSION
-    from camlens.methods import get_method
-
-    for name, value, low in (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise InputError(f"{name}={value!r} must be an int >= {low}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise InputError(f"limit={limit!r} must be an int >= 0 or None")
-    if dtype not in _DTYPES:
-        raise InputError(f"dtype={dtype!r} is not one of {sorted(_DTYPES)}")
-    target_kind, target_value = parse_targets(targets)
-    method_names = _names(methods) or []
-    if not method_names:
-        raise InputError("methods=[] names no method; pass e.g. methods=['gradcam']")
-    method_classes = []
-    for m in method_names:
-        try:
-            method_classes.append(get_method(m))
-        except KeyError as e:
-            raise InputError(f"methods: {e.args[0]}") from None
-
+    _check_sizes(batch_size, shard_size, num_workers, limit, dtype)
+    target = parse_targets(targets)
+    method_names, method_classes = _method_classes(methods)
     t0 = time.perf_counter()
     rank, world, local_rank, own_group = D.setup(device)
     flags: dict[nn.Module, bool] | None = None
     try:
-        dev = _resolve_device(device, local_rank)
-        # ---- model, data, configuration ------------------------------------------------
-        if isinstance(model, nn.Module):
-            ref = next(model.parameters(), None)
-            if ref is not None and device is not None and ref.device != dev:
-                raise InputError(f"the model is on {ref.device} but device={str(device)!r}; move it or omit device")
-            dev = ref.device if ref is not None else dev
-            net = model
-            flags = {m: m.training for m in net.modules()}
-            net.eval()
-            model_info: dict[str, Any] = {"kind": "module", "class": type(net).__name__}
-        else:
-            net, model_info = load_model(str(model), dev)
-            if model_info["kind"] == "checkpoint":
-                model_info.pop("spec")
-        model_info["weights_sha256"] = model_fingerprint(net)
+        net, model_info, dev, flags = _open_model(model, device, local_rank)
         D.check_same(model_info["weights_sha256"], "the model's weights", dev)
-        if isinstance(data, Dataset):
-            ds = data
-            data_info: dict[str, Any] = {"kind": "dataset", "class": type(ds).__name__}
-            use_mask = bool(getattr(ds, "object_mask", False))
-        else:
-            ds, data_info = load_dataset(str(data))
-            use_mask = data_info.pop("object_mask")
-        if object_mask_from_pixels is not None:
-            use_mask = bool(object_mask_from_pixels)
-        total = len(ds)  # type: ignore[arg-type]
-        n_items = total if limit is None else min(total, limit)
-        layer_names = _names(layers) or [_default_layer(net)]
+        ds, data_info, use_mask, n_items = _open_data(data, object_mask_from_pixels, limit)
+        layer_names, layer_choice = _layers(layers, net, ds, n_items, batch_size, target, dev)
         cams = [cls(net, layer_names, upsample=False, normalize=False) for cls in method_classes]
-        layer_names = list(cams[0].layers)
-        map_keys = [f"{m}/{layer}" for m in method_names for layer in layer_names]
-        config = {
-            "model": model_info,
-            "data": {**data_info, "len": total},
-            "n_items": n_items,
-            "methods": method_names,
-            "layers": layer_names,
-            "targets": f"top-{target_value}" if target_kind == "top" else (target_value if target_kind == "class" else target_kind),
-            "batch_size": batch_size,
-            "shard_size": shard_size,
-            "dtype": dtype,
-            "object_mask": "nonzero-pixels" if use_mask else None,
-            "device": dev.type,
-        }
-        fp = fingerprint(config)
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        existing = read_manifest(folder)
-        check_config(folder, existing, config)
-        n_shards = -(-n_items // shard_size)
-        header = {
-            "config": config,
-            "fingerprint": fp,
-            "camlens_version": VERSION,
-            "torch_version": torch.__version__,
-            "n_items": n_items,
-            "n_shards": n_shards,
-            "shard_size": shard_size,
-            "map_keys": map_keys,
-            "stats": STATS,
-        }
-        if rank == 0:
-            for name in (MANIFEST, STATS):  # temporaries of a run killed while writing them
-                for tmp in folder.glob(f".{name}.*.tmp"):
-                    tmp.unlink(missing_ok=True)
-            if existing is None:
-                write_manifest(folder, {**header, "complete": False, "shards": []})
-        # ---- this rank's work ------------------------------------------------------------
-        mine = shards_of_rank(n_shards, rank, world)
-        clean_temporaries(folder, mine)
-        todo = [k for k in mine if finished_record(folder, k, fp) is None]
-        skipped = len(mine) - len(todo)
-        batches = [
-            (k, list(ids[i : i + batch_size]))
-            for k in todo
-            for ids in [shard_range(k, n_items, shard_size)]
-            for i in range(0, len(ids), batch_size)
-        ]
-        items_todo = sum(len(shard_range(k, n_items, shard_size)) for k in todo)
-        bar = progress_bar(items_todo, "explain" if world == 1 else f"explain (rank 0 of {world})",
-                           enabled=progress and rank == 0, unit="img", smoothing=0.1)
-        computed_items = 0
-        if batches:
-            loader = DataLoader(
-                ds,  # type: ignore[arg-type]
-                batch_sampler=[ids for _, ids in batches],
-                num_workers=num_workers,
-                collate_fn=collate,
-                pin_memory=dev.type == "cuda",
-            )
-            writer = _ShardWriter(folder, fp, n_items, shard_size, map_keys, _DTYPES[dtype])
-            for (k, ids), batch in zip(batches, loader):
-                x, y = split_item(batch)
-                if x.shape[0] != len(ids):
-                    raise DataError(f"the data loader returned {x.shape[0]} items for a batch of {len(ids)}")
-                x = x.to(dev, non_blocking=True)
-                out_batch = _explain_batch(cams, method_names, x, y, target_kind, target_value, use_mask, _DTYPES[dtype])
-                writer.add(k, y, out_batch)
-                computed_items += len(ids)
-                if bar is not None:
-                    bar.update(len(ids))
-            writer.flush_check()
-        if bar is not None:
-            bar.close()
-        # ---- rank 0: verify every shard, statistics, manifest ---------------------------------
-        counts = D.sum_ints([len(todo), skipped, computed_items], dev)
-        stats = None
-        if rank == 0:
-            stats = _finish(folder, header, fp, n_shards, map_keys, ds, data_info)
+        run = _Run(Path(out), ds, model_info, data_info, cams, method_names, target, use_mask, n_items,
+                   batch_size, shard_size, dtype, num_workers, dev, layer_choice)  # fmt: skip
+        _prepare_folder(run, rank)
+        computed, skipped, items = D.sum_ints(_explain_shards(run, rank, world, progress), dev)
+        stats = _finish(run) if rank == 0 else None
         D.barrier()
-        return RunSummary(
-            out=folder,
-            n_items=n_items,
-            n_shards=n_shards,
-            shards_computed=counts[0],
-            shards_skipped=counts[1],
-            items_computed=counts[2],
-            seconds=time.perf_counter() - t0,
-            world_size=world,
-            rank=rank,
-            stats=stats,
-        )
+        return RunSummary(run.folder, n_items, run.n_shards, computed, skipped, items, time.perf_counter() - t0,
+                          world, rank, stats=stats, layers=run.layers, layer_choice=layer_choice)  # fmt: skip
     finally:
-        if flags is not None:
-            for m, training in flags.items():
-                m.train(training)
+        for m, training in (flags or {}).items():
+            m.train(training)
         D.teardown(own_group)
+
+
+def _prepare_folder(run: _Run, rank: int) -> None:
+    """Refuse a folder of another configuration; rank 0 clears killed writes and starts the manifest."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    existing = read_manifest(run.folder)
+    check_config(run.folder, existing, run.config)
+    if rank == 0:
+        for name in (MANIFEST, STATS):  # temporaries of a run killed while writing them
+            for tmp in run.folder.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        if existing is None:
+            write_manifest(run.folder, {**run.header, "complete": False, "shards": []})
+
+
+def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[int]:
+    """This rank's unfinished shards, batch by batch; ``[shards computed, shards skipped, items computed]``."""
+    folder, n_items, shard_size = run.folder, run.n_items, run.shard_size
+    mine = shards_of_rank(run.n_shards, rank, world)
+    clean_temporaries(folder, mine)
+    todo = [k for k in mine if finished_record(folder, k, run.fp) is None]
+    batches = [
+        (k, list(ids[i : i + run.batch_size]))
+        for k in todo
+        for ids in [shard_range(k, n_items, shard_size)]
+        for i in range(0, len(ids), run.batch_size)
+    ]
+    items_todo = sum(len(shard_range(k, n_items, shard_size)) for k in todo)
+    bar = progress_bar(items_todo, "explain" if world == 1 else f"explain (rank 0 of {world})",
+                       enabled=progress and rank == 0, unit="img", smoothing=0.1)  # fmt: skip
+    computed_items = 0
+    if batches:
+        loader = DataLoader(
+            run.ds,
+            batch_sampler=[ids for _, ids in batches],
+            num_workers=run.num_workers,
+            collate_fn=collate,
+            pin_memory=run.dev.type == "cuda",
+        )
+        dtype = _DTYPES[run.dtype]
+        writer = _ShardWriter(folder, run.fp, n_items, shard_size, run.map_keys, dtype)
+        for (k, ids), batch in zip(batches, loader, strict=True):
+            x, y = split_item(batch)
+            if x.shape[0] != len(ids):
+                raise DataError(f"the data loader returned {x.shape[0]} items for a batch of {len(ids)}")
+            x = x.to(run.dev, non_blocking=True)
+            kind, value = run.target
+            writer.add(k, y, _explain_batch(run.cams, run.methods, x, y, kind, value, run.use_mask, dtype))
+            computed_items += len(ids)
+            if bar is not None:
+                bar.update(len(ids))
+        writer.flush_check()
+    if bar is not None:
+        bar.close()
+    return [len(todo), len(mine) - len(todo), computed_items]
 
 
 def _explain_batch(
@@ -368,7 +463,7 @@ def _explain_batch(
     out = {"targets": first.targets, "logits": first.logits}
     if use_mask:
         out["mask"] = object_mask(x)
-    for i, (cam, name) in enumerate(zip(cams, names)):
+    for i, (cam, name) in enumerate(zip(cams, names, strict=True)):
         res = first if i == 0 else cam(x, target=first.targets)
         for layer, m in res.raw.items():
             # rounded to the stored dtype once: on the GPU before the copy to the host (half the bytes),
@@ -426,7 +521,8 @@ class _ShardWriter:
             if mask is not None:
                 v = mass_inside(m if m.ndim == 4 else m[:, None], mask)
                 buf["inside/" + key] = v if m.ndim == 4 else v[:, 0]
-        info = {"fingerprint": self.fp, "start": self.rows.start, "stop": self.rows.stop, "num_classes": logits.shape[1]}
+        info = {"fingerprint": self.fp, "start": self.rows.start, "stop": self.rows.stop,
+                "num_classes": logits.shape[1]}  # fmt: skip
         write_shard(self.folder, k, buf, info)
         self.k, self.buf = None, {}
 
@@ -435,32 +531,31 @@ class _ShardWriter:
             raise DataError(f"shard {self.k} got {self.filled} of {len(self.rows)} items from the data loader")
 
 
-def _finish(
-    folder: Path, header: dict[str, Any], fp: str, n_shards: int, map_keys: list[str], ds: Any, data_info: dict
-) -> dict[str, Any]:
+def _finish(run: _Run) -> dict[str, Any]:
     """Rank 0 after the barrier: verify every shard, aggregate statistics, write the complete manifest."""
     import json
 
     from camlens._util.files import atomic_write_bytes
 
+    folder = run.folder
     records = []
     stats_per_method: ClassStats | None = None
-    for k in range(n_shards):
-        record = finished_record(folder, k, fp, verify=False)
+    for k in range(run.n_shards):
+        record = finished_record(folder, k, run.fp, verify=False)
         if record is None:
             raise DataError(
                 f"shard {k} of {folder} is not finished after all ranks returned; rerun the same command to redo it"
             )
         shard = read_shard(folder / record["file"], record["sha256"])
         if stats_per_method is None:
-            names = getattr(ds, "classes", None)
+            names = getattr(run.ds, "classes", None)
             if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
                 names = None
             n_cls = max(len(names) if names else 0, int(record["num_classes"]))
-            stats_per_method = ClassStats(n_cls, map_keys, list(names) if names else None)
+            stats_per_method = ClassStats(n_cls, run.map_keys, list(names) if names else None)
         stats_per_method.update(shard)
         records.append({k2: record[k2] for k2 in ("index", "file", "start", "stop", "sha256", "bytes")})
     stats = stats_per_method.as_dict() if stats_per_method is not None else {"classes": {}, "all": {}}
-    atomic_write_bytes(folder / STATS, (json.dumps({"fingerprint": fp, **stats}, indent=2) + "\n").encode())
-    write_manifest(folder, {**header, "complete": True, "shards": records})
+    atomic_write_bytes(folder / STATS, (json.dumps({"fingerprint": run.fp, **stats}, indent=2) + "\n").encode())
+    write_manifest(folder, {**run.header, "complete": True, "shards": records})
     return stats

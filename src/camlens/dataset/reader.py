@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from camlens.errors import DataError
 from camlens.core.ops import upsample
 from camlens.dataset.manifest import MANIFEST, read_manifest
 from camlens.dataset.shards import read_shard
+from camlens.errors import DataError
 
 __all__ = ["Item", "Results", "open_results"]
 
@@ -163,7 +163,9 @@ class Results:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read the statistics {path} ({e}); rerun the same command to rewrite them") from None
+            raise DataError(
+                f"cannot read the statistics {path} ({e}); rerun the same command to rewrite them"
+            ) from None
 
     def verify(self) -> None:
         """Check every shard's sha256 now (reading each once).

@@ -21,6 +21,7 @@ from typing import Any
 from torch import Tensor
 
 from camlens._util.files import atomic_write_bytes
+from camlens._util.optional import optional_import
 from camlens.errors import DataError
 
 __all__ = [
@@ -34,12 +35,8 @@ __all__ = [
 ]
 
 
-def _st():
-    try:
-        import safetensors.torch as st
-    except ImportError:
-        raise ImportError("explain-dataset writes safetensors shards: pip install 'camlens[cli]'") from None
-    return st
+def _st() -> Any:
+    return optional_import("safetensors.torch", "cli", "explain-dataset shards")
 
 
 def shard_file(k: int) -> str:
@@ -106,7 +103,9 @@ def read_shard(path: Path, sha256: str) -> dict[str, Tensor]:
     try:
         blob = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"shard {path} listed in the manifest is missing; rerun the same explain-dataset command") from None
+        raise DataError(
+            f"shard {path} listed in the manifest is missing; rerun the same explain-dataset command"
+        ) from None
     got = hashlib.sha256(blob).hexdigest()
     if got != sha256:
         raise DataError(

@@ -15,12 +15,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from camlens.demo.checkpoint import META, load_checkpoint
+from camlens.demo.checkpoint import META, load_checkpoint, read_meta
 from camlens.demo.data import CLASSES, FILES, FashionMNIST
 from camlens.errors import InputError
 from camlens.sources import Collated
 
-__all__ = ["IDXDataset", "checkpoint_folder", "fashion_mnist", "idx_dataset", "idx_folder"]
+__all__ = ["IDXDataset", "checkpoint_folder", "checkpoint_input_shape", "fashion_mnist", "idx_dataset", "idx_folder"]
 
 
 class IDXDataset(Dataset):
@@ -62,6 +62,17 @@ def checkpoint_folder(path: Path, device: torch.device) -> tuple[nn.Module, dict
     if meta.get("classes"):
         info["classes"] = list(meta["classes"])
     return model, info
+
+
+def checkpoint_input_shape(path: str | Path) -> tuple[int, ...] | None:
+    """One input's shape ``(C, H, W)`` for a checkpoint folder's model: recorded, or the ConvNet's; else ``None``."""
+    meta = read_meta(path)
+    shape = meta.get("input_shape")
+    if shape is None and meta.get("architecture") == "convnet":
+        kw = meta.get("model_kwargs", {})
+        size = kw.get("image_size", 28)
+        shape = (kw.get("in_channels", 1), size, size)
+    return None if shape is None else tuple(shape)
 
 
 def fashion_mnist(split: str) -> tuple[Dataset, dict[str, Any]]:

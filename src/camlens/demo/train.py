@@ -186,8 +186,7 @@ def train(
         InputError: a bad recipe value or device.
         DataError: missing or corrupt data files.
     """
-    from camlens.demo.checkpoint import save_checkpoint
-    from camlens.demo.data import CLASSES, load_split
+    from camlens.demo.data import CLASSES
     from camlens.demo.models import MODELS, build_model
 
     _check_positive("epochs", epochs)
@@ -202,6 +201,29 @@ def train(
         raise InputError(f"seed={seed!r} must be an int or None")
     dev = select_device(device)
     kwargs = dict(model_kwargs or {})
+    (x, y), (vx, vy) = _splits(data, train_limit, val_limit, dev)
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    model = build_model(architecture, **kwargs).to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    meta: dict[str, Any] = {
+        "architecture": architecture,
+        "model_kwargs": kwargs,
+        "classes": list(CLASSES),
+        "data": {"source": str(Path(data).resolve()) if data is not None else "bundled-sample",
+                 "train_images": int(x.shape[0]), "val_images": int(vx.shape[0]), "val_split": "test"},
+        "recipe": {"optimizer": "Adam", "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed},
+    }  # fmt: skip
+    history, per_class = _fit(model, meta, (x, y), (vx, vy), epochs, checkpoint, progress, log)
+    return TrainResult(model=model, history=history, accuracy=history[-1].val_accuracy,
+                       per_class_accuracy=per_class, checkpoint=Path(checkpoint) if checkpoint else None, meta=meta)
+
+
+def _splits(
+    data: str | Path | None, train_limit: int | None, val_limit: int | None, dev: torch.device
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``((x, y), (val_x, val_y))`` on ``dev``: the train and test splits, cut to the limits."""
+    from camlens.demo.data import load_split
 
     train_img, train_lbl = load_split(data, "train")
     val_img, val_lbl = load_split(data, "test")
@@ -211,36 +233,45 @@ def train(
         val_img, val_lbl = val_img[:val_limit], val_lbl[:val_limit]
     if train_img.shape[0] == 0 or val_img.shape[0] == 0:
         raise DataError(f"no images to train or validate on in {data or 'the bundled sample'}")
-    x, y = _as_float(train_img, dev), train_lbl.to(dev)
-    vx, vy = _as_float(val_img, dev), val_lbl.to(dev)
+    return (_as_float(train_img, dev), train_lbl.to(dev)), (_as_float(val_img, dev), val_lbl.to(dev))
 
-    if seed is not None:
-        torch.manual_seed(seed)
-    model = build_model(architecture, **kwargs).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+def _fit(
+    model: nn.Module,
+    meta: dict[str, Any],
+    train_set: tuple[Tensor, Tensor],
+    val_set: tuple[Tensor, Tensor],
+    epochs: int,
+    checkpoint: str | Path | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> tuple[list[EpochStats], list[float]]:
+    """The epochs: train, validate, log, update ``meta`` and rewrite the checkpoint after each.
+
+    The recipe (batch size, learning rate, seed) is read from ``meta["recipe"]``.
+
+    Returns:
+        ``(history, per-class accuracy after the last epoch)``; the model is left in eval mode.
+    """
+    from camlens.demo.checkpoint import save_checkpoint
+    from camlens.demo.data import CLASSES
+
+    recipe = meta["recipe"]
+    (x, y), (vx, vy) = train_set, val_set
+    opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
     gen = torch.Generator(device="cpu")
-    if seed is not None:
-        gen.manual_seed(seed)
+    if recipe["seed"] is not None:
+        gen.manual_seed(recipe["seed"])
     else:
         gen.seed()
-
-    data_desc = str(Path(data).resolve()) if data is not None else "bundled-sample"
-    meta: dict[str, Any] = {
-        "architecture": architecture,
-        "model_kwargs": kwargs,
-        "classes": list(CLASSES),
-        "data": {"source": data_desc, "train_images": int(x.shape[0]), "val_images": int(vx.shape[0]),
-                 "val_split": "test"},
-        "recipe": {"optimizer": "Adam", "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed},
-    }
     history: list[EpochStats] = []
     per_class: list[float] = []
-    steps = math.ceil(x.shape[0] / batch_size)
+    steps = math.ceil(x.shape[0] / recipe["batch_size"])
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         bar = progress_bar(steps, f"epoch {epoch}/{epochs}", enabled=progress, unit="batch", leave=False)
         try:
-            train_loss, timings = train_epoch(model, opt, x, y, batch_size, gen, bar)
+            train_loss, timings = train_epoch(model, opt, x, y, recipe["batch_size"], gen, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -259,5 +290,4 @@ def train(
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, meta)
     model.eval()
-    return TrainResult(model=model, history=history, accuracy=history[-1].val_accuracy,
-                       per_class_accuracy=per_class, checkpoint=Path(checkpoint) if checkpoint else None, meta=meta)
+    return history, per_class

@@ -6,6 +6,6 @@ from camlens.demo.data.idx import read_idx
 __all__ = ["CLASSES", "FILES", "FashionMNIST", "load_split", "read_idx", "sample_dir"]
 
 # -- the downloader (issue 3) --
-from camlens.demo.data.download import ENV_VAR, MD5, MIRRORS, data_dir, download_fashion_mnist  # noqa: E402
+from camlens.demo.data.download import ENV_VAR, MD5, MIRRORS, data_dir, download_fashion_mnist
 
 __all__ += ["ENV_VAR", "MD5", "MIRRORS", "data_dir", "download_fashion_mnist"]

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from camlens.errors import DataError
 from camlens.demo.data.idx import read_idx
+from camlens.errors import DataError
 
 __all__ = ["CLASSES", "FILES", "FashionMNIST", "load_split", "sample_dir"]
 
