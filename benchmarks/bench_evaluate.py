@@ -31,8 +31,8 @@ import harness  # first: puts src/ and benchmarks/ on sys.path
 # isort: split
 from camlens.demo.checkpoint import save_checkpoint
 from camlens.demo.data import CLASSES, FashionMNIST
+from camlens.cli.evaluate import evaluate_spec
 from camlens.demo.models import ConvNet
-from camlens.evaluation.run import evaluate_checkpoint
 from camlens.methods import METHODS, GradCAM, register
 from camlens.metrics import ROAD_PERCENTAGES, confidence_change, deletion, insertion, saliency_rank
 from camlens.metrics._common import class_probs, resolve_classes
@@ -149,8 +149,9 @@ def main() -> None:
             print(f"note: only {len(methods) - len(pad)} real method(s) registered; timing padded with {pad}")
 
     c0 = time.process_time()
-    ev, total = harness.timed(lambda: evaluate_checkpoint(
-        ckpt, n_images=args.n_images, methods=methods, layers=args.layers, seeds=args.seeds,
+    ev, total = harness.timed(lambda: evaluate_spec(
+        str(ckpt), "fashion-mnist:test", n_images=args.n_images, device="cpu", methods=methods, layers=args.layers,
+        seeds=args.seeds,
         steps=args.steps, sanity=not args.no_sanity, baselines=args.baselines,
     ))  # fmt: skip
     cpu = time.process_time() - c0
@@ -159,7 +160,7 @@ def main() -> None:
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         load = "?"
-    print(f"\nTOTAL evaluate_checkpoint wall time: {total:.1f} s, process CPU time {cpu:.1f} s (load average {load}) "
+    print(f"\nTOTAL evaluate_spec wall time: {total:.1f} s, process CPU time {cpu:.1f} s (load average {load}) "
           f"for {args.n_images} images x {len(methods)} methods x {len(args.layers)} layers + "
           f"{len(args.baselines)} baselines x {len(args.seeds)} seed(s), {threads} threads "
           f"(accuracy on these images {ev.config['accuracy_on_images']:.4f})")

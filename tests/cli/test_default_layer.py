@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import torch
-from testmodels import rgb32_dataset, small_resnet
 
 import camlens
 from camlens.cli import main
+from testmodels import rgb32_dataset, small_resnet
 
 MODEL, DATA = "testmodels:small_resnet", "testmodels:rgb32_dataset"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from beyond_models import SwinLike, TinyViT, hf_vit
 from torch import nn
 
 import camlens
+from beyond_models import SwinLike, TinyViT, hf_vit
 from camlens.cli import main
 from camlens.core.autolayer import choose_layer, scan_layers
 from camlens.demo.models import ConvNet

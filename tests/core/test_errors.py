@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from testmodels import SmallConvNet, hook_count
 from torch import nn
 
 import camlens
+from testmodels import SmallConvNet, hook_count
 
 
 @pytest.fixture

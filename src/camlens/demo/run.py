@@ -172,10 +172,10 @@ def _explain_and_report(
     colormap: str, eval_images: int, log: Callable[[str], None],
 ) -> DemoResult:  # fmt: skip
     """Explain the chosen test images at the three conv layers, evaluate, write the figures and the report."""
-    from camlens.cli.explain import explain_batch, title_for, write_figures
     from camlens.demo.data import CLASSES, load_split
     from camlens.demo.report import write_report
     from camlens.demo.train import _as_float, evaluate
+    from camlens.viz.explained import explain_batch, title_for, write_figures
 
     device = next(model.parameters()).device
     images, labels = load_split(data, "test")
