@@ -29,9 +29,9 @@ from torch import nn
 import harness  # first: puts src/ and benchmarks/ on sys.path
 
 # isort: split
+from camlens.cli.evaluate import evaluate_spec
 from camlens.demo.checkpoint import save_checkpoint
 from camlens.demo.data import CLASSES, FashionMNIST
-from camlens.cli.evaluate import evaluate_spec
 from camlens.demo.models import ConvNet
 from camlens.methods import METHODS, GradCAM, register
 from camlens.metrics import ROAD_PERCENTAGES, confidence_change, deletion, insertion, saliency_rank
