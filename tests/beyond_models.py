@@ -114,3 +114,13 @@ class TinyDetector(nn.Module):
         size = torch.nn.functional.softplus(self.box(f)).flatten(2) * self.stride * 2  # (N, 2, M)
         boxes = torch.stack([cx - size[:, 0] / 2, cy - size[:, 1] / 2, cx + size[:, 0] / 2, cy + size[:, 1] / 2], -1)
         return {"boxes": boxes, "logits": self.cls(f).flatten(2).transpose(1, 2)}
+
+
+def tiny_vit() -> TinyViT:
+    """A model factory (``'beyond_models:tiny_vit'``): a TinyViT with the same weights on every call."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        return TinyViT().eval()
+    finally:
+        torch.random.set_rng_state(state)

@@ -98,6 +98,7 @@ def evaluate_spec(
         on the images when the dataset has labels.
     """
     from camlens._util.device import select_device
+    from camlens.core.targets import select_output
     from camlens.evaluation import evaluate
     from camlens.sources import load_dataset, load_model
 
@@ -111,7 +112,7 @@ def evaluate_spec(
     accuracy = None
     if labels is not None:
         with torch.no_grad():
-            pred = torch.cat([net(c).argmax(1).cpu() for c in x.split(kwargs.get("batch_size", 512))])
+            pred = torch.cat([select_output(net(c)).argmax(1).cpu() for c in x.split(kwargs.get("batch_size", 512))])
         accuracy = float((pred == labels.cpu()).double().mean())
     result.config.update({
         "model": model, "checkpoint": model if info.get("kind") == "checkpoint" else None,

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camlens.core.targets import select_output
 from camlens.viz.explained import Explained, explain_batch, title_for, write_figures
 
 __all__ = ["Explained", "add_arguments", "class_names_for", "explain_batch", "parse_target", "run", "write_figures"]
@@ -101,7 +102,7 @@ def class_names_for(model: nn.Module, info: dict[str, Any], ds: Any, x: Tensor) 
         if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
             return list(names)
     with torch.no_grad():
-        n = int(model(x[:1]).shape[1])
+        n = int(select_output(model(x[:1])).shape[1])
     return [str(i) for i in range(n)]
 
 

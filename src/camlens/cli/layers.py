@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from camlens._util.device import DEVICE_HELP
-from camlens.errors import InputError
+from camlens.errors import CamlensError, InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     infos = scan_layers(model, x)
     try:
         chosen: str | None = choose_layer(model, x)
-    except Exception:  # no candidate is a fact to print, not a failure
+    except CamlensError:  # no candidate is a fact to print, not a failure
         chosen = None
     rows = [i for i in infos if args.all or i.spatial]
     print(f"input (1, {', '.join(map(str, shape))}); {len(rows)} of {len(infos)} layers shown")
