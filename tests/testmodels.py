@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+
+from models import BasicBlock  # benchmarks/models.py: torchvision's BasicBlock
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class GapNet(nn.Module):
@@ -49,26 +56,6 @@ def hook_count(model: nn.Module) -> int:
     return n
 
 
-class _Block(nn.Module):
-    """torchvision's BasicBlock: conv-BN-ReLU-conv-BN, plus the (projected) input, then ReLU."""
-
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
 class SmallResNet(nn.Module):
     """torchvision's ResNet layout in miniature (one block per stage), for 3x32x32 inputs: layer4 is 4x4."""
 
@@ -79,7 +66,7 @@ class SmallResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         cin = widths[0]
         for i, w in enumerate(widths):
-            setattr(self, f"layer{i + 1}", nn.Sequential(_Block(cin, w, 1 if i == 0 else 2)))
+            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(cin, w, 1 if i == 0 else 2)))
             cin = w
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
@@ -90,14 +77,19 @@ class SmallResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def seeded(build: Callable[[], M], seed: int = 0) -> M:
+    """``build()`` in eval mode under ``torch.manual_seed(seed)``, leaving the global RNG as it was."""
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return build().eval()
+    finally:
+        torch.random.set_rng_state(state)
+
+
 def small_resnet() -> SmallResNet:
     """A model factory (``'testmodels:small_resnet'``): the same weights on every call."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    try:
-        return SmallResNet().eval()
-    finally:
-        torch.random.set_rng_state(gen_state)
+    return seeded(SmallResNet)
 
 
 class RGB32(Dataset):
