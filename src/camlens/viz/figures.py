@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from camlens._util.optional import optional_import
 from camlens.errors import InputError
 
 __all__ = [
@@ -30,13 +31,10 @@ __all__ = [
 ]
 
 
-def _mpl():
-    try:
-        import matplotlib
-        from matplotlib.figure import Figure
-    except ImportError:  # pragma: no cover - only without the extra
-        raise ImportError("figures need matplotlib: pip install 'camlens[plot]'") from None
-    return matplotlib, Figure
+def _mpl() -> tuple[Any, Any]:
+    """matplotlib and its ``Figure`` class, imported on first use (the ``plot`` extra)."""
+    matplotlib = optional_import("matplotlib", "plot", "figures")
+    return matplotlib, optional_import("matplotlib.figure", "plot", "figures").Figure
 
 
 def new_figure(figsize: tuple[float, float], *, layout: str | None = "tight") -> Any:

@@ -7,17 +7,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from camlens._util.optional import optional_import
 from camlens.errors import DataError
 
 __all__ = ["load_image", "load_images"]
-
-
-def _pil():
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:  # pragma: no cover - only without the extra
-        raise ImportError("reading PNG/JPEG files needs Pillow: pip install 'camlens[plot]'") from None
-    return Image, UnidentifiedImageError
 
 
 def load_image(path: str | Path, size: int = 28, invert: bool = False) -> Tensor:
@@ -36,7 +29,7 @@ def load_image(path: str | Path, size: int = 28, invert: bool = False) -> Tensor
         DataError: a missing, corrupt or non-image file, or a wrong size; the
             message names the file and what to do.
     """
-    Image, Unidentified = _pil()
+    Image = optional_import("PIL.Image", "plot", "PNG/JPEG files")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"image file {path} does not exist")
@@ -44,7 +37,7 @@ def load_image(path: str | Path, size: int = 28, invert: bool = False) -> Tensor
         with Image.open(path) as im:
             im.load()
             gray = im.convert("L")
-    except (Unidentified, OSError, SyntaxError, ValueError) as e:
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"image file {path} is corrupt or not an image Pillow can read ({e}); "
                         "give a PNG or JPEG file") from None
     w, h = gray.size
