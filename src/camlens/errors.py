@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CamlensError",
     "DataError",
+    "FolderBusyError",
     "InputError",
     "LayerNotFoundError",
     "LayerNotUsedError",
@@ -47,3 +48,7 @@ class InputError(CamlensError, ValueError):
 
 class DataError(CamlensError, ValueError):
     """A data file or download is missing, truncated, corrupt or of the wrong kind."""
+
+
+class FolderBusyError(CamlensError, RuntimeError):
+    """Another live process is writing the same output folder (it holds the folder's lock)."""
