@@ -2,6 +2,16 @@
 
 The hooks live only inside ``with capture(...)``: they are registered on
 entry and removed in ``finally``, also when the forward pass raises.
+
+Threads: every hook registered here (:func:`forward_hooks`, and so
+:func:`capture` and :func:`module_outputs`) acts only in the thread that
+registered it. Module hooks are shared by all forward passes through the
+module, so while one thread's capture is open another thread's forward pass
+through the same model runs the hook too; scoped to its thread, the hook does
+nothing there. Several threads may therefore capture from one model at once,
+each seeing only its own forward passes. The other side of the rule: a model
+whose ``forward`` runs its layers in worker threads of its own cannot be
+captured (the layers are reported as not called).
 Gradients come from ``torch.autograd.grad`` (:func:`target_gradients`,
 :func:`per_target_grads`): no parameter's ``.grad`` is touched, and nothing
 below the earliest differentiated tensor is back-propagated.
@@ -12,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from threading import get_ident
 from typing import Any
 
 import torch
@@ -26,6 +37,7 @@ __all__ = [
     "forward_hooks",
     "module_outputs",
     "per_target_grads",
+    "scoped_owner",
     "target_gradients",
 ]
 
@@ -89,17 +101,37 @@ def _make_hook(name: str, store: Captured):
 ForwardHook = Callable[[nn.Module, Any, Any], Any]
 
 
+def _this_thread_only(hook: ForwardHook, owner: int) -> ForwardHook:
+    """``hook``, run only for forward passes in thread ``owner`` (a no-op in any other thread)."""
+
+    def scoped(module: nn.Module, inputs: Any, output: Any) -> Any:
+        if get_ident() != owner:
+            return None
+        return hook(module, inputs, output)
+
+    scoped._camlens_owner = owner  # type: ignore[attr-defined]
+    return scoped
+
+
+def scoped_owner(hook: Any) -> int | None:
+    """The thread a hook registered by :func:`forward_hooks` acts in (``None``: not one of ours)."""
+    return getattr(hook, "_camlens_owner", None)
+
+
 @contextmanager
 def forward_hooks(hooks: Iterable[tuple[nn.Module, ForwardHook]]) -> Iterator[int]:
     """Register each ``(module, hook)`` as a forward hook for the block; yields how many.
 
     Every hook registered is removed on exit, also when registering a later
     one or the block raises: the model leaves the block with the hooks it had.
+    Each hook acts only in the calling thread: another thread's forward pass
+    through the same modules meanwhile is neither seen nor changed.
     """
     handles = []
+    owner = get_ident()
     try:
         for module, hook in hooks:
-            handles.append(module.register_forward_hook(hook))
+            handles.append(module.register_forward_hook(_this_thread_only(hook, owner)))
         yield len(handles)
     finally:
         for h in handles:
@@ -135,6 +167,10 @@ def module_outputs(
 @contextmanager
 def capture(model: nn.Module, layers: Mapping[str, nn.Module], *, lazy: bool = True) -> Iterator[Captured]:
     """Hook ``layers`` of ``model`` for the forward passes run inside the block.
+
+    The hooks record only the forward passes of the thread that opened the
+    block (see the module's note on threads): two threads may capture the same
+    layers of one model at once, and each gets exactly its own activations.
 
     Args:
         model: the model (only used to scope the block; its state is not changed).

@@ -26,17 +26,27 @@ replaced or changed in place (its identity, storage or version counter), or
 once when it stops reproducing the model for a reason that fingerprint cannot
 see; a copy that fails the check right after being built is dropped until the
 fingerprint changes.
+
+Threads: one :class:`InferenceCopy` (one Score-CAM object) may serve several
+threads at once. Checking, building and replacing the copy happen under a
+lock, and each call runs its passes through the module it was handed, which a
+later rebuild by another thread never changes; ``last_used`` is per thread.
+The copy is built without the hooks another thread's call holds on the model
+for the moment (they act only in that thread, see :mod:`camlens.core.capture`).
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from camlens.core.capture import scoped_owner
 from camlens.core.targets import OutputSpec, select_output
 from camlens.errors import InputError
 
@@ -57,6 +67,38 @@ def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
         tuple(id(m) for m in model.modules()),
         tuple((id(t), t.data_ptr(), t._version) for t in tensors),
     )
+
+
+#: a module's forward-hook dictionaries: a copy of the model starts with these empty.
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+def _copy_without_forward_hooks(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose modules have no forward hooks.
+
+    The only hooks an eligible model carries are other threads' call-scoped
+    ones, which that thread may remove at any moment: copying the dictionaries
+    would iterate them while they change, so the copy gets fresh empty ones.
+    """
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for attr in _HOOK_DICTS:
+            d = m.__dict__.get(attr)
+            if d is not None:
+                memo[id(d)] = OrderedDict()
+    return copy.deepcopy(model, memo)
+
+
+def _foreign_only(hooks: Any) -> bool:
+    """Whether every hook in ``hooks`` is another thread's call-scoped hook (one that never runs here)."""
+    me = threading.get_ident()
+    return all(scoped_owner(h) not in (None, me) for h in list(hooks.values()))
 
 
 def _explicit_padding(model: nn.Module) -> nn.Module:
@@ -90,7 +132,7 @@ def ineligible(model: nn.Module, x: Tensor) -> str | None:
     for name, m in model.named_modules():
         if m.training:
             return f"module {name or type(m).__name__!r} is in training mode (BatchNorm folding needs eval mode)"
-        if m._forward_hooks or m._forward_pre_hooks:
+        if not (_foreign_only(m._forward_hooks) and _foreign_only(m._forward_pre_hooks)):
             return f"module {name or type(m).__name__!r} has forward hooks, which the copy would not run the same way"
     return None
 
@@ -112,8 +154,13 @@ class InferenceCopy:
         self._key: tuple[Any, ...] | None = None
         self._copy: nn.Module | None = None
         self._error: str | None = None
-        #: what the last call ran its extra passes through: "optimized copy" or "model".
-        self.last_used: str | None = None
+        self._lock = threading.Lock()  # held while the copy is checked, built or dropped
+        self._local = threading.local()
+
+    @property
+    def last_used(self) -> str | None:
+        """What this thread's last call ran its extra passes through: "optimized copy" or "model"."""
+        return getattr(self._local, "used", None)
 
     def _reproduces(self, x: Tensor, logits: Tensor, output: OutputSpec) -> bool:
         """Check the copy against the model's ``logits`` on ``x``; a copy that fails is dropped for good.
@@ -144,7 +191,7 @@ class InferenceCopy:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 from torch.fx.experimental.optimization import optimize_for_inference
 
-                self._copy = optimize_for_inference(_explicit_padding(copy.deepcopy(model)))
+                self._copy = optimize_for_inference(_explicit_padding(_copy_without_forward_hooks(model)))
         except Exception as e:
             self._error = f"torch.fx could not prepare the model ({type(e).__name__}: {e})"
 
@@ -152,9 +199,19 @@ class InferenceCopy:
         self, model: nn.Module, x: Tensor, logits: Tensor, output: OutputSpec = None, rows: int | None = None
     ) -> nn.Module:
         """The module for ``rows`` extra passes of ``model``; ``logits`` is the model's own output on ``x``."""
-        self.last_used = "model"
+        self._local.used = "model"
         if self.optimize is False:
             return model
+        with self._lock:
+            runner = self._checked(model, x, logits, output, rows)
+        if runner is not model:
+            self._local.used = "optimized copy"
+        return runner
+
+    def _checked(
+        self, model: nn.Module, x: Tensor, logits: Tensor, output: OutputSpec, rows: int | None
+    ) -> nn.Module:
+        """:meth:`module`'s decision, made under the lock."""
         reason = ineligible(model, x)
         if reason is None:
             key = _fingerprint(model)
@@ -171,7 +228,6 @@ class InferenceCopy:
                     self._reproduces(x, logits, output)
             reason = self._error
         if reason is None:
-            self.last_used = "optimized copy"
             assert self._copy is not None
             return self._copy
         if self.optimize:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from camlens.core.capture import forward_hooks
 from camlens.core.layers import LayerSpec
 from camlens.errors import CamlensError, InputError, LayerShapeError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
@@ -136,11 +137,8 @@ class AblationCAM(BaseCAM):
     def _run_hooked(self, module: nn.Module, inp: Tensor, rows: Tensor) -> Any:
         replace = _Replace()
         replace.rows = rows
-        handle = module.register_forward_hook(replace)
-        try:
+        with forward_hooks([(module, replace)]):  # this thread's passes only: others run unablated
             return self.model(inp)
-        finally:
-            handle.remove()
 
     def _scorer(self, ctx: CAMContext, name: str, mode: str) -> Callable[[Tensor, Tensor], Tensor]:
         """``score(rows, img) -> (M, K)`` for ablated activations ``rows`` of images ``img``."""

@@ -157,6 +157,17 @@ class BaseCAM:
     lives at the input's resolution, not a layer's), ``accepts_reshape``
     (takes ``reshape=``), ``accepts_postprocess`` (takes ``relu=``,
     ``normalize=``, ``upsample=``).
+
+    Threads: one method object, and one model, may be used from several
+    threads at once, and each call returns what it would return alone. All
+    per-call state lives in the call: the hooks of a call act only in the
+    calling thread (:mod:`camlens.core.capture`), so another thread's forward
+    pass through the same layers is neither recorded nor changed, and a
+    method's caches (Score-CAM's inference copy) are checked and rebuilt under
+    a lock and handed to each call. Attributes that report on "the last call"
+    (``AblationCAM.rerun_used``) are shared and say what the latest call in
+    any thread did. The model must not be changed (trained, moved) meanwhile,
+    and its ``forward`` must run its layers in the calling thread.
     """
 
     name: ClassVar[str] = ""
