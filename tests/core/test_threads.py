@@ -38,13 +38,12 @@ class Meet(nn.Module):
 
 def met_net(parties: int) -> nn.Sequential:
     """Meet -> conv -> ReLU -> conv -> ReLU -> GAP -> linear: every forward pass of the threads overlaps."""
-    return seeded(
-        lambda: nn.Sequential(
-            Meet(parties), nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(6, 5, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 4),
-        )  # fmt: skip
-    )
+
+    def build() -> nn.Sequential:
+        layers = [Meet(parties), nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 5, 3, padding=1)]
+        return nn.Sequential(*layers, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 4))
+
+    return seeded(build)
 
 
 def inputs(n: int, shape: tuple[int, ...] = (2, 3, 16, 16)) -> list[torch.Tensor]:
@@ -59,7 +58,7 @@ def in_threads(n: int, work: Callable[[int], Any]) -> list[Any]:
     def run(i: int) -> None:
         try:
             results[i] = work(i)
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+        except BaseException as e:  # handed to the test thread
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]

@@ -82,7 +82,18 @@ def target_scores(
         ``(scores, classes, multi)``: scores ``(N, K)`` still attached to the
         graph, the class indices ``(N, K)`` (``None`` for a callable), and
         whether the caller asked for several targets per image.
+
+    Raises:
+        TargetError: the scores are a 0-d tensor (one number for the whole
+            batch), or do not fit ``target`` / ``top_k``.
     """
+    if logits.ndim == 0:
+        raise TargetError(
+            "the model's output is a 0-d tensor (one number for the whole batch), but camlens explains "
+            "scores per image: return (N, classes) scores, or (N,) / (N, K) scores picked by "
+            "target=callable; if the output holds them elsewhere, pick them with output='key', an index "
+            "or a callable"
+        )
     n = logits.shape[0]
     if top_k is not None:
         if target is not None:

@@ -326,7 +326,14 @@ def layer_gradients(scores: Tensor, acts: Mapping[str, Tensor]) -> dict[str, Ten
 
 
 def check_input(model: nn.Module, x: Tensor) -> None:
-    """Refuse an ``x`` that is not a tensor, is an inference tensor, or is on another device than ``model``."""
+    """Refuse an ``x`` that cannot be explained by ``model`` as given.
+
+    Raises:
+        InputError: ``x`` is not a tensor, is an inference tensor, is on
+            another device than ``model``, either of them is on the meta device
+            (shapes without data), or some images hold NaN or infinite values
+            (named by their index in the batch).
+    """
     if not isinstance(x, Tensor):
         raise InputError(f"x must be a torch.Tensor batch (N, C, H, W), got {type(x).__name__}")
     if x.is_inference():
@@ -337,11 +344,32 @@ def check_input(model: nn.Module, x: Tensor) -> None:
     ref: Tensor | None = next(model.parameters(), None)
     if ref is None:
         ref = next(model.buffers(), None)
+    if ref is not None and ref.device.type == "meta":
+        raise InputError(
+            f"{type(model).__name__} is on the meta device: its weights have shapes but no values, "
+            "so there is nothing to explain; load real weights first, e.g. "
+            "model.to_empty(device='cpu') followed by model.load_state_dict(...)"
+        )
+    if x.device.type == "meta":
+        raise InputError("x is on the meta device (a shape without values); pass a batch of real images")
     if ref is not None and ref.device != x.device:
         raise InputError(
             f"x is on {x.device} but {type(model).__name__} is on {ref.device}; "
             f"move one of them, e.g. x.to({str(ref.device)!r})"
         )
+    _check_finite(x)
+
+
+def _check_finite(x: Tensor) -> None:
+    """Refuse a floating-point ``x`` holding NaN or infinite values, naming the images that do."""
+    if not (x.is_floating_point() or x.is_complex()) or x.numel() == 0 or bool(torch.isfinite(x).all()):
+        return
+    bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+    shown = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} in all)" if len(bad) > 10 else "")
+    raise InputError(
+        f"x holds NaN or infinite values in image(s) {shown} of the batch of {x.shape[0]}; "
+        "every map would be NaN or meaningless: drop or repair those images (torch.isfinite(x) finds them)"
+    )
 
 
 def as_maps(name: str, t: Tensor, x: Tensor, reshape: Reshape | None, batched: bool = False) -> Tensor:

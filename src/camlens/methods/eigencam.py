@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from camlens.core.layers import LayerSpec
+from camlens.errors import InputError
 from camlens.methods.base import BaseCAM, CAMContext, CAMOptions
 from camlens.methods.registry import register
 
@@ -40,7 +41,16 @@ def first_component(features: Tensor, spatial_dims: int, center: bool = False) -
     total = m.sum(dim=-1)  # (..., P)
     if center:
         m = m - m.mean(dim=-2, keepdim=True)
-    _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    try:
+        _, _, vh = torch.linalg.svd(m, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        rows = (~torch.isfinite(m)).reshape(m.shape[0], -1).any(dim=1) if m.ndim > 2 else None
+        which = "" if rows is None else f" of image(s) {rows.nonzero().flatten().tolist()[:10]}"
+        raise InputError(
+            f"Eigen-CAM's SVD failed: the features{which} hold NaN or infinite values "
+            "(the model computed them from a finite input); explain a layer with finite outputs, "
+            "or run the model in float32 if it overflows in half precision"
+        ) from None
     proj = (m @ vh[..., 0, :, None]).squeeze(-1)  # (..., P)
     flip = (proj * total).sum(dim=-1, keepdim=True) < 0
     return torch.where(flip, -proj, proj).unflatten(-1, spatial)
