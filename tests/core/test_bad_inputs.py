@@ -10,6 +10,7 @@ import camlens
 from camlens._util.device import select_device
 from camlens.cli import main
 from camlens.errors import InputError, TargetError
+from camlens.methods.base import check_input
 from camlens.methods.eigencam import first_component
 from testmodels import GapNet, hook_count, seeded
 
@@ -82,6 +83,12 @@ def test_finite_and_integer_inputs_pass_the_check() -> None:
     model = seeded(GapNet)
     cam = camlens.GradCAM(model, "features.2")
     assert torch.isfinite(cam(torch.randn(2, 3, 8, 8)).map).all()
+    check_input(model, torch.full((4, 3, 8, 8), 3e38))  # finite values whose sum overflows: the exact check
+    check_input(model, torch.full((4, 3, 8, 8), 6e4, dtype=torch.float16))
+    check_input(model, torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    check_input(model, torch.zeros(0, 3, 8, 8))
+    with pytest.raises(InputError, match=r"image\(s\) 1 of the batch of 2"):
+        check_input(model, torch.tensor([[1.0], [float("inf")]], dtype=torch.float16))
 
 
 def test_eigencam_on_features_the_model_made_non_finite() -> None:
