@@ -159,3 +159,22 @@ def test_folder_fifo_and_device_are_refused_without_reading(tmp_path):
         with pytest.raises(DataError) as e:
             read_idx(f)
         assert str(e.value) == f"IDX file {f} is not a regular file; give the path of an IDX file"
+
+
+def test_idx_file_linking_outside_the_folder_is_refused(tmp_path):
+    outside, root = tmp_path / "outside", tmp_path / "data"
+    for d in (outside, root):
+        d.mkdir()
+        _folder(d, np.zeros((1, 28, 28)), np.array([1]))
+    img = root / "t10k-images-idx3-ubyte.gz"
+    img.unlink()
+    img.symlink_to(outside / img.name)
+    with pytest.raises(DataError) as e:
+        load_split(root, "test")
+    assert str(e.value) == (f"{img} links to {outside / img.name}, outside the data folder {root}; camlens reads "
+                            "nothing outside the folder it is given: copy the file in instead of linking it")
+    img.unlink()
+    img.symlink_to("sub/../t10k-labels-idx1-ubyte.gz")  # a link that stays inside is followed
+    (root / "sub").mkdir()
+    with pytest.raises(DataError, match="has 1 dimension"):  # it was read: it is the labels file
+        load_split(root, "test")
