@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from camlens._util.optional import optional_import
 from camlens.errors import DataError, InputError
 
 __all__ = [
@@ -147,42 +147,59 @@ class ImageFolder(Dataset):
     """Images laid out one subfolder per class, as ``(image (C, H, W) in [0, 1], label)``.
 
     Classes are the subfolder names in sorted order; files are sorted by path,
-    so item ids are stable. Pillow is imported when the first image is read.
+    so item ids are stable. Pillow is imported when the first image is read,
+    through :func:`camlens.viz.images.open_image` (bomb limit, 16-bit data kept).
+
+    Nothing outside ``root`` is read: a file or class folder that is a symbolic
+    link resolving outside it is skipped (``skipped_links`` lists them, and a
+    warning says how many).
 
     Args:
         root: the folder of class folders.
         mode: Pillow mode to convert every image to (``"RGB"``, ``"L"``).
+
+    Raises:
+        DataError: no images; or, when an item is read, a corrupt or oversized
+            file (the message names it).
     """
 
     def __init__(self, root: str | Path, mode: str = "RGB") -> None:
         self.root = Path(root)
         self.mode = mode
+        inside = self.root.resolve()
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
         self.files: list[tuple[Path, int]] = []
+        self.skipped_links: list[Path] = []
         for label, name in enumerate(self.classes):
             for f in sorted((self.root / name).rglob("*")):
-                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
+                    continue
+                if f.resolve().is_relative_to(inside):
                     self.files.append((f, label))
+                else:
+                    self.skipped_links.append(f)
+        if self.skipped_links:
+            warnings.warn(
+                f"image folder {self.root}: skipped {len(self.skipped_links)} file(s) that link outside it "
+                f"(first: {self.skipped_links[0]}); copy them in to use them",
+                stacklevel=2,
+            )
         if not self.files:
             raise DataError(
                 f"image folder {self.root} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class subfolders; "
                 "lay it out as ROOT/<class name>/<image files>"
+                + (f" ({len(self.skipped_links)} linking outside it were skipped)" if self.skipped_links else "")
             )
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        import numpy as np
-
-        Image = optional_import("PIL.Image", "cli", "image folders")
+        from camlens.viz.images import image_tensor, open_image
 
         path, label = self.files[i]
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert(self.mode), dtype=np.uint8)
-        t = torch.from_numpy(arr.copy())
-        t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
-        return t.float().div_(255.0), label
+        channels = {"L": 1, "RGB": 3}.get(self.mode)
+        return image_tensor(open_image(path, self.mode), channels), label
 
 
 def load_dataset(spec: str) -> tuple[Dataset, dict[str, Any]]:
@@ -214,7 +231,9 @@ def load_dataset(spec: str) -> tuple[Dataset, dict[str, Any]]:
             if found is not None:
                 ds, info = found
                 return ds, {"kind": kind, "spec": spec, **info}
-        return ImageFolder(path), {"kind": "image-folder", "spec": spec, "object_mask": False}
+        folder = ImageFolder(path)
+        skipped = {"skipped_links": len(folder.skipped_links)} if folder.skipped_links else {}
+        return folder, {"kind": "image-folder", "spec": spec, "object_mask": False, **skipped}
     if _looks_like_factory(spec):
         ds = load_factory(spec, "data")()
         if not (hasattr(ds, "__getitem__") and hasattr(ds, "__len__")):

@@ -32,9 +32,15 @@ def sample_dir() -> Path:
 
 
 def _find(root: Path, stem: str) -> Path:
+    """The file ``stem[.gz]`` in ``root``; one that links outside ``root`` is refused (nothing is read outside)."""
     for name in (stem + ".gz", stem):
-        if (root / name).is_file():
-            return root / name
+        path = root / name
+        if path.is_file():
+            target = path.resolve()
+            if not target.is_relative_to(root.resolve()):
+                raise DataError(f"{path} links to {target}, outside the data folder {root}; camlens reads nothing "
+                                "outside the folder it is given: copy the file in instead of linking it")
+            return path
     raise DataError(f"no {stem}[.gz] in {root}; expected the official Fashion-MNIST file names")
 
 
