@@ -197,8 +197,13 @@ def _stale_files(folder: Path, keep: str, replaced: str | None) -> Iterator[Path
             continue
         if not stat.S_ISREG(info.st_mode):  # links, FIFOs...: never ours
             continue
-        ours = not m or p.name == replaced  # a temporary file, or the weights this save replaces
-        if ours or (info.st_size <= MAX_WEIGHTS_BYTES and sha256_file(p)[:16] == m.group(1)):  # or a killed save's
+        # a temporary file of ours, the weights this save replaces, or weights a killed save left
+        own_hex = m.group(1) if m else None
+        if (
+            own_hex is None
+            or p.name == replaced
+            or (info.st_size <= MAX_WEIGHTS_BYTES and sha256_file(p)[:16] == own_hex)
+        ):
             yield p
 
 
@@ -234,12 +239,13 @@ def _open_inside(folder: Path, name: str, what: str, limit: int) -> Iterator[tup
     except OSError as e:
         kind = "a symbolic link" if e.errno == errno.ELOOP else f"unreadable ({e.strerror or e})"
         raise DataError(f"checkpoint {folder}: {what} is {kind}, not a regular file in the folder") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
         if not stat.S_ISREG(info.st_mode):
             raise DataError(f"checkpoint {folder}: {what} is {_kind(info.st_mode)}, not a regular file")
-        if info.st_size > limit:
-            raise DataError(f"checkpoint {folder}: {what} is {info.st_size} bytes, over the {limit}-byte bound")
+        raise DataError(f"checkpoint {folder}: {what} is {info.st_size} bytes, over the {limit}-byte bound")
+    with os.fdopen(fd, "rb") as f:
         yield f, info.st_size
 
 
@@ -429,7 +435,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         DataError: missing, malformed or mismatched files, or weights that do not fit;
             the message names the folder, the field and the value.
     """
-    st = _safetensors()
     folder = Path(path)
     meta = read_meta(folder)
     blob = _read_weights(folder, meta, _build(folder, meta, "meta"))
@@ -437,7 +442,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise DataError(f"checkpoint {folder}: {meta['weights']} does not match the sha256 in {META}; it is corrupt")
     model = _build(folder, meta, "cpu")
     try:
-        state = st.load(blob)
+        state = _safetensors().load(blob)
         model.load_state_dict(state, strict=True)
     except Exception as e:  # safetensors' own checks (SafetensorError derives from Exception only)
         raise DataError(f"checkpoint {folder}: weights do not fit architecture {meta['architecture']!r}: "
