@@ -327,3 +327,46 @@ def test_a_failed_first_write_says_nothing_was_kept(tmp_path, monkeypatch):
     with pytest.raises(CamlensError, match="nothing was written: there was no checkpoint in it before"):
         save_checkpoint(tmp_path / "new", ConvNet(), {"architecture": "convnet"})
     assert _files(tmp_path / "new") == []
+
+
+# --- mutated checkpoints: only DataError comes out -----------------------------------------------
+
+
+def _mutate(rng, blob: bytes) -> bytes:
+    data = bytearray(blob)
+    kind = rng.randrange(4)
+    if kind == 0 and data:  # flip bytes
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    elif kind == 1:  # truncate
+        del data[rng.randrange(len(data) + 1) :]
+    elif kind == 2 and len(data) >= 8:  # a header length that lies
+        data[:8] = struct.pack("<Q", rng.choice([0, 1, 7, len(data), 2**32, 2**63, rng.randrange(len(data))]))
+    else:  # splice random bytes
+        at = rng.randrange(len(data) + 1)
+        data[at:at] = rng.randbytes(rng.randint(1, 64))
+    return bytes(data)
+
+
+def test_mutated_weights_and_meta_json_only_raise_data_error(saved):
+    """Seeded mutations (deterministic, about 1 s): bit flips, truncations, lying lengths, spliced bytes."""
+    import random
+
+    rng = random.Random(0)
+    name = _meta(saved)["weights"]
+    good_weights, good_meta = (saved / name).read_bytes(), (saved / "meta.json").read_bytes()
+    outcomes = {"ok": 0, "DataError": 0}
+    for i in range(150):
+        weights, meta = good_weights, good_meta
+        if i % 2:
+            weights = _mutate(rng, good_weights)
+        else:
+            meta = _mutate(rng, good_meta)
+        (saved / name).write_bytes(weights)
+        (saved / "meta.json").write_bytes(meta)
+        try:
+            load_checkpoint(saved)
+            outcomes["ok"] += 1
+        except DataError:
+            outcomes["DataError"] += 1
+    assert outcomes["DataError"] > 100  # the mutations were mostly caught, and nothing else was raised
