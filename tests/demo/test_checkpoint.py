@@ -7,9 +7,12 @@ import os
 import stat
 
 import pytest
+import safetensors.torch
 import torch
 
 from camlens import DataError
+from camlens._util.files import sha256_bytes
+from camlens._util.lock import LOCK_NAME
 from camlens.demo.checkpoint import load_checkpoint, save_checkpoint
 from camlens.demo.models import ConvNet
 
@@ -30,10 +33,14 @@ def test_round_trip_and_plain_permissions(tmp_path):
 def test_stale_weights_from_a_killed_save_are_removed(tmp_path):
     folder = tmp_path / "ck"
     save_checkpoint(folder, ConvNet(), {"architecture": "convnet"})
-    (folder / "weights-deadbeefdeadbeef.safetensors").write_bytes(b"left by a killed save")
+    # what a save killed before its commit point leaves: weights named by their own sha256, and temporary files
+    blob = safetensors.torch.save({"w": torch.ones(3)})
+    (folder / f"weights-{sha256_bytes(blob)[:16]}.safetensors").write_bytes(blob)
+    (folder / ".meta.json.ab_cd123.tmp").write_text("{")
+    (folder / ".weights-0123456789abcdef.safetensors.x1y2z3w4.tmp").write_bytes(b"half")
     save_checkpoint(folder, ConvNet(), {"architecture": "convnet"})
     meta = json.loads((folder / "meta.json").read_text())
-    assert sorted(p.name for p in folder.iterdir()) == sorted(["meta.json", meta["weights"]])
+    assert sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME) == sorted(["meta.json", meta["weights"]])
 
 
 def test_corrupt_missing_and_mismatched(tmp_path):

@@ -12,8 +12,10 @@ self-contained ``report.html``.
 
 from __future__ import annotations
 
+import errno
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -144,9 +146,15 @@ def run_demo(
         log: called with each line of progress and summary.
 
     Raises:
-        InputError: a bad argument.
+        InputError: a bad argument, or an ``out`` that is a file or cannot be written
+            (checked before any work).
+        FolderBusyError: another demo is writing ``out``.
+        CamlensError: a write failed (disk full, permission); the message says what was kept.
     """
     from camlens._util.device import select_device
+    from camlens._util.lock import folder_lock
+    from camlens.demo.checkpoint import prepare_output_folder
+    from camlens.demo.train import check_recipe
     from camlens.viz.figures import check_colormap
 
     t0 = time.perf_counter()
@@ -155,16 +163,39 @@ def run_demo(
         raise InputError(f"--wrong {wrong} must be 0 or more")
     if eval_images < 0:
         raise InputError(f"--eval-images {eval_images} must be 0 (skip the evaluation) or more, e.g. 100")
-    out = Path(out)
+    check_recipe(epochs, batch_size, lr, seed, train_limit, val_limit)
     dev = select_device(device)
+    out = prepare_output_folder(out, "--out")
     recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "train_limit": train_limit,
               "val_limit": val_limit}  # fmt: skip
-    model, meta, reused = _trained(out / "checkpoint", data, recipe, retrain, dev, progress, log)
-    t_train = time.perf_counter() - t0
-    result = replace(_explain_and_report(model, meta, out, data, val_limit, wrong, colormap, eval_images, log),
-                     reused=reused)  # fmt: skip
+    with folder_lock(out, "camlens demo"):  # one demo per folder: a second one gets FolderBusyError now
+        model, meta, reused = _trained(out / "checkpoint", data, recipe, retrain, dev, progress, log)
+        t_train = time.perf_counter() - t0
+        with _write_errors(out, reused):
+            result = _explain_and_report(model, meta, out, data, val_limit, wrong, colormap, eval_images, log)
     log(f"done in {time.perf_counter() - t0:.0f}s (training or loading {t_train:.0f}s)")
-    return result
+    return replace(result, reused=reused)
+
+
+#: the errors of a write that failed for want of space or permission.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+@contextmanager
+def _write_errors(out: Path, reused: bool) -> Iterator[None]:
+    """A failed figure or report write (disk full, read-only) as a CamlensError that says what was kept."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        how = "reused" if reused else "just trained"
+        raise CamlensError(
+            f"could not write the demo's figures or report in {out}: {e.strerror or e} "
+            f"({errno.errorcode.get(e.errno or 0, 'OSError')}); kept: the {how} checkpoint in {out / 'checkpoint'} "
+            "and any earlier report.html (it is replaced only when the new one is complete). Free some space or "
+            "fix the folder's permissions and run the demo again (it reuses the checkpoint)"
+        ) from None
 
 
 def _explain_and_report(

@@ -8,6 +8,7 @@ while nothing outside :mod:`camlens.demo` imports the demo.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +55,12 @@ class IDXDataset(Dataset):
 
 
 def checkpoint_folder(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]] | None:
-    """A camlens checkpoint folder's model and facts, or ``None`` if ``path`` holds no ``meta.json``."""
-    if not (path / META).is_file():
+    """A camlens checkpoint folder's model and facts, or ``None`` if ``path`` holds no ``meta.json``.
+
+    A ``meta.json`` that is there but not a regular file (a link, a FIFO) is a
+    checkpoint to refuse with :class:`~camlens.errors.DataError`, not a folder to skip.
+    """
+    if not os.path.lexists(path / META):
         return None
     model, meta = load_checkpoint(path, device=device)
     info = {"kind": "checkpoint", "architecture": meta["architecture"]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ from camlens._util.device import select_device
 from camlens._util.progress import progress_bar
 from camlens.errors import DataError, InputError
 
-__all__ = ["EpochStats", "TrainResult", "evaluate", "train", "train_epoch"]
+__all__ = ["EpochStats", "TrainResult", "check_recipe", "evaluate", "train", "train_epoch"]
+
+#: the seeds torch's generators take: an int from -2**63 to 2**64 - 1.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 @dataclass
@@ -62,6 +66,30 @@ def _check_positive(name: str, value: Any, kind: type = int) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
     if not ok:
         raise InputError(f"{name}={value!r} must be a positive {kind.__name__}")
+
+
+def check_recipe(
+    epochs: int, batch_size: int, lr: float, seed: int | None, train_limit: int | None, val_limit: int | None
+) -> None:
+    """Check the training recipe before any work (``train`` and the demo call it first).
+
+    Raises:
+        InputError: a value of the wrong type or out of range; the message names
+            the argument, the value and the range.
+    """
+    _check_positive("epochs", epochs)
+    _check_positive("batch_size", batch_size)
+    _check_positive("lr", lr, float)
+    for name, lim in (("train_limit", train_limit), ("val_limit", val_limit)):
+        if lim is not None:
+            _check_positive(name, lim)
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise InputError(f"seed={seed!r} must be an int or None")
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise InputError(
+            f"seed={seed} (--seed) is out of range: a seed is an int from -2**63 to 2**64-1 "
+            f"({SEED_RANGE[0]} to {SEED_RANGE[1]}); pick a smaller one, e.g. 0"
+        )
 
 
 def _as_float(images: Tensor, device: torch.device) -> Tensor:
@@ -183,40 +211,48 @@ def train(
         the final validation accuracy and per-class accuracy.
 
     Raises:
-        InputError: a bad recipe value or device.
+        InputError: a bad recipe value or device, or a checkpoint folder that is a
+            file or cannot be written (checked before any work).
+        FolderBusyError: another process is writing the checkpoint folder.
         DataError: missing or corrupt data files.
+        CamlensError: a checkpoint write failed (disk full, permission); the
+            previous epoch's checkpoint is kept, and the message says so.
     """
     from camlens.demo.data import CLASSES
     from camlens.demo.models import MODELS, build_model
 
-    _check_positive("epochs", epochs)
-    _check_positive("batch_size", batch_size)
-    _check_positive("lr", lr, float)
-    for name, lim in (("train_limit", train_limit), ("val_limit", val_limit)):
-        if lim is not None:
-            _check_positive(name, lim)
+    check_recipe(epochs, batch_size, lr, seed, train_limit, val_limit)
     if architecture not in MODELS:
         raise InputError(f"architecture={architecture!r} is not registered; choose one of {sorted(MODELS)}")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise InputError(f"seed={seed!r} must be an int or None")
     dev = select_device(device)
     kwargs = dict(model_kwargs or {})
-    (x, y), (vx, vy) = _splits(data, train_limit, val_limit, dev)
+    with _checkpoint_lock(checkpoint):  # before any work: a file, unwritable or busy fails now
+        (x, y), (vx, vy) = _splits(data, train_limit, val_limit, dev)
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = build_model(architecture, **kwargs).to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        meta: dict[str, Any] = {
+            "architecture": architecture,
+            "model_kwargs": kwargs,
+            "classes": list(CLASSES),
+            "data": {"source": str(Path(data).resolve()) if data is not None else "bundled-sample",
+                     "train_images": int(x.shape[0]), "val_images": int(vx.shape[0]), "val_split": "test"},
+            "recipe": {"optimizer": "Adam", "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed},
+        }  # fmt: skip
+        history, per_class = _fit(model, meta, (x, y), (vx, vy), epochs, checkpoint, progress, log)
+        return TrainResult(model=model, history=history, accuracy=history[-1].val_accuracy,
+                           per_class_accuracy=per_class, checkpoint=Path(checkpoint) if checkpoint else None, meta=meta)
 
-    if seed is not None:
-        torch.manual_seed(seed)
-    model = build_model(architecture, **kwargs).to(dev).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    meta: dict[str, Any] = {
-        "architecture": architecture,
-        "model_kwargs": kwargs,
-        "classes": list(CLASSES),
-        "data": {"source": str(Path(data).resolve()) if data is not None else "bundled-sample",
-                 "train_images": int(x.shape[0]), "val_images": int(vx.shape[0]), "val_split": "test"},
-        "recipe": {"optimizer": "Adam", "lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed},
-    }  # fmt: skip
-    history, per_class = _fit(model, meta, (x, y), (vx, vy), epochs, checkpoint, progress, log)
-    return TrainResult(model=model, history=history, accuracy=history[-1].val_accuracy,
-                       per_class_accuracy=per_class, checkpoint=Path(checkpoint) if checkpoint else None, meta=meta)
+
+def _checkpoint_lock(checkpoint: str | Path | None) -> AbstractContextManager[Any]:
+    """Before any work: the checkpoint folder made, proven writable, and locked for the whole training."""
+    if checkpoint is None:
+        return nullcontext()
+    from camlens._util.lock import folder_lock
+    from camlens.demo.checkpoint import prepare_output_folder
+
+    folder = prepare_output_folder(checkpoint, "the checkpoint folder (--out)")
+    return folder_lock(folder, "camlens train")
 
 
 def _splits(
@@ -288,6 +324,6 @@ def _fit(
         meta.update(epochs=epoch, accuracy=acc, per_class_accuracy=per_class,
                     history=[asdict(h) for h in history])
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model, meta)
+            save_checkpoint(checkpoint, model, meta, lock=False)  # train() holds the folder's lock
     model.eval()
     return history, per_class
