@@ -377,11 +377,11 @@ def explain_dataset(
     method_names, method_classes = _method_classes(methods)
     t0 = time.perf_counter()
     rank, world, local_rank, own_group = D.setup(device)
-    flags: dict[nn.Module, bool] | None = None
-    try:
-        stack = ExitStack()
+    with ExitStack() as stack:  # on the way out: the model's flags restored, the lock freed, the group left
+        stack.callback(D.teardown, own_group)
         _lock_folder(stack, Path(out), rank)
         net, model_info, dev, flags = _open_model(model, device, local_rank)
+        stack.callback(_restore, flags)
         D.check_same(model_info["weights_sha256"], "the model's weights", dev)
         ds, data_info, use_mask, n_items = _open_data(data, object_mask_from_pixels, limit)
         layer_names, layer_choice = _layers(layers, net, ds, n_items, batch_size, target, dev)
@@ -394,11 +394,12 @@ def explain_dataset(
         D.barrier()
         return RunSummary(run.folder, n_items, run.n_shards, computed, skipped, items, time.perf_counter() - t0,
                           world, rank, stats=stats, layers=run.layers, layer_choice=layer_choice)  # fmt: skip
-    finally:
-        for m, training in (flags or {}).items():
-            m.train(training)
-        stack.close()
-        D.teardown(own_group)
+
+
+def _restore(flags: dict[nn.Module, bool] | None) -> None:
+    """Give the user's modules back their ``training`` flags."""
+    for m, training in (flags or {}).items():
+        m.train(training)
 
 
 _WHAT = "camlens explain-dataset"

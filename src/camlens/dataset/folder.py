@@ -56,18 +56,25 @@ def read_inside(folder: Path, name: object, what: str, *, size: int | None = Non
         limit = max_bytes if size is None else size
         if info.st_size > max_bytes or (size is not None and info.st_size != size):
             expected = f"the record says {size}" if size is not None else f"at most {max_bytes} are expected"
-            raise SizeMismatch(f"{path} is {info.st_size} bytes where {expected}")
+            raise SizeMismatch(f"{path} is {info.st_size} bytes where {expected}", f"it is {info.st_size} bytes "
+                               f"where {expected}")  # fmt: skip
         with os.fdopen(os.dup(fd), "rb") as f:
             data = f.read(limit + 1)
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise SizeMismatch(f"{path} grew while it was read (more than {limit} bytes)")
+        raise SizeMismatch(f"{path} grew while it was read (more than {limit} bytes)", "it grew while it was read")
     return data
 
 
 class SizeMismatch(DataError):
-    """The file's size is not the one its record promises (truncated, extended or replaced)."""
+    """The file's size is not the one its record promises (truncated, extended or replaced).
+
+    ``args[1]`` says how, without the path (``"it is 4728 bytes where the record says 3728"``).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def check_writable(folder: Path) -> None:

@@ -160,7 +160,7 @@ def read_shard(folder: Path, record: dict[str, Any], what: str) -> dict[str, Ten
         ) from None
     except SizeMismatch as e:
         raise DataError(
-            f"shard {path} is corrupt: sha256 not computed, as {str(e).split(' is ', 1)[-1]}; "
+            f"shard {path} is corrupt: sha256 not computed, as {e.args[1]}; "
             "rerun the same explain-dataset command to redo it"
         ) from None
     got = hashlib.sha256(blob).hexdigest()
