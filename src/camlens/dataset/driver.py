@@ -4,7 +4,9 @@ Items ``0 .. n-1`` (``n = min(len(data), limit)``) are cut into shards of ``shar
 under ``torchrun`` with ``WORLD_SIZE > 1`` shard ``k`` is computed by rank ``k % WORLD_SIZE``
 (gloo on CPU, NCCL on CUDA), and rank 0 writes the manifest after all ranks finish. Batches never
 cross a shard, so the maps are the same whatever the number of processes. Running the same call
-again skips the shards already finished (checked by sha256) and redoes the rest.
+again skips the shards already finished (checked by sha256) and redoes the rest; it first reads each
+finished shard's first batch again and refuses to go on if the data changed (each shard's record holds
+the sha256 of the items it explained). One run at a time per output folder: rank 0 holds its lock.
 
 Each shard stores, for its ``n`` items: ``ids`` ``(n,)``, ``labels`` ``(n,)``
 (-1 when the dataset has none), ``preds`` ``(n,)`` (arg-max class),
@@ -364,8 +366,10 @@ def explain_dataset(
         A :class:`RunSummary` (its ``stats`` are set on rank 0).
 
     Raises:
-        InputError: an argument is out of range or names nothing usable.
-        DataError: ``out`` holds results of another configuration, or a shard is missing at the end.
+        InputError: an argument is out of range or names nothing usable (a method or layer named twice).
+        DataError: ``out`` is not writable or holds results of another configuration or other data; an item
+            holds NaN/inf; a write failed (finished shards are kept: rerun to resume).
+        FolderBusyError: another live run writes ``out``.
 
     Example:
         >>> summary = camlens.explain_dataset("ckpt", "fashion-mnist:test", "maps", limit=512)  # doctest: +SKIP
