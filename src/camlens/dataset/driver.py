@@ -4,7 +4,9 @@ Items ``0 .. n-1`` (``n = min(len(data), limit)``) are cut into shards of ``shar
 under ``torchrun`` with ``WORLD_SIZE > 1`` shard ``k`` is computed by rank ``k % WORLD_SIZE``
 (gloo on CPU, NCCL on CUDA), and rank 0 writes the manifest after all ranks finish. Batches never
 cross a shard, so the maps are the same whatever the number of processes. Running the same call
-again skips the shards already finished (checked by sha256) and redoes the rest.
+again skips the shards already finished (checked by sha256) and redoes the rest; it first reads each
+finished shard's first batch again and refuses to go on if the data changed (each shard's record holds
+the sha256 of the items it explained). One run at a time per output folder: rank 0 holds its lock.
 
 Each shard stores, for its ``n`` items: ``ids`` ``(n,)``, ``labels`` ``(n,)``
 (-1 when the dataset has none), ``preds`` ``(n,)`` (arg-max class),
@@ -17,8 +19,10 @@ share of the map's mass on the object's pixels.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,12 +33,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from camlens._util.device import select_device
+from camlens._util.lock import folder_lock
 from camlens._util.progress import progress_bar
 from camlens._util.version import VERSION
 from camlens.core.autolayer import choose_layer
 from camlens.core.targets import TargetSpec
 from camlens.core.wrapped import unwrap_model
 from camlens.dataset import distributed as D
+from camlens.dataset.folder import check_writable, sweep_temporaries, write_failed
 from camlens.dataset.manifest import MANIFEST, check_config, fingerprint, read_manifest, write_manifest
 from camlens.dataset.shards import (
     clean_temporaries,
@@ -45,7 +51,7 @@ from camlens.dataset.shards import (
     write_shard,
 )
 from camlens.dataset.stats import ClassStats, mass_inside, object_mask
-from camlens.errors import DataError, InputError
+from camlens.errors import DataError, FolderBusyError, InputError
 from camlens.methods.base import BaseCAM
 from camlens.sources import collate, load_dataset, load_model, model_fingerprint, split_item
 
@@ -97,9 +103,10 @@ class RunSummary:
                 )
             for key, value in overall.items():
                 if isinstance(value, dict) and value.get("mean_mass_inside") is not None:
+                    nonfinite = f", {value['nonfinite_maps']} non-finite" if value.get("nonfinite_maps") else ""
                     lines.append(
                         f"  {key}: mean map mass inside the object {value['mean_mass_inside']:.3f}"
-                        f" ({value['zero_maps']} all-zero maps)"
+                        f" ({value['zero_maps']} all-zero maps{nonfinite})"
                     )
         return "\n".join(lines)
 
@@ -137,6 +144,7 @@ def _method_classes(methods: str | Sequence[str]) -> tuple[list[str], list[type[
     names = _names(methods) or []
     if not names:
         raise InputError("methods=[] names no method; pass e.g. methods=['gradcam']")
+    _no_repeats("methods", names)
     classes = []
     for m in names:
         try:
@@ -144,6 +152,16 @@ def _method_classes(methods: str | Sequence[str]) -> tuple[list[str], list[type[
         except KeyError as e:
             raise InputError(f"methods: {e.args[0]}") from None
     return names, classes
+
+
+def _no_repeats(what: str, names: list[str]) -> None:
+    """Each method and layer once: a repeat would store and count the same maps twice."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(
+            f"{what}={names!r} names {', '.join(map(repr, twice))} more than once; "
+            f"give each of the {what} once (each is explained once per item)"
+        )
 
 
 def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int | None, dtype: str) -> None:
@@ -214,6 +232,7 @@ def _layers(
     """
     given = _names(layers)
     if given:
+        _no_repeats("layers", given)
         return given, "given"
     n = min(batch_size, n_items) if n_items else min(1, len(ds))
     if n == 0:
@@ -347,8 +366,10 @@ def explain_dataset(
         A :class:`RunSummary` (its ``stats`` are set on rank 0).
 
     Raises:
-        InputError: an argument is out of range or names nothing usable.
-        DataError: ``out`` holds results of another configuration, or a shard is missing at the end.
+        InputError: an argument is out of range or names nothing usable (a method or layer named twice).
+        DataError: ``out`` is not writable or holds results of another configuration or other data; an item
+            holds NaN/inf; a write failed (finished shards are kept: rerun to resume).
+        FolderBusyError: another live run writes ``out``.
 
     Example:
         >>> summary = camlens.explain_dataset("ckpt", "fashion-mnist:test", "maps", limit=512)  # doctest: +SKIP
@@ -360,9 +381,11 @@ def explain_dataset(
     method_names, method_classes = _method_classes(methods)
     t0 = time.perf_counter()
     rank, world, local_rank, own_group = D.setup(device)
-    flags: dict[nn.Module, bool] | None = None
-    try:
+    with ExitStack() as stack:  # on the way out: the model's flags restored, the lock freed, the group left
+        stack.callback(D.teardown, own_group)
+        _lock_folder(stack, Path(out), rank)
         net, model_info, dev, flags = _open_model(model, device, local_rank)
+        stack.callback(_restore, flags)
         D.check_same(model_info["weights_sha256"], "the model's weights", dev)
         ds, data_info, use_mask, n_items = _open_data(data, object_mask_from_pixels, limit)
         layer_names, layer_choice = _layers(layers, net, ds, n_items, batch_size, target, dev)
@@ -375,21 +398,48 @@ def explain_dataset(
         D.barrier()
         return RunSummary(run.folder, n_items, run.n_shards, computed, skipped, items, time.perf_counter() - t0,
                           world, rank, stats=stats, layers=run.layers, layer_choice=layer_choice)  # fmt: skip
-    finally:
-        for m, training in (flags or {}).items():
-            m.train(training)
-        D.teardown(own_group)
+
+
+def _restore(flags: dict[nn.Module, bool] | None) -> None:
+    """Give the user's modules back their ``training`` flags."""
+    for m, training in (flags or {}).items():
+        m.train(training)
+
+
+_WHAT = "camlens explain-dataset"
+
+
+def _lock_folder(stack: ExitStack, folder: Path, rank: int) -> None:
+    """Rank 0 proves ``folder`` writable and takes its lock for the run (held by ``stack``); every rank
+    learns the outcome, so that all of them stop cleanly when it failed.
+
+    Raises:
+        DataError: the folder is a file, or cannot be created or written (nothing was computed).
+        FolderBusyError: another live run holds the folder's lock.
+    """
+    error: Exception | None = None
+    if rank == 0:
+        try:
+            check_writable(folder)
+            stack.enter_context(folder_lock(folder, _WHAT))
+        except (DataError, FolderBusyError) as e:
+            error = e
+    busy, unwritable = D.sum_ints([isinstance(error, FolderBusyError), isinstance(error, DataError)])
+    if error is not None:
+        raise error
+    if busy:
+        raise FolderBusyError(f"{folder} is being written by another run (rank 0 could not take its lock; see rank "
+                              "0's error); wait for it to finish or choose another output folder")  # fmt: skip
+    if unwritable:
+        raise DataError(f"rank 0 cannot write to the output folder {folder} (see its error); nothing was computed")
 
 
 def _prepare_folder(run: _Run, rank: int) -> None:
     """Refuse a folder of another configuration; rank 0 clears killed writes and starts the manifest."""
-    run.folder.mkdir(parents=True, exist_ok=True)
     existing = read_manifest(run.folder)
     check_config(run.folder, existing, run.config)
     if rank == 0:
-        for name in (MANIFEST, STATS):  # temporaries of a run killed while writing them
-            for tmp in run.folder.glob(f".{name}.*.tmp"):
-                tmp.unlink(missing_ok=True)
+        sweep_temporaries(run.folder, {MANIFEST, STATS})  # ours, of a run killed while writing them (we hold the lock)
         if existing is None:
             write_manifest(run.folder, {**run.header, "complete": False, "shards": []})
 
@@ -399,7 +449,9 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
     folder, n_items, shard_size = run.folder, run.n_items, run.shard_size
     mine = shards_of_rank(run.n_shards, rank, world)
     clean_temporaries(folder, mine)
-    todo = [k for k in mine if finished_record(folder, k, run.fp) is None]
+    done = {k: r for k in mine if (r := finished_record(folder, k, run.fp)) is not None}
+    _check_unchanged(run, done)
+    todo = [k for k in mine if k not in done]
     batches = [
         (k, list(ids[i : i + run.batch_size]))
         for k in todo
@@ -424,7 +476,8 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
             x, y = split_item(batch)
             if x.shape[0] != len(ids):
                 raise DataError(f"the data loader returned {x.shape[0]} items for a batch of {len(ids)}")
-            x = x.to(run.dev, non_blocking=True)
+            writer.start(k, x, y)  # hashes the items as read, on the CPU, while the copy to the device runs
+            x = _finite(x.to(run.dev, non_blocking=True), ids)
             kind, value = run.target
             writer.add(k, y, _explain_batch(run.cams, run.methods, x, y, kind, value, run.use_mask, dtype))
             computed_items += len(ids)
@@ -434,6 +487,67 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
     if bar is not None:
         bar.close()
     return [len(todo), len(mine) - len(todo), computed_items]
+
+
+def _items_hash(h: Any, x: Tensor, y: Tensor | None) -> None:
+    """Feed one batch's inputs and labels, as read, to the sha256 ``h`` (dtype and shape included)."""
+    for t in (x, y):
+        if t is None:
+            h.update(b"no labels")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype} {tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def _batch_hash(x: Tensor, y: Tensor | None) -> str:
+    h = hashlib.sha256()
+    _items_hash(h, x, y)
+    return h.hexdigest()
+
+
+def _check_unchanged(run: _Run, done: dict[int, dict[str, Any]]) -> None:
+    """Read the first batch of every finished shard again: the data must be what it was when the shard was
+    written (its record's ``probe_sha256``), or the run stops before computing anything (on every rank).
+
+    Raises:
+        DataError: naming the shards whose items changed, and what to do.
+    """
+    changed = []
+    if done:
+        firsts = [(k, list(shard_range(k, run.n_items, run.shard_size))[: run.batch_size]) for k in sorted(done)]
+        loader = DataLoader(run.ds, batch_sampler=[ids for _, ids in firsts], num_workers=run.num_workers,
+                            collate_fn=collate)  # fmt: skip
+        for (k, ids), batch in zip(firsts, loader, strict=True):
+            if _batch_hash(*split_item(batch)) != done[k]["probe_sha256"]:
+                changed.append((k, ids))
+    (n_changed,) = D.sum_ints([len(changed)])
+    if n_changed:
+        where = (f"items {changed[0][1][0]}..{changed[0][1][-1]} of shard {changed[0][0]}" if changed
+                 else "items of a shard another rank reads")  # fmt: skip
+        raise DataError(
+            f"the data changed since {run.folder} was written: {where} are not the ones explained there "
+            f"({n_changed} finished shard(s) differ); nothing was mixed or computed. Use a new output folder for "
+            "the new data (or remove the shard-* files there to recompute all); a dataset with random "
+            "transforms (augmentation) cannot be resumed: make it deterministic"
+        )
+
+
+def _finite(x: Tensor, ids: list[int]) -> Tensor:
+    """``x``, refused when an item holds NaN or an infinity (its maps would mean nothing).
+
+    Raises:
+        DataError: naming the items.
+    """
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.is_floating_point() else None
+    if bad is not None and bool(bad.any()):
+        which = [ids[i] for i in bad.nonzero()[:, 0].tolist()]
+        raise DataError(
+            f"item(s) {', '.join(map(str, which[:10]))}{' ...' if len(which) > 10 else ''} of the data hold NaN "
+            "or infinite values; their maps would mean nothing: fix or leave out these items "
+            "(finished shards are kept; a rerun resumes)"
+        )
+    return x
 
 
 def _explain_batch(
@@ -481,6 +595,16 @@ class _ShardWriter:
         self.k: int | None = None
         self.buf: dict[str, Tensor] = {}
         self.filled = 0
+        self.items = hashlib.sha256()
+        self.probe = ""
+
+    def start(self, k: int, x: Tensor, y: Tensor | None) -> None:
+        """Hash the next batch of shard ``k`` as read; the first batch's hash alone is the shard's probe."""
+        if k != self.k:
+            self.items, self.probe = hashlib.sha256(), ""
+        _items_hash(self.items, x, y)
+        if not self.probe:
+            self.probe = self.items.hexdigest()
 
     def add(self, k: int, labels: Tensor | None, batch: dict[str, Tensor]) -> None:
         """Copy one batch (the next items of shard ``k``) into the shard's buffers."""
@@ -522,7 +646,8 @@ class _ShardWriter:
                 v = mass_inside(m if m.ndim == 4 else m[:, None], mask)
                 buf["inside/" + key] = v if m.ndim == 4 else v[:, 0]
         info = {"fingerprint": self.fp, "start": self.rows.start, "stop": self.rows.stop,
-                "num_classes": logits.shape[1]}  # fmt: skip
+                "num_classes": logits.shape[1], "items_sha256": self.items.hexdigest(),
+                "probe_sha256": self.probe}  # fmt: skip
         write_shard(self.folder, k, buf, info)
         self.k, self.buf = None, {}
 
@@ -546,7 +671,7 @@ def _finish(run: _Run) -> dict[str, Any]:
             raise DataError(
                 f"shard {k} of {folder} is not finished after all ranks returned; rerun the same command to redo it"
             )
-        shard = read_shard(folder / record["file"], record["sha256"])
+        shard = read_shard(folder, record, f"shard record {k}")
         if stats_per_method is None:
             names = getattr(run.ds, "classes", None)
             if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
@@ -554,8 +679,11 @@ def _finish(run: _Run) -> dict[str, Any]:
             n_cls = max(len(names) if names else 0, int(record["num_classes"]))
             stats_per_method = ClassStats(n_cls, run.map_keys, list(names) if names else None)
         stats_per_method.update(shard)
-        records.append({k2: record[k2] for k2 in ("index", "file", "start", "stop", "sha256", "bytes")})
+        records.append({k2: record[k2] for k2 in ("index", "file", "start", "stop", "sha256", "bytes", "items_sha256")})
     stats = stats_per_method.as_dict() if stats_per_method is not None else {"classes": {}, "all": {}}
-    atomic_write_bytes(folder / STATS, (json.dumps({"fingerprint": run.fp, **stats}, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(folder / STATS, (json.dumps({"fingerprint": run.fp, **stats}, indent=2) + "\n").encode())
+    except OSError as e:
+        raise write_failed(e, folder / STATS, folder) from None
     write_manifest(folder, {**run.header, "complete": True, "shards": records})
     return stats

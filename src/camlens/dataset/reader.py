@@ -12,11 +12,14 @@ import torch
 from torch import Tensor
 
 from camlens.core.ops import upsample
-from camlens.dataset.manifest import MANIFEST, read_manifest
+from camlens.dataset.folder import read_inside
+from camlens.dataset.manifest import MANIFEST, check_manifest, read_manifest
 from camlens.dataset.shards import read_shard
 from camlens.errors import DataError
 
 __all__ = ["Item", "Results", "open_results"]
+
+_STATS_MAX_BYTES = 1 << 28
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Results:
     """The results of one explain-dataset run; see :func:`open_results`."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        check_manifest(folder, manifest)
         self.folder = folder
         self.manifest = manifest
         self.config: dict[str, Any] = manifest["config"]
@@ -73,9 +77,28 @@ class Results:
         if not 0 <= k < len(self._shards):
             raise IndexError(f"shard {k} out of range: the run has {len(self._shards)} shards")
         record = self._shards[k]
-        tensors = read_shard(self.folder / record["file"], record["sha256"])
+        tensors = read_shard(self.folder, record, f"{MANIFEST} shard {k}")
+        self._check(record, tensors)
         self._cached = (k, tensors)
         return tensors
+
+    def _check(self, record: dict[str, Any], tensors: dict[str, Tensor]) -> None:
+        """The shard holds every tensor this run stores, one row per item of its range, ids in order."""
+        n = record["stop"] - record["start"]
+        for key in ("ids", "labels", "preds", "targets", "probs", *(f"maps/{k}" for k in self.map_keys)):
+            t = tensors.get(key)
+            if t is None or t.ndim == 0 or t.shape[0] != n:
+                got = "missing" if t is None else f"shaped {tuple(t.shape)}"
+                raise DataError(
+                    f"shard {self.folder / record['file']} does not hold this run's results: {key!r} is {got}, "
+                    f"expected {n} rows (items {record['start']}..{record['stop'] - 1}); rerun the same "
+                    "explain-dataset command into a new folder"
+                )
+        if not torch.equal(tensors["ids"], torch.arange(record["start"], record["stop"], dtype=tensors["ids"].dtype)):
+            raise DataError(
+                f"shard {self.folder / record['file']} holds ids other than {record['start']}..{record['stop'] - 1}; "
+                "rerun the same explain-dataset command into a new folder"
+            )
 
     def __iter__(self) -> Iterator[Item]:
         for i in self.ids:
@@ -159,10 +182,11 @@ class Results:
 
     def stats(self) -> dict[str, Any]:
         """The per-class statistics written beside the shards."""
-        path = self.folder / self.manifest.get("stats", "class_stats.json")
+        name = self.manifest.get("stats", "class_stats.json")
+        path = self.folder / str(name)
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+            return dict(json.loads(read_inside(self.folder, name, f"{MANIFEST} stats", max_bytes=_STATS_MAX_BYTES)))
+        except (OSError, ValueError, TypeError) as e:
             raise DataError(
                 f"cannot read the statistics {path} ({e}); rerun the same command to rewrite them"
             ) from None
@@ -171,10 +195,11 @@ class Results:
         """Check every shard's sha256 now (reading each once).
 
         Raises:
-            DataError: the first missing or corrupt shard.
+            DataError: the first missing or corrupt shard, or one that does not hold this run's results.
         """
-        for record in self._shards:
-            read_shard(self.folder / record["file"], record["sha256"])
+        for k in range(len(self._shards)):
+            self._cached = None
+            self.shard(k)
 
 
 def open_results(path: str | Path) -> Results:

@@ -48,7 +48,9 @@ class ClassStats:
     Statistics are over each item's first target (the top-1 for ``top-k``):
     ``n``, ``mean_confidence`` (softmax probability of the explained class),
     ``accuracy`` (argmax == label), and per map key ``mean_mass_inside`` over
-    the items whose map is not all zero, with ``zero_maps`` counting the others.
+    the items whose map is finite and not all zero, with ``zero_maps`` counting
+    the all-zero ones and ``nonfinite_maps`` those holding a NaN or an infinity
+    (from the model: non-finite inputs are refused before they are explained).
     """
 
     def __init__(self, num_classes: int, map_keys: Iterable[str], class_names: list[str] | None = None) -> None:
@@ -61,6 +63,8 @@ class ClassStats:
         self.correct = torch.zeros(c, dtype=torch.float64)
         self.mass = {k: torch.zeros(c, dtype=torch.float64) for k in self.map_keys}
         self.mass_n = {k: torch.zeros(c, dtype=torch.float64) for k in self.map_keys}
+        self.nonfinite = {k: torch.zeros(c, dtype=torch.float64) for k in self.map_keys}
+        self.has_inside = False
 
     def update(self, shard: dict[str, Tensor]) -> None:
         """Add one shard's items (its ``labels``, ``preds``, ``probs`` and ``inside/...`` tensors)."""
@@ -73,11 +77,16 @@ class ClassStats:
         self.conf.index_add_(0, lab, first(shard["probs"]).double())
         self.correct.index_add_(0, lab, (shard["preds"][keep] == lab).double())
         for key in self.map_keys:
+            m = shard["maps/" + key]
+            finite = torch.isfinite(m.reshape(m.shape[0], -1) if m.ndim == 3 else m[:, 0].reshape(m.shape[0], -1))
+            finite = finite.all(dim=1)[keep]
+            self.nonfinite[key].index_add_(0, lab[~finite], torch.ones_like(lab[~finite], dtype=torch.float64))
             name = "inside/" + key
             if name not in shard:
                 continue
+            self.has_inside = True
             v = first(shard[name]).double()
-            ok = ~torch.isnan(v)
+            ok = ~torch.isnan(v) & finite
             self.mass[key].index_add_(0, lab[ok], v[ok])
             self.mass_n[key].index_add_(0, lab[ok], torch.ones_like(v[ok]))
 
@@ -95,10 +104,11 @@ class ClassStats:
                 "accuracy": mean(self.correct[idx].sum(), n),
             }
             for key in self.map_keys:
-                mn = self.mass_n[key][idx].sum()
+                mn, nf = self.mass_n[key][idx].sum(), self.nonfinite[key][idx].sum()
                 out[key] = {
                     "mean_mass_inside": mean(self.mass[key][idx].sum(), mn),
-                    "zero_maps": int(n - mn) if self.mass_n[key].sum() > 0 else None,
+                    "zero_maps": int(n - mn - nf) if self.has_inside else None,
+                    "nonfinite_maps": int(nf),
                 }
             return out
 
