@@ -106,9 +106,18 @@ def test_layer_output_not_spatial_says_how_to_reshape(model, x):
     assert torch.allclose(r.maps["seq.8"], ref.maps["seq.7"], atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA)")
 def test_input_on_another_device(x):
+    model = SmallConvNet().to("cuda")
+    with pytest.raises(camlens.InputError, match=r"x is on cpu but SmallConvNet is on cuda:0.*x.to\('cuda:0'\)"):
+        camlens.GradCAM(model, layers="seq.6")(x)
+
+
+def test_model_on_the_meta_device(x):
+    # Was the stand-in for "another device", advising x.to('meta'), which then failed inside torch:
+    # a meta model has no values to explain (issue 11); test_bad_inputs.py has the other meta cases.
     model = SmallConvNet().to("meta")
-    with pytest.raises(camlens.InputError, match=r"x is on cpu but SmallConvNet is on meta.*x.to\('meta'\)"):
+    with pytest.raises(camlens.InputError, match=r"SmallConvNet is on the meta device.*model.to_empty\(device='cpu'\)"):
         camlens.GradCAM(model, layers="seq.6")(x)
 
 
