@@ -7,6 +7,7 @@ import json
 import torch
 
 import camlens
+from camlens._util.lock import LOCK_NAME
 from camlens.cli import main
 from testmodels import rgb32_dataset, small_resnet
 
@@ -25,8 +26,8 @@ def test_explain_on_a_torchvision_like_resnet_uses_and_prints_the_automatic_laye
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"layers: {expected} (automatic choice;" in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "test-00000.png", "test-00001.png",
-                                                          "test-00002.png"]  # fmt: skip
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_NAME)
+    assert written == ["grid.png", "test-00000.png", "test-00001.png", "test-00002.png"]
     pred = small_resnet()(_items([0])).argmax(1)
     assert out.splitlines()[0].startswith(f"true: 0 · predicted: {int(pred[0])} (")  # no class names: indices
 

@@ -11,6 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import camlens._util.files
 from camlens._util.files import sha256_bytes
 from camlens._util.lock import LOCK_NAME, folder_lock
 from camlens.demo import checkpoint as ck
@@ -290,7 +291,8 @@ def test_an_output_folder_that_is_a_file_or_unwritable_fails_before_any_work(tmp
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(ck.tempfile, "mkstemp", refused)  # root ignores chmod: simulate a read-only folder
+    # root ignores chmod: simulate a read-only folder
+    monkeypatch.setattr(camlens._util.files.tempfile, "mkstemp", refused)
     with pytest.raises(InputError, match=rf"--out {tmp_path} cannot be written \(Permission denied\); choose"):
         prepare_output_folder(tmp_path, "--out")
 

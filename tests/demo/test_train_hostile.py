@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+import camlens._util.files
 from camlens._util.lock import LOCK_NAME, folder_lock
 from camlens.cli import main
-from camlens.demo import checkpoint as ck
 from camlens.demo import train as train_module
 from camlens.demo.checkpoint import load_checkpoint, read_meta
 from camlens.demo.train import train
@@ -54,7 +54,7 @@ def test_an_unwritable_out_fails_before_training(tmp_path, no_work, monkeypatch)
     def refused(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(ck.tempfile, "mkstemp", refused)  # the tests run as root, which ignores chmod
+    monkeypatch.setattr(camlens._util.files.tempfile, "mkstemp", refused)  # the tests run as root, which ignores chmod
     with pytest.raises(InputError, match=r"checkpoint folder \(--out\) .* cannot be written \(Permission denied\)"):
         train(checkpoint=tmp_path / "ro", **QUICK)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -10,7 +11,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_writer", "sha256_bytes", "sha256_file"]
+from camlens.errors import CamlensError, InputError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_writer",
+    "prepare_output_folder",
+    "sha256_bytes",
+    "sha256_file",
+    "writing",
+]
 
 _CHUNK = 1 << 20
 
@@ -68,3 +79,48 @@ def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def prepare_output_folder(folder: str | Path, what: str) -> Path:
+    """Create ``folder`` if needed and prove now that files can be created in it (before any work).
+
+    Args:
+        folder: the output folder.
+        what: how the user named it, for the message (``"the checkpoint folder (--out)"``).
+
+    Raises:
+        InputError: ``folder`` is an existing file, or cannot be created or written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is an existing file, not a folder; give a folder (it is created if missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".camlens-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise InputError(
+            f"{what} {folder} cannot be written ({e.strerror or e}); choose a folder you can write to"
+        ) from None
+    return folder
+
+
+_WHY = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is reached",
+        errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only"}  # fmt: skip
+
+
+@contextmanager
+def writing(folder: str | Path, kept: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing into ``folder`` into a :class:`CamlensError` that says what was kept.
+
+    Args:
+        folder: the output folder being written.
+        kept: what the user still has if a write fails, e.g. ``"the files written before it are complete"``.
+    """
+    try:
+        yield
+    except OSError as e:
+        why = _WHY.get(e.errno or 0) or e.strerror or str(e)
+        name = Path(e.filename).name if e.filename else "a file"
+        raise CamlensError(f"cannot write {name} in {folder}: {why}; {kept}; nothing is half-written") from None

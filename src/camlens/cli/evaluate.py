@@ -122,25 +122,36 @@ def evaluate_spec(
 
 
 def run(args: argparse.Namespace) -> int:
-    from camlens._util.files import atomic_write_text
+    from camlens._util.files import prepare_output_folder
+    from camlens._util.lock import folder_lock
     from camlens.errors import InputError
-    from camlens.evaluation.render import html_page
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     if args.sanity_images < 1:
         raise InputError(f"--sanity-images {args.sanity_images} must be at least 1 (or pass --no-sanity)")
+    out = prepare_output_folder(args.out, "--out")  # before any work: a file or an unwritable folder fails now
+    with folder_lock(out, "camlens evaluate"):
+        return _evaluate_into(out, args)
+
+
+def _evaluate_into(out: Path, args: argparse.Namespace) -> int:
+    """Evaluate as ``args`` say and write the results into ``out`` (prepared and locked by the caller)."""
+    from camlens._util.files import atomic_write_text, writing
+    from camlens.evaluation.render import html_page
+
     result = evaluate_spec(
         args.model, data_spec(args.data, args.split), n_images=args.n_images, device=args.device,
         methods=args.methods, layers=args.layers, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
         sanity=not args.no_sanity, sanity_images=args.sanity_images,
     )  # fmt: skip
     print(result.table())
-    out = Path(args.out)
-    written = [result.save_json(out / "evaluation.json")]
-    if not args.no_figures:
-        written += result.save_figures(out)
-        atomic_write_text(out / "evaluation.html", html_page(result))
-        written.append(out / "evaluation.html")
+    written: list[Path] = []
+    with writing(out, "the files written before it are complete; the evaluation itself is printed above"):
+        written.append(result.save_json(out / "evaluation.json"))
+        if not args.no_figures:
+            written += result.save_figures(out)
+            atomic_write_text(out / "evaluation.html", html_page(result))
+            written.append(out / "evaluation.html")
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camlens._util.files import prepare_output_folder, writing
+from camlens._util.lock import folder_lock
 from camlens.core.targets import select_output
 from camlens.viz.explained import Explained, explain_batch, title_for, write_figures
 
@@ -109,7 +111,6 @@ def class_names_for(model: nn.Module, info: dict[str, Any], ds: Any, x: Tensor) 
 def run(args: argparse.Namespace) -> int:
     from camlens._util.device import select_device
     from camlens.errors import InputError, TargetError
-    from camlens.sources import load_model
     from camlens.viz.figures import check_colormap
 
     if not args.index and not args.image:
@@ -118,6 +119,14 @@ def run(args: argparse.Namespace) -> int:
         raise TargetError(f"--target {args.target!r} and --top-k {args.top_k} both given; use one of them")
     check_colormap(args.colormap)
     device = select_device(args.device)
+    out = prepare_output_folder(args.out, "--out")  # before any work: a file or an unwritable folder fails now
+    with folder_lock(out, "camlens explain"):
+        return _explain_into(out, args, device)
+
+
+def _explain_into(out: Path, args: argparse.Namespace, device: torch.device) -> int:
+    from camlens.sources import load_model
+
     model, info = load_model(args.model, device)
     x, labels, names, ds = _inputs(args)
     x = x.to(device)
@@ -125,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     target = parse_target(args.target, class_names)
     ex = explain_batch(model, x, args.layers, target=target, top_k=args.top_k, method=args.method,
                        labels=labels, names=names)  # fmt: skip
-    out = Path(args.out)
-    paths = write_figures(ex, class_names, out, cmap=args.colormap)
+    with writing(out, "the figures written before it are complete"):
+        paths = write_figures(ex, class_names, out, cmap=args.colormap)
     for i in range(len(names)):
         print(title_for(ex, i, class_names))
     how = "given" if args.layers else "automatic choice; others with --layers, candidates in `camlens layers`"

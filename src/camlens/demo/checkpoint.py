@@ -36,7 +36,6 @@ import re
 import reprlib
 import stat
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
@@ -45,11 +44,11 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from camlens._util.files import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+from camlens._util.files import atomic_write_bytes, atomic_write_text, prepare_output_folder, sha256_bytes, sha256_file
 from camlens._util.lock import folder_lock
 from camlens._util.optional import optional_import
 from camlens._util.version import VERSION
-from camlens.errors import CamlensError, DataError, InputError
+from camlens.errors import CamlensError, DataError
 
 __all__ = ["MAX_WEIGHTS_BYTES", "load_checkpoint", "prepare_output_folder", "read_meta", "save_checkpoint"]
 
@@ -79,31 +78,6 @@ _ITEMSIZE = {name: size for name, size in _DTYPES.values()}
 
 def _safetensors() -> Any:
     return optional_import("safetensors.torch", "cli", "checkpoints")
-
-
-def prepare_output_folder(folder: str | Path, what: str) -> Path:
-    """Create ``folder`` if needed and prove now that files can be created in it (before any work).
-
-    Args:
-        folder: the output folder.
-        what: how the user named it, for the message (``"the checkpoint folder (--out)"``).
-
-    Raises:
-        InputError: ``folder`` is an existing file, or cannot be created or written.
-    """
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{what} {folder} is an existing file, not a folder; give a folder (it is created if missing)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".camlens-probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise InputError(
-            f"{what} {folder} cannot be written ({e.strerror or e}); choose a folder you can write to"
-        ) from None
-    return folder
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: Mapping[str, Any], *, lock: bool = True) -> Path:
