@@ -121,3 +121,11 @@ def test_layers_command_reads_a_checkpoint_folder(tmp_path, capsys):
 def test_layers_command_errors(argv, message, capsys):
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+def test_layers_refuses_an_input_shape_too_large_to_probe(capsys):
+    from camlens.cli import main
+
+    assert main(["layers", "testmodels:small_resnet", "--input-shape", "3,100000,100000", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "InputError: input shape (3, 100000, 100000) has 30000000000 values, more than the 201326592" in err

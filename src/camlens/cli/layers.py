@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 from torch import nn
 
 from camlens._util.device import DEVICE_HELP
 from camlens.errors import CamlensError, InputError
+
+#: the largest input (values in one image) `camlens layers` allocates for its probe: 3 x 8192 x 8192.
+MAX_INPUT_ELEMENTS = 3 * 8192 * 8192
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         shape = _parse_shape(args.input_shape)
     if shape is None:
         raise InputError(f"the input shape of {args.model!r} is unknown; pass --input-shape C,H,W (e.g. 3,224,224)")
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise InputError(f"input shape {shape} has {math.prod(shape)} values, more than the {MAX_INPUT_ELEMENTS} "
+                         "`camlens layers` probes with; pass a smaller --input-shape (e.g. 3,224,224)")
     x = torch.rand(1, *shape, device=device)
     infos = scan_layers(model, x)
     try:
