@@ -120,6 +120,12 @@ def channels_last_to_maps(t: Tensor) -> Tensor:
 
 
 def _fits(image_size: Sequence[int], grid: Sequence[int]) -> bool:
+    return _fits_cached(tuple(int(s) for s in image_size), tuple(int(g) for g in grid))
+
+
+@lru_cache(maxsize=1024)
+def _fits_cached(image_size: tuple[int, ...], grid: tuple[int, ...]) -> bool:
+    """Cached :func:`_patch_for` test: it runs on every 4-D layer output of every call, a loop over patch sizes."""
     return _patch_for(image_size, grid) is not None
 
 
