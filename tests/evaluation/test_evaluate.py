@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from camlens._util.lock import LOCK_NAME
 from camlens.cli import main
 from camlens.demo.checkpoint import save_checkpoint
 from camlens.demo.models import ConvNet
@@ -128,7 +129,8 @@ def test_cli_evaluate_writes_json_figures_and_html(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "gradcam@seq.4" in printed and "wrote" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "evaluation.html", "evaluation.json", "sanity.png"]
+    written = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)  # the folder lock file stays
+    assert written == ["curves.png", "evaluation.html", "evaluation.json", "sanity.png"]
     assert json.loads((out / "evaluation.json").read_text())["config"]["n_images"] == 3
     cfg = json.loads((out / "evaluation.json").read_text())["config"]
     assert cfg["checkpoint"] == cfg["model"] == str(ckpt) and cfg["architecture"] == "convnet"
