@@ -14,9 +14,11 @@ from typing import IO
 from camlens.errors import CamlensError, InputError
 
 __all__ = [
+    "WRITE_ERROR_WHY",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_writer",
+    "errno_name",
     "prepare_output_folder",
     "sha256_bytes",
     "sha256_file",
@@ -106,8 +108,14 @@ def prepare_output_folder(folder: str | Path, what: str) -> Path:
     return folder
 
 
-_WHY = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is reached",
-        errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only"}  # fmt: skip
+#: plain words for the errors of a write that failed for want of space or permission.
+WRITE_ERROR_WHY = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is reached",
+                   errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only"}  # fmt: skip
+
+
+def errno_name(e: OSError) -> str:
+    """``"ENOSPC"`` for a full disk, ``"?"`` for an ``OSError`` without a known errno."""
+    return errno.errorcode.get(e.errno or 0, "?")
 
 
 @contextmanager
@@ -121,6 +129,6 @@ def writing(folder: str | Path, kept: str) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        why = _WHY.get(e.errno or 0) or e.strerror or str(e)
+        why = WRITE_ERROR_WHY.get(e.errno or 0) or e.strerror or str(e)
         name = Path(e.filename).name if e.filename else "a file"
         raise CamlensError(f"cannot write {name} in {folder}: {why}; {kept}; nothing is half-written") from None

@@ -9,12 +9,12 @@ that says what was kept: finished shards stay valid and a rerun resumes.
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import stat
 from pathlib import Path
 
+from camlens._util.files import WRITE_ERROR_WHY, errno_name
 from camlens.errors import DataError
 
 __all__ = ["SizeMismatch", "check_writable", "read_inside", "sweep_temporaries", "write_failed"]
@@ -93,25 +93,18 @@ def check_writable(folder: Path) -> None:
         probe.unlink(missing_ok=True)
     except OSError as e:
         raise DataError(
-            f"cannot write to the output folder {folder}: {e.strerror or e} ({_code(e)}); "
+            f"cannot write to the output folder {folder}: {e.strerror or e} ({errno_name(e)}); "
             "nothing was computed: choose a writable folder, or free space or fix its permissions"
         ) from None
-
-
-_WHY = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is reached",
-        errno.EACCES: "permission denied", errno.EROFS: "the file system is read-only"}  # fmt: skip
-
-
-def _code(e: OSError) -> str:
-    return errno.errorcode.get(e.errno or 0, "?")
 
 
 def write_failed(e: OSError, path: Path, folder: Path) -> DataError:
     """The error for a write to ``path`` that failed: why, what was kept, how to resume."""
     kept = len(list(folder.glob("shard-*.json")))
-    why = _WHY.get(e.errno or 0, "")
+    why = WRITE_ERROR_WHY.get(e.errno or 0, "")
     return DataError(
-        f"cannot write {path.name} in {folder}: {why or e.strerror or e} ({_code(e)}); nothing half-written is kept: "
+        f"cannot write {path.name} in {folder}: {why or e.strerror or e} ({errno_name(e)}); "
+        "nothing half-written is kept: "
         f"the {kept} finished shard(s) there stay valid, and rerunning the same command resumes from them "
         "once there is space / permission"
     )
