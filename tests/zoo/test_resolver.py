@@ -83,15 +83,28 @@ def test_torchvision_pretrained_from_the_cache_has_imagenet_classes(tmp_path, mo
     assert len(info["classes"]) == 1000 and info["classes"][:2] == ["tench", "goldfish"]
 
 
-def test_a_weights_file_is_applied_to_a_torchvision_model_and_a_wrong_head_named(tmp_path):
+def test_a_weights_file_is_applied_to_a_torchvision_model_and_a_fine_tuned_head_sized(tmp_path):
     src = load_model("torchvision:resnet18", CPU, weights="none")[0]
     safetensors.torch.save_file(src.state_dict(), str(tmp_path / "r18.safetensors"))
     model, info = load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "r18.safetensors"))
     assert _sd_equal(model, src.state_dict()) and info["weights"] == f"file {tmp_path / 'r18.safetensors'}"
-    state = dict(src.state_dict(), **{"fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)})
-    torch.save(state, tmp_path / "ten.pt")
-    with pytest.raises(InputError, match=r"file vs model shapes: fc.weight \(10, 512\) vs \(1000, 512\)"):
-        load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "ten.pt"))
+    tuned = dict(src.state_dict(), **{"fc.weight": torch.randn(10, 512), "fc.bias": torch.randn(10)})
+    torch.save(tuned, tmp_path / "ten.pt")
+    model, info = load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "ten.pt"))
+    assert model.fc.out_features == 10 and _sd_equal(model, tuned)
+    assert info["weights"] == f"file {tmp_path / 'ten.pt'} (10 classes)"
+    broken = dict(src.state_dict(), **{"conv1.weight": torch.zeros(64, 1, 7, 7)})  # not a head: refused
+    torch.save(broken, tmp_path / "gray.pt")
+    with pytest.raises(InputError, match=r"file vs model shapes: conv1.weight \(64, 1, 7, 7\) vs \(64, 3, 7, 7\)"):
+        load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "gray.pt"))
+
+
+def test_random_detectors_do_not_fetch_a_pretrained_backbone(tmp_path, monkeypatch):
+    _torch_home(tmp_path, monkeypatch)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    model, info = load_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", CPU, weights="none")
+    assert info["preprocess"] == Preprocess()  # the detector resizes and normalizes inside
+    assert type(model).__name__ == "FasterRCNN"
 
 
 def test_unknown_zoo_names_suggest_close_ones():
@@ -135,11 +148,15 @@ def test_timm_pretrained_offline_and_not_cached_says_so(tmp_path, monkeypatch):
     assert not hub.HF_HUB_OFFLINE  # the cache-only attempt did not leak
 
 
-def test_timm_weights_from_a_file(tmp_path):
+def test_timm_weights_from_a_file_with_a_fine_tuned_head(tmp_path):
     src = timm.create_model("resnet10t")
     torch.save({"state_dict": src.state_dict(), "epoch": 1}, tmp_path / "ckpt.pth")
     model, _ = load_model("timm:resnet10t", CPU, weights=str(tmp_path / "ckpt.pth"))
     assert _sd_equal(model, src.state_dict())
+    tuned = timm.create_model("resnet10t", num_classes=3)
+    safetensors.torch.save_file(tuned.state_dict(), str(tmp_path / "three.safetensors"))
+    model, info = load_model("timm:resnet10t", CPU, weights=str(tmp_path / "three.safetensors"))
+    assert model.num_classes == 3 and _sd_equal(model, tuned.state_dict()) and info["weights"].endswith("(3 classes)")
 
 
 # --- transformers -----------------------------------------------------------------------------------------------
