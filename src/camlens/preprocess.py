@@ -134,8 +134,8 @@ def to_model_mode(image: Any, channels: int) -> Any:
             arr = np.clip(arr, 0.0, 65535.0) * np.float32(255.0 / 65535.0)
         arr = np.clip(arr, 0.0, 255.0)
         if channels == 1:
-            return Image.fromarray(arr, "F")
-        return Image.fromarray(np.rint(arr).astype(np.uint8), "L").convert("RGB")
+            return Image.fromarray(arr)  # float32 (H, W): mode "F"
+        return Image.fromarray(np.rint(arr).astype(np.uint8)).convert("RGB")  # uint8 (H, W): mode "L"
     if mode == ("RGB" if channels == 3 else "L") and "transparency" not in image.info:
         return image  # already what the model takes: no copy
     try:

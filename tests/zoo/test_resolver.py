@@ -265,3 +265,33 @@ def test_model_from_args_prints_the_preprocessing(tmp_path, capsys):
     with pytest.raises(InputError, match="--size '20y' is not a size: give N or HxW"):
         model_from_args(bad, CPU)
     assert parse_size("224x320") == (224, 320) and parse_size("224,320") == (224, 320) and parse_size("7") == 7
+
+
+def test_a_convnext_processor_s_crop_pct_becomes_resize_then_crop(tmp_path):
+    cfg = transformers.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=2)
+    transformers.ConvNextForImageClassification(cfg).save_pretrained(tmp_path / "cnx")
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.5).save_pretrained(tmp_path / "cnx")
+    model, info = load_model(str(tmp_path / "cnx"), CPU)
+    pre = info["preprocess"]
+    proc = transformers.AutoImageProcessor.from_pretrained(tmp_path / "cnx")
+    assert pre == Preprocess(size=128, crop=(64, 64), mean=tuple(proc.image_mean), std=tuple(proc.image_std),
+                             interpolation="bicubic")  # fmt: skip
+    ref = proc(images=Image.fromarray(COFFEE), return_tensors="pt")["pixel_values"][0]
+    x, geo = pre(Image.fromarray(COFFEE))
+    assert x.shape == ref.shape == (3, 64, 64) and geo.resized == (128, 192)
+    assert float((x - ref).abs().mean()) < 1 / 255 / min(proc.image_std)  # its own resize: under a grey level
+    weights = {k: v + 1 for k, v in model.state_dict().items() if v.is_floating_point()}
+    weights.update({k: v for k, v in model.state_dict().items() if not v.is_floating_point()})
+    safetensors.torch.save_file(weights, str(tmp_path / "w.safetensors"))
+    again, _ = load_model(str(tmp_path / "cnx"), CPU, weights=str(tmp_path / "w.safetensors"))
+    assert _sd_equal(again, weights)
+
+
+def test_a_grayscale_factory_gets_one_channel_by_default(tmp_path):
+    f = tmp_path / "gray_models.py"
+    f.write_text("from testmodels import SmallConvNet\n\n\ndef build():\n    return SmallConvNet()\n")
+    model, info = load_model(f"{f}:build", CPU)
+    pre = resolve_preprocess(info, size=(10, 10))
+    assert info["in_channels"] == 1 and pre == Preprocess(size=(10, 10), channels=1)
+    x, _ = pre(COFFEE)
+    assert x.shape == (1, 10, 10) and model(x[None]).shape[0] == 1
