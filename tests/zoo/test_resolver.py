@@ -295,3 +295,20 @@ def test_a_grayscale_factory_gets_one_channel_by_default(tmp_path):
     assert info["in_channels"] == 1 and pre == Preprocess(size=(10, 10), channels=1)
     x, _ = pre(COFFEE)
     assert x.shape == (1, 10, 10) and model(x[None]).shape[0] == 1
+
+
+def test_the_network_probe_dials_the_host_unless_a_proxy_is_set(monkeypatch):
+    import socket
+
+    from camlens.zoo.weights import reachable
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert reachable(f"http://127.0.0.1:{port}/models")
+    assert not reachable(f"http://127.0.0.1:{port}/models", timeout=1.0)  # closed now
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert reachable(f"http://127.0.0.1:{port}/models")

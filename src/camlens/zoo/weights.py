@@ -7,6 +7,7 @@ unpickled beyond tensors and plain containers.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Mapping
@@ -157,7 +158,14 @@ def apply_weights(model: nn.Module, state: Mapping[str, Tensor], name: str, spec
 
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (no request is sent)."""
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (no request is sent).
+
+    Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``, ...) the host is not dialled
+    directly, so the answer is ``True``: the download itself then decides.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):  # fmt: skip
+        return True
     u = urlparse(url)
     host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
     if not host:
