@@ -320,3 +320,16 @@ def test_expand_image_paths_takes_files_folders_and_patterns_once_each(tmp_path)
         expand_image_paths([tmp_path / "empty"])
     with pytest.raises(DataError, match="no image files given"):
         expand_image_paths([])
+
+
+def test_stack_batches_images_of_one_output_size_and_names_the_sizes_otherwise(tmp_path):
+    photos = [_photo("astronaut"), _photo("coffee"), _photo("camera")]
+    batch, geos = Preprocess(size=64, crop=(56, 56)).stack(photos)
+    x = Preprocess(size=64, crop=(56, 56))(photos[0])[0][None]
+    assert batch.shape == (3, 3, 56, 56) and [g.original for g in geos] == [(512, 512), (400, 600), (512, 512)]
+    torch.testing.assert_close(batch[:1], x)
+    with pytest.raises(InputError, match=r"the images come out at 2 sizes \(64x64, 64x96\); set a crop"):
+        Preprocess(size=64).stack(photos)
+    (tmp_path / ".hidden.jpg").write_bytes(b"x")
+    Image.fromarray(photos[1]).save(tmp_path / "c.jpg")
+    assert expand_image_paths([tmp_path]) == [tmp_path / "c.jpg"]

@@ -448,6 +448,24 @@ class Preprocess:
             out = out.clamp_(0.0, 1.0)  # as Pillow clips its overshoot (uint8 output is clipped already)
         return out
 
+    def stack(self, images: Sequence[Any]) -> tuple[Tensor, list[Geometry]]:
+        """Several images as one batch ``(N, C, H, W)``, with each one's geometry.
+
+        Raises:
+            InputError: the images come out at different sizes (no crop and no
+                exact size: group them by size, or set ``crop``/``size=(h, w)``).
+        """
+        done = [self(im) for im in images]
+        if not done:
+            raise InputError("no images to stack")
+        shapes = sorted({tuple(x.shape) for x, _ in done})
+        if len(shapes) > 1:
+            raise InputError(
+                f"the images come out at {len(shapes)} sizes ({', '.join(f'{s[1]}x{s[2]}' for s in shapes[:4])}"
+                f"{', ...' if len(shapes) > 4 else ''}); set a crop or an exact size (h, w), or batch them by size"
+            )
+        return torch.stack([x for x, _ in done]), [g for _, g in done]
+
     def input_shape(self) -> tuple[int, int, int] | None:
         """``(C, H, W)`` of every input when it is fixed (a crop, or an exact size); else ``None``."""
         hw = self.crop or (self.size if isinstance(self.size, tuple) else None)
@@ -511,7 +529,8 @@ def _folder_images(folder: Path) -> list[Path]:
     inside = folder.resolve()
     return [
         p for p in sorted(folder.iterdir())
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(inside)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        and p.resolve().is_relative_to(inside)
     ]  # fmt: skip
 
 
@@ -520,8 +539,8 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
 
     A file is taken as named, whatever its ending (Pillow decides when it is
     read). A folder gives the image files directly inside it
-    (:data:`IMAGE_SUFFIXES`), sorted by name, leaving out links that resolve
-    outside it. A pattern (``photos/*.jpg``, ``**`` for subfolders) gives its
+    (:data:`IMAGE_SUFFIXES`), sorted by name, leaving out hidden files (as
+    patterns do) and links that resolve outside it. A pattern (``photos/*.jpg``, ``**`` for subfolders) gives its
     matching image files, sorted.
 
     Raises:
