@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from camlens.errors import DataError, InputError
 from camlens.preprocess import Preprocess
 from camlens.sources import ImageFolder, load_dataset, load_factory, load_model, resolve_preprocess
 from testmodels import GapNet
-
-Image = pytest.importorskip("PIL.Image")
 
 
 def _folder(root, files):
