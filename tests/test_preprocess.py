@@ -70,6 +70,13 @@ def test_float_tensors_match_torchvision_on_the_same_float_tensor(name):
 # --- every format Pillow reads ----------------------------------------------------------------------------------
 
 
+def _alpha(rgb: np.ndarray) -> np.ndarray:
+    """Opaque, except a fully transparent 100x100 block at the top left."""
+    a = np.full(rgb.shape[:2], 255, np.uint8)
+    a[:100, :100] = 0
+    return a
+
+
 def _write_formats(root, rgb: np.ndarray, gray: np.ndarray) -> dict[str, object]:
     im = Image.fromarray(rgb)
     files = {}
@@ -81,6 +88,7 @@ def _write_formats(root, rgb: np.ndarray, gray: np.ndarray) -> dict[str, object]
         "gray.png": lambda p: Image.fromarray(gray).save(p),
         "gray16.png": lambda p: Image.fromarray(gray.astype(np.uint16) * 257).save(p),
         "palette.png": lambda p: im.quantize(256).save(p),
+        "rgba.png": lambda p: Image.fromarray(np.dstack([rgb, _alpha(rgb)])).save(p),
     }.items():
         files[name] = root / f"photo.{name}"
         save(files[name])
@@ -97,6 +105,9 @@ def test_every_format_becomes_the_same_rgb_and_gray_input(tmp_path):
     for lossy in ("jpg", "cmyk.jpg"):  # JPEG at quality 95, through CMYK or not: a couple of grey levels
         x = plain(files[lossy])[0]
         assert x.shape == want_rgb.shape and float((x - want_rgb).abs().mean()) < 4 / 255
+    rgba = plain(files["rgba.png"])[0]  # the transparent block is white, the rest the photo
+    torch.testing.assert_close(rgba[:, :100, :100], torch.ones(3, 100, 100))
+    torch.testing.assert_close(rgba[:, 100:], want_rgb[:, 100:], atol=1e-7, rtol=0)
     pal = plain(files["palette.png"])[0]
     assert float((pal - want_rgb).abs().mean()) < 6 / 255  # 256 colours
     want_gray = torch.from_numpy(gray).float()[None] / 255
