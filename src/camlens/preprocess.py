@@ -513,6 +513,8 @@ class Preprocess:
         else:
             fmt = lambda v: "(" + ", ".join(f"{u:.4g}" for u in v) + ")" if v is not None else "none"  # noqa: E731
             steps.append(f"mean {fmt(self.mean)} std {fmt(self.std)}")
+        if self.fast_decode:
+            steps.append("JPEG fast decode")
         return ", ".join(steps) + f" [{self.source}]"
 
     def to_dict(self) -> dict[str, Any]:

@@ -261,6 +261,8 @@ def test_model_from_args_prints_the_preprocessing(tmp_path, capsys):
         "preprocess: resize shorter side to 201 (bicubic), centre crop 160x160, RGB, mean (0.5, 0.5, 0.5) "
         "std (0.5, 0.5, 0.5) [timm data config of resnet10t, with flags (crop, mean, std)]\n"
     )
+    fast = model_from_args(parser.parse_args(["timm:resnet10t", "--weights", "none", "--fast-decode"]), CPU)[2]
+    assert fast.fast_decode and capsys.readouterr().out.endswith(", JPEG fast decode [timm data config of resnet10t]\n")
     bad = parser.parse_args(["timm:resnet10t", "--weights", "none", "--size", "20y"])
     with pytest.raises(InputError, match="--size '20y' is not a size: give N or HxW"):
         model_from_args(bad, CPU)
