@@ -138,22 +138,41 @@ def test_cli_explain_indices_and_files(ckpt, model, tmp_path, capsys):
     rc = main(["explain", str(ckpt), "--index", "0", "3", "--image", str(tmp_path / "mine.png"), "--out", str(out),
                "--colormap", "inferno", "--layers", "seq.2", "seq.4"])
     assert rc == 0
-    figures = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)  # the folder's lock file stays, empty of use
-    assert [p.name for p in figures] == ["grid.png", "mine.png", "test-00000.png", "test-00003.png"]
-    for p in figures:
+    written = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)  # the folder's lock file stays, empty of use
+    assert [p.name for p in written] == ["explain.html", "grid.png", "mine.png", "test-00000.png", "test-00003.png"]
+    for p in written[1:]:
         with Image.open(p) as im:
             assert im.format == "PNG" and im.size[0] > 100
     x, y = _test_images([0, 3])
     pred = model(x).argmax(1)
-    lines = capsys.readouterr().out.splitlines()
+    text = capsys.readouterr().out
+    assert "grayscale" in text and "[camlens checkpoint]" in text and "layers: seq.2, seq.4 (given)" in text
+    lines = [line for line in text.splitlines() if line.startswith(("true:", "mine:"))]
     assert lines[0].startswith(f"true: {CLASSES[int(y[0])]} · predicted: {CLASSES[int(pred[0])]} (")
     assert lines[2].startswith("mine: predicted:")
+    page = (out / "explain.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # the grid and one figure per image, embedded
+
+
+def test_cli_explain_image_goes_through_the_checkpoints_preprocessing(ckpt, model, tmp_path, capsys):
+    item = np.asarray(load_split(None, "test")[0][5])
+    Image.fromarray(item, "L").save(tmp_path / "item.png")
+    out = tmp_path / "out"
+    assert main(["explain", str(ckpt), str(tmp_path / "item.png"), "--layers", "seq.4", "--save-maps",
+                 "--out", str(out)]) == 0  # fmt: skip
+    from safetensors.torch import load_file
+
+    saved = load_file(out / "maps" / "item.safetensors")
+    x = torch.from_numpy(item).float()[None, None] / 255.0
+    ex = explain_batch(model, x, ["seq.4"])
+    torch.testing.assert_close(saved["gradcam/seq.4"], ex.maps["seq.4"][0], atol=1e-5, rtol=0)
+    assert saved["classes"].tolist() == ex.classes[0].tolist()
 
 
 @pytest.mark.parametrize(
     "argv, match",
     [
-        ([], "nothing to explain: give --index"),
+        ([], "nothing to explain: give image files, folders or patterns (IMAGE ...), or --index"),
         (["--index", "99999"], "--index [99999] out of range; the test set has 4443 images"),
         (["--index", "0", "--target", "hat"], "target='hat' is not 'predicted'"),
         (["--index", "0", "--target", "3", "--top-k", "2"], "--target '3' and --top-k 2 both given"),
