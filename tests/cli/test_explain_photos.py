@@ -230,3 +230,19 @@ def test_bad_input_is_a_camlens_error(photos, factory, tmp_path, capsys, extra, 
     argv = ["explain", factory, str(photos / "photo.jpg"), "--out", str(tmp_path / "o"), "--device", "cpu", *extra]
     assert main(argv) == 1
     assert match.replace("{labels}", str(labels)) in capsys.readouterr().err
+
+
+def test_a_corrupt_photo_in_a_folder_is_a_data_error_naming_it(photos, factory, tmp_path, capsys):
+    import threading
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "photo.jpg").read_bytes())
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    threads = threading.active_count()
+    argv = ["explain", factory, str(folder), "--size", "32", "--batch-size", "1", "--out", str(tmp_path / "o"),
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"DataError: image file {folder / 'b.jpg'} is corrupt or not an image" in err and "Traceback" not in err
+    assert threading.active_count() == threads  # the reading thread is gone

@@ -188,6 +188,47 @@ def _items(args: argparse.Namespace, pre: Any) -> tuple[Iterator[_Item], list[st
     return every(), names, ds
 
 
+def _prefetched(items: Iterator[_Item], ahead: int) -> Iterator[_Item]:
+    """``items`` produced by one background thread, at most ``ahead`` in advance: decoding overlaps the model.
+
+    An error while reading (a corrupt file) is raised here, in the caller's thread, when its turn comes.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(1, ahead))
+    end, stop = object(), threading.Event()
+
+    def put(x: Any) -> bool:
+        while not stop.is_set():  # the caller may stop early (an error): never block on a full queue then
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as e:  # handed to the caller, raised there
+            put(e)
+
+    thread = threading.Thread(target=produce, name="camlens-explain-read", daemon=True)
+    thread.start()
+    try:
+        while (got := q.get()) is not end:
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _batches(items: Iterator[_Item], size: int) -> Iterator[list[_Item]]:
     """Items grouped by their model input's shape, ``size`` at most per group, in arrival order per shape."""
     buckets: dict[tuple[int, ...], list[_Item]] = {}
@@ -279,7 +320,7 @@ class _Run:
         self.names = _known_names(self.args, self.info, ds)
         target = _target(self.args.target, self.names)
         with writing(self.out, "the files written before it are complete"):
-            for batch in _batches(items, self.args.batch_size):
+            for batch in _batches(_prefetched(items, self.args.batch_size), self.args.batch_size):
                 self._write([*self._explain(batch, target)])
             self._finish()
         for r in self.results:
