@@ -311,6 +311,7 @@ class _Run:
         self.names: list[str] | None = None
         self.results: list[Any] = []
         self.order: dict[str, int] = {}
+        self.layers_line = ""
         self.figures: dict[str, bytes] = {}
         self.counts = {"figure": 0, "overlay": 0, "map file": 0}
 
@@ -341,7 +342,8 @@ class _Run:
         else:
             how = "given" if layers else "guided backpropagation explains the input"
         self.cams = {m: get_method(m)(self.model, layers=layers) for m in dict.fromkeys(self.args.methods)}
-        print(f"layers: {', '.join(layers or ['input'])} ({how})")
+        self.layers_line = f"{', '.join(layers or ['input'])} ({how})"
+        print(f"layers: {self.layers_line}")
 
     def _explain(self, batch: list[_Item], target: int | None) -> Iterator[Any]:
         from camlens.viz.photos import PhotoResult
@@ -412,7 +414,7 @@ class _Run:
     def _finish(self) -> None:
         """The grid of all images and the run's page (unless ``--no-figures``)."""
         from camlens.viz.figures import figure_bytes
-        from camlens.viz.photos import grid_of, run_page
+        from camlens.viz.photos import GRID_IMAGES, grid_of, run_page
 
         self.results.sort(key=lambda r: self.order[r.name])
         if self.args.no_figures:
@@ -420,12 +422,16 @@ class _Run:
         names = self.names or []
         grid = None
         if len(self.results) > 1:
-            grid = figure_bytes(grid_of(self.results, names, self.args.colormap, self.args.alpha))
+            shown = self.results[:GRID_IMAGES]
+            grid = figure_bytes(grid_of(shown, names, self.args.colormap, self.args.alpha))
             atomic_write_bytes(self.out / "grid.png", grid)
             self.counts["figure"] += 1
         facts = [f"model: {self.args.model}", f"preprocessing: {self.pre.describe()}",
-                 f"methods: {', '.join(self.cams)}", f"targets: {self._targets_fact()}",
-                 f"images: {len(self.results)}"]  # fmt: skip
+                 f"methods: {', '.join(self.cams)}", f"layers: {self.layers_line}",
+                 f"targets: {self._targets_fact()}", f"images: {len(self.results)}",
+                 f"batch size: {self.args.batch_size} (images batched by their size after the preprocessing)"]
+        if len(self.results) > GRID_IMAGES:
+            facts.append(f"the grid shows the first {GRID_IMAGES} images; every image has its own figure below")
         run_page(self.out / "explain.html", f"camlens explain: {self.args.model}", facts, self.results, names,
                  self.figures, grid)  # fmt: skip
 

@@ -38,6 +38,8 @@ __all__ = [
 
 #: the longest side, in pixels, of an image in the run's grid.
 GRID_PIXELS = 160
+#: the most images one grid shows (a column each).
+GRID_IMAGES = 32
 #: names the run writes beside the per-image figures (an image of that stem gets a suffix instead).
 RESERVED = frozenset({"grid", "explain", "overlays", "maps"})
 
@@ -231,6 +233,8 @@ def run_page(path: Path, heading: str, facts: Sequence[str], results: Sequence[P
     ]
     if grid is not None:
         parts.append(h.section("All images", h.figure(grid, "each image and its overlays (first explained class)")))
-    parts += [h.figure(figures[r.name], title(r, class_names)) for r in results if r.name in figures]
+    each = [h.figure(figures[r.name], title(r, class_names)) for r in results if r.name in figures]
+    if each:
+        parts.append(h.section("Each image", *each))
     atomic_write_text(path, h.page(heading, *parts))
     return path
