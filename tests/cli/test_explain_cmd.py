@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -156,17 +158,22 @@ def test_cli_explain_indices_and_files(ckpt, model, tmp_path, capsys):
 
 def test_cli_explain_image_goes_through_the_checkpoints_preprocessing(ckpt, model, tmp_path, capsys):
     item = np.asarray(load_split(None, "test")[0][5])
-    Image.fromarray(item, "L").save(tmp_path / "item.png")
+    Image.fromarray(item).save(tmp_path / "item.png")
     out = tmp_path / "out"
-    assert main(["explain", str(ckpt), str(tmp_path / "item.png"), "--layers", "seq.4", "--save-maps",
-                 "--out", str(out)]) == 0  # fmt: skip
-    from safetensors.torch import load_file
+    assert main(["explain", str(ckpt), str(tmp_path / "item.png"), "--index", "5", "--layers", "seq.4",
+                 "--save-maps", "--out", str(out)]) == 0  # fmt: skip
+    from safetensors import safe_open
 
-    saved = load_file(out / "maps" / "item.safetensors")
     x = torch.from_numpy(item).float()[None, None] / 255.0
     ex = explain_batch(model, x, ["seq.4"])
-    torch.testing.assert_close(saved["gradcam/seq.4"], ex.maps["seq.4"][0], atol=1e-5, rtol=0)
-    assert saved["classes"].tolist() == ex.classes[0].tolist()
+    meta = {}
+    for name in ("item", "test-00005"):  # the file and the same picture as a dataset item: the same map
+        with safe_open(str(out / "maps" / f"{name}.safetensors"), "pt") as f:
+            torch.testing.assert_close(f.get_tensor("gradcam/seq.4"), ex.maps["seq.4"][0], atol=1e-5, rtol=0)
+            assert f.get_tensor("classes").tolist() == ex.classes[0].tolist()
+            meta[name] = json.loads(f.metadata()["preprocess"])
+    assert meta["test-00005"] is None  # a dataset item is the model's input as it is
+    assert meta["item"]["channels"] == 1 and meta["item"]["crop"] == [28, 28]
 
 
 @pytest.mark.parametrize(

@@ -312,12 +312,14 @@ class _Run:
         self.results: list[Any] = []
         self.order: dict[str, int] = {}
         self.layers_line = ""
+        self.dataset_items: set[str] = set()
         self.figures: dict[str, bytes] = {}
         self.counts = {"figure": 0, "overlay": 0, "map file": 0}
 
     def run(self) -> int:
         items, order, ds = _items(self.args, self.pre)
         self.order = {name: k for k, name in enumerate(order)}
+        self.dataset_items = set(order[: len(self.args.index)])
         self.names = _known_names(self.args, self.info, ds)
         target = _target(self.args.target, self.names)
         with writing(self.out, "the files written before it are complete"):
@@ -404,8 +406,9 @@ class _Run:
             if args.save_overlays:
                 self.counts["overlay"] += len(write_overlays(r, names, self.out / "overlays", args.colormap,
                                                              args.alpha))  # fmt: skip
-            if args.save_maps:
-                write_maps(r, names, self.out / "maps", self.pre, self.info.get("spec", args.model))
+            if args.save_maps:  # dataset items are the model's input as they are: no preprocessing to record
+                pre = None if r.name in self.dataset_items else self.pre
+                write_maps(r, names, self.out / "maps", pre, self.info.get("spec", args.model))
                 self.counts["map file"] += 1
             r.photo = thumbnail(r.photo, GRID_PIXELS) if not args.no_figures else None
             r.maps = {k: v[:1] for k, v in r.maps.items()} if not args.no_figures else {}
