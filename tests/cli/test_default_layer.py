@@ -27,9 +27,10 @@ def test_explain_on_a_torchvision_like_resnet_uses_and_prints_the_automatic_laye
     out = capsys.readouterr().out
     assert f"layers: {expected} (automatic choice;" in out
     written = sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_NAME)
-    assert written == ["grid.png", "test-00000.png", "test-00001.png", "test-00002.png"]
+    assert written == ["explain.html", "grid.png", "test-00000.png", "test-00001.png", "test-00002.png"]
     pred = small_resnet()(_items([0])).argmax(1)
-    assert out.splitlines()[0].startswith(f"true: 0 · predicted: {int(pred[0])} (")  # no class names: indices
+    first = next(line for line in out.splitlines() if line.startswith("true:"))
+    assert first.startswith(f"true: 0 · predicted: {int(pred[0])} (")  # no class names: indices
 
 
 def test_explain_dataset_on_a_torchvision_like_resnet_records_the_automatic_layer(tmp_path, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -91,13 +93,12 @@ def test_overlay_and_colorize_values():
     # jet(0) is dark blue (0, 0, 0.5), jet(1) is dark red (0.5, 0, 0)
     np.testing.assert_allclose(jet[0, 0], [0.0, 0.0, 0.5], atol=1e-6)
     np.testing.assert_allclose(jet[0, 1], [0.5, 0.0, 0.0], atol=1e-6)
-    out = overlay(img, heat, "jet", alpha=0.25)
-    np.testing.assert_allclose(out[0, 0], 0.75 * 0.0 + 0.25 * jet[0, 0], atol=1e-6)
-    np.testing.assert_allclose(out[0, 1], 0.75 * 1.0 + 0.25 * jet[0, 1], atol=1e-6)
+    out = np.asarray(overlay(img, heat, "jet", alpha=0.25)).astype(float)
+    np.testing.assert_allclose(out[0, 0], np.round(255 * (0.75 * 0.0 + 0.25 * jet[0, 0])), atol=1)
+    np.testing.assert_allclose(out[0, 1], np.round(255 * (0.75 * 1.0 + 0.25 * jet[0, 1])), atol=1)
     with pytest.raises(InputError, match="alpha=2"):
         overlay(img, heat, alpha=2)
-    with pytest.raises(InputError, match="differ"):
-        overlay(np.zeros((3, 3)), heat)
+    assert overlay(np.zeros((3, 3)), heat).size == (3, 3)  # the map is resized to the image
 
 
 def test_load_image_gray_resize_and_invert(tmp_path):
@@ -139,22 +140,46 @@ def test_cli_explain_indices_and_files(ckpt, model, tmp_path, capsys):
     rc = main(["explain", str(ckpt), "--index", "0", "3", "--image", str(tmp_path / "mine.png"), "--out", str(out),
                "--colormap", "inferno", "--layers", "seq.2", "seq.4"])
     assert rc == 0
-    figures = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)  # the folder's lock file stays, empty of use
-    assert [p.name for p in figures] == ["grid.png", "mine.png", "test-00000.png", "test-00003.png"]
-    for p in figures:
+    written = sorted(p for p in out.iterdir() if p.name != LOCK_NAME)  # the folder's lock file stays, empty of use
+    assert [p.name for p in written] == ["explain.html", "grid.png", "mine.png", "test-00000.png", "test-00003.png"]
+    for p in written[1:]:
         with Image.open(p) as im:
             assert im.format == "PNG" and im.size[0] > 100
     x, y = _test_images([0, 3])
     pred = model(x).argmax(1)
-    lines = capsys.readouterr().out.splitlines()
+    text = capsys.readouterr().out
+    assert "grayscale" in text and "[camlens checkpoint]" in text and "layers: seq.2, seq.4 (given)" in text
+    lines = [line for line in text.splitlines() if line.startswith(("true:", "mine:"))]
     assert lines[0].startswith(f"true: {CLASSES[int(y[0])]} · predicted: {CLASSES[int(pred[0])]} (")
     assert lines[2].startswith("mine: predicted:")
+    page = (out / "explain.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # the grid and one figure per image, embedded
+
+
+def test_cli_explain_image_goes_through_the_checkpoints_preprocessing(ckpt, model, tmp_path, capsys):
+    item = np.asarray(load_split(None, "test")[0][5])
+    Image.fromarray(item).save(tmp_path / "item.png")
+    out = tmp_path / "out"
+    assert main(["explain", str(ckpt), str(tmp_path / "item.png"), "--index", "5", "--layers", "seq.4",
+                 "--save-maps", "--out", str(out)]) == 0  # fmt: skip
+    from safetensors import safe_open
+
+    x = torch.from_numpy(item).float()[None, None] / 255.0
+    ex = explain_batch(model, x, ["seq.4"])
+    meta = {}
+    for name in ("item", "test-00005"):  # the file and the same picture as a dataset item: the same map
+        with safe_open(str(out / "maps" / f"{name}.safetensors"), "pt") as f:
+            torch.testing.assert_close(f.get_tensor("gradcam/seq.4"), ex.maps["seq.4"][0], atol=1e-5, rtol=0)
+            assert f.get_tensor("classes").tolist() == ex.classes[0].tolist()
+            meta[name] = json.loads(f.metadata()["preprocess"])
+    assert meta["test-00005"] is None  # a dataset item is the model's input as it is
+    assert meta["item"]["channels"] == 1 and meta["item"]["crop"] == [28, 28]
 
 
 @pytest.mark.parametrize(
     "argv, match",
     [
-        ([], "nothing to explain: give --index"),
+        ([], "nothing to explain: give image files, folders or patterns (IMAGE ...), or --index"),
         (["--index", "99999"], "--index [99999] out of range; the test set has 4443 images"),
         (["--index", "0", "--target", "hat"], "target='hat' is not 'predicted'"),
         (["--index", "0", "--target", "3", "--top-k", "2"], "--target '3' and --top-k 2 both given"),

@@ -48,11 +48,11 @@ def test_a_full_disk_while_writing_figures_is_a_camlens_error(tmp_path, capsys, 
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "grid.png"))
 
     monkeypatch.setattr(camlens.viz.explained, "write_figures", full)
-    monkeypatch.setattr("camlens.cli.explain.write_figures", full)
+    monkeypatch.setattr("camlens.cli.explain.atomic_write_bytes", full)
     assert main(_explain(tmp_path)) == 1
     err = capsys.readouterr().err
     assert f"CamlensError: cannot write grid.png in {tmp_path}: the disk is full" in err
-    assert "the figures written before it are complete" in err and "Traceback" not in err
+    assert "the files written before it are complete" in err and "Traceback" not in err
 
 
 def test_writing_names_the_cause_and_what_was_kept(tmp_path):

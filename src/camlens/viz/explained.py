@@ -9,14 +9,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Explained", "explain_batch", "title_for", "write_figures"]
+__all__ = ["Explained", "display_image", "explain_batch", "title_for", "write_figures"]
 
 
 @dataclass
 class Explained:
     """One batch explained: inputs, labels (``-1`` unknown), predictions, and maps per layer.
 
-    ``maps[layer]`` is ``(N, K, H, W)``; ``classes`` and ``probs`` are ``(N, K)``
+    ``maps[layer]`` is ``(N, K, H, W)`` in [0, 1], or the signed ``(N, K, C, H, W)`` of
+    methods whose maps have the input's channels (guided backpropagation); ``classes`` and ``probs`` are ``(N, K)``
     (the explained classes and their softmax probabilities); ``pred`` and
     ``pred_prob`` are ``(N,)``.
     """
@@ -57,7 +58,9 @@ def explain_batch(
     pred_prob, pred = probs_all.max(dim=1)
     classes = result.targets
     assert classes is not None  # class targets always have indices
-    maps = dict(result.maps)
+    # maps with channels (guided backpropagation: (N, [K,] C, H, W)) are drawn signed: keep the raw gradients
+    channels = any(v.ndim == classes.ndim + 3 for v in result.maps.values())
+    maps = dict(result.raw if channels else result.maps)
     if classes.ndim == 1:
         classes = classes[:, None]
         maps = {k: v[:, None] for k, v in maps.items()}
@@ -84,13 +87,13 @@ def title_for(ex: Explained, i: int, class_names: Sequence[str]) -> str:
     return f"true: {class_names[label]} · {pred}{mark}"
 
 
-def _grey(image: Tensor) -> Tensor:
-    """``(C, H, W)`` -> ``(1, H, W)`` for the figures, which draw one channel: RGB as luminance, else the mean."""
-    if image.shape[0] == 1:
-        return image
-    if image.shape[0] == 3:
-        return torch.einsum("chw,c->hw", image.float(), image.new_tensor([0.299, 0.587, 0.114]).float())[None]
-    return image.float().mean(dim=0, keepdim=True)
+def display_image(image: Tensor) -> Tensor:
+    """A model input ``(C, H, W)`` as something to draw: as is when in [0, 1], else min-max scaled."""
+    x = image.detach().float().cpu()
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return x
+    return (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
 
 
 def write_figures(ex: Explained, class_names: Sequence[str], out: Path, cmap: str = "jet",
@@ -109,7 +112,7 @@ def write_figures(ex: Explained, class_names: Sequence[str], out: Path, cmap: st
             )
             for j in range(ex.classes.shape[1])
         ]
-        fig = explanation_figure(_grey(ex.x[i]), panels, title_for(ex, i, class_names), cmap=cmap)
+        fig = explanation_figure(display_image(ex.x[i]), panels, title_for(ex, i, class_names), cmap=cmap)
         paths.append(save_figure(fig, out / f"{name}.png", dpi=dpi))
     if len(ex.names) > 1:
         titles, wrong = [], []
@@ -118,6 +121,6 @@ def write_figures(ex: Explained, class_names: Sequence[str], out: Path, cmap: st
             titles.append(f"{class_names[label]}\n→ {pred}" if label >= 0 else f"{ex.names[i]}\n→ {pred}")
             wrong.append(label >= 0 and label != int(ex.pred[i]))
         maps = [{layer: ex.maps[layer][i, 0] for layer in layers} for i in range(len(ex.names))]
-        fig = grid_figure([_grey(img) for img in ex.x], maps, titles, cmap=cmap, highlight=wrong)
+        fig = grid_figure([display_image(img) for img in ex.x], maps, titles, cmap=cmap, highlight=wrong)
         paths.append(save_figure(fig, out / "grid.png", dpi=dpi))
     return paths
