@@ -228,7 +228,7 @@ class ImageFolder(Dataset):
         return self.files[i][0].relative_to(self.root).as_posix()
 
     def original_size(self, i: int) -> tuple[int, int]:
-        """Item ``i``'s ``(height, width)`` from its file's header (the pixels are not decoded).
+        """Item ``i``'s upright ``(height, width)`` from its file's header (the pixels are not decoded).
 
         Raises:
             DataError: the file is not an image Pillow can read (naming it).
@@ -241,6 +241,8 @@ class ImageFolder(Dataset):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # reading it says so, with the fix
                 with Image.open(path) as im:
                     w, h = im.size
+                    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: turned upright when read
+                        w, h = h, w
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise DataError(f"image file {path} is corrupt or not an image Pillow can read ({e})") from None
         return int(h), int(w)

@@ -17,11 +17,11 @@ import camlens
 from camlens._util.lock import folder_lock
 from camlens.cli import main
 from camlens.dataset import driver, open_results
-from camlens.dataset.writer import items_hash
 from camlens.dataset import folder as folder_mod
 from camlens.dataset import shards as shards_mod
 from camlens.dataset.reader import Results
 from camlens.dataset.stats import ClassStats
+from camlens.dataset.writer import items_hash
 from camlens.demo.models import ConvNet
 from camlens.errors import DataError, FolderBusyError, InputError
 

@@ -95,7 +95,7 @@ class RunSummary:
         if self.layers:
             lines.insert(1, f"layers: {', '.join(self.layers)} ({self.layer_choice})")
         if self.preprocessing:
-            lines.insert(1, f"preprocessing: {self.preprocessing}")
+            lines.insert(1, f"preprocess: {self.preprocessing}")
         if self.figures:
             lines.append(f"figures: {len(self.figures)} in {self.figures[0].parent}")
         if self.stats and self.stats.get("all"):
@@ -196,7 +196,8 @@ def _open_model(
         net = model
         flags = {m: m.training for m in net.modules()}
         net.eval()
-        model_info: dict[str, Any] = {"kind": "module", "class": type(net).__name__, "preprocess": None}
+        model_info: dict[str, Any] = {"kind": "module", "class": type(net).__name__, "preprocess": None,
+                                      "in_channels": _in_channels(net)}  # fmt: skip
     else:
         net, model_info = load_model(str(model), dev, weights=weights)
         if model_info["kind"] == "checkpoint":
@@ -411,7 +412,7 @@ def explain_dataset(
         net, model_info, dev, flags = _open_model(model, device, local_rank, weights)
         stack.callback(_restore, flags)
         D.check_same(model_info["weights_sha256"], "the model's weights", dev)
-        inputs = open_inputs(data, preprocess, model_info.pop("preprocess", None), object_mask_from_pixels, limit)
+        inputs = open_inputs(data, preprocess, model_info, object_mask_from_pixels, limit)
         layer_names, layer_choice = _layers(layers, net, inputs, batch_size, target, dev)
         cams = [cls(net, layer_names, upsample=False, normalize=False) for cls in method_classes]
         run = _Run(Path(out), inputs, model_info, cams, method_names, target, batch_size, shard_size, dtype,
@@ -425,6 +426,12 @@ def explain_dataset(
                           time.perf_counter() - t0, world, rank, stats=stats, layers=run.layers,
                           layer_choice=layer_choice, preprocessing=run.header["preprocessing"],
                           figures=drawn)  # fmt: skip
+
+
+def _in_channels(net: nn.Module) -> int | None:
+    """The channels the module's first convolution takes (the default of its preprocessing), or ``None``."""
+    first = next((m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return int(first.in_channels) if first is not None else None
 
 
 def _restore(flags: dict[nn.Module, bool] | None) -> None:

@@ -51,7 +51,7 @@ class Inputs:
     path_of: Callable[[int], str] | None
 
 
-def _resolve(model_preprocess: Any | None, given: PreprocessArg) -> Any:
+def _resolve(model_info: dict[str, Any], given: PreprocessArg) -> Any:
     """A given ``Preprocess``; else the model's own overridden by the flags in ``given`` (a mapping or ``None``)."""
     from camlens.preprocess import Preprocess
     from camlens.sources import resolve_preprocess
@@ -63,7 +63,7 @@ def _resolve(model_preprocess: Any | None, given: PreprocessArg) -> Any:
             f"preprocess={given!r} is not a camlens.Preprocess or a mapping of its fields "
             "(e.g. {'size': 224, 'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225)})"
         )
-    return resolve_preprocess({"preprocess": model_preprocess}, **dict(given or {}))
+    return resolve_preprocess(model_info, **dict(given or {}))
 
 
 def output_size(preprocess: Any, original: tuple[int, int]) -> tuple[int, int]:
@@ -83,14 +83,19 @@ def output_size(preprocess: Any, original: tuple[int, int]) -> tuple[int, int]:
 
 
 def _fixed(preprocess: Any) -> bool:
-    return preprocess.crop is not None or (preprocess.size is not None and not isinstance(preprocess.size, int))
+    return preprocess.input_shape() is not None
 
 
 def open_inputs(
-    data: str | Dataset, preprocess: PreprocessArg, model_preprocess: Any | None,
+    data: str | Dataset, preprocess: PreprocessArg, model_info: dict[str, Any],
     object_mask_from_pixels: bool | None, limit: int | None,
 ) -> Inputs:  # fmt: skip
-    """Load (or take) the dataset and decide its preprocessing; see this module's docstring."""
+    """Load (or take) the dataset and decide its preprocessing; see this module's docstring.
+
+    ``model_info`` is :func:`camlens.sources.load_model`'s; its ``"preprocess"`` is taken out of it (the one
+    applied is recorded apart).
+    """
+    model_pre = {"preprocess": model_info.pop("preprocess", None), "in_channels": model_info.get("in_channels")}
     if isinstance(data, Dataset):
         ds: Any = data
         info: dict[str, Any] = {"kind": "dataset", "class": type(ds).__name__}
@@ -103,11 +108,11 @@ def open_inputs(
     info["len"] = len(ds)
     n_items = len(ds) if limit is None else min(len(ds), limit)
     if isinstance(ds, ImageFolder):
-        pre = ds.preprocess if preprocess is None and ds.preprocess is not None else _resolve(model_preprocess,
-                                                                                                preprocess)  # fmt: skip
+        own = preprocess is None and ds.preprocess is not None
+        pre = ds.preprocess if own else _resolve(model_pre, preprocess)
         size_of = None if _fixed(pre) else (lambda i: output_size(pre, ds.original_size(i)))
         return Inputs(ds, WithGeometry(ds, pre), info, use_mask, n_items, pre, size_of, ds.relative_path)
     if preprocess is None:
         return Inputs(ds, ds, info, use_mask, n_items, None, None, None)
-    pre = _resolve(model_preprocess, preprocess)
+    pre = _resolve(model_pre, preprocess)
     return Inputs(ds, WithGeometry(ds, pre), info, use_mask, n_items, pre, None, None)
