@@ -49,9 +49,9 @@ def _photo_and_map(inputs: Any, item: Any, key: str) -> tuple[np.ndarray, Tensor
     m = item.maps[key]
     m = m[0] if m.ndim == 3 else m
     if item.geometry is not None and hasattr(inputs.ds, "files"):
-        from camlens.viz.images import open_image
+        from camlens.preprocess import open_photo, to_model_mode
 
-        im = open_image(inputs.ds.files[item.id][0], "RGB")
+        im = to_model_mode(open_photo(inputs.ds.files[item.id][0]), 3)  # upright, alpha on white, as the model saw it
         im.thumbnail((_THUMB, _THUMB))
         photo = np.asarray(im, dtype=np.float32) / 255.0
         g = item.geometry
