@@ -110,7 +110,7 @@ class WithGeometry(Dataset):
     """A dataset's items as ``{"image", "label", "geometry"}``: an image folder's preprocessed photos, or another
     dataset's tensors through a ``Preprocess``."""
 
-    def __init__(self, ds: Any, preprocess: Any | None) -> None:
+    def __init__(self, ds: Any, preprocess: Any) -> None:
         self.ds, self.preprocess = ds, preprocess
 
     def __len__(self) -> int:

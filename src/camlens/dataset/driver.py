@@ -19,6 +19,7 @@ share of the map's mass on the object's pixels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -519,7 +520,8 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
                     if bar is not None:
                         bar.update(len(ids))
         except BaseException:
-            writer.close(check=False)
+            with contextlib.suppress(BaseException):  # the first error is the one to report
+                writer.close(check=False)  # shards already complete are still written
             raise
         writer.close()
     if bar is not None:

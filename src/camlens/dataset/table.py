@@ -16,6 +16,7 @@ Columns, in order:
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
@@ -26,10 +27,9 @@ __all__ = ["results_table"]
 
 def _pandas() -> Any:
     try:
-        import pandas
+        return importlib.import_module("pandas")
     except ImportError:
         raise ImportError("Results.table() needs pandas: pip install pandas") from None
-    return pandas
 
 
 def _first(t: Tensor) -> Tensor:
