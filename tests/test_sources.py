@@ -1,4 +1,5 @@
-"""sources.py against hostile folders: corrupt and oversized images, links outside the folder, odd factory paths."""
+"""sources.py: hostile folders (corrupt and oversized images, links outside), odd factory paths, and load_model's
+checkpoints, factories, weights files and preprocessing."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import os
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from torch.utils.data import DataLoader
 
 from camlens.errors import DataError, InputError
-from camlens.sources import ImageFolder, load_dataset, load_factory
+from camlens.preprocess import Preprocess
+from camlens.sources import ImageFolder, load_dataset, load_factory, load_model, resolve_preprocess
+from testmodels import GapNet
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -90,3 +94,125 @@ def test_factory_file_must_be_a_regular_file(tmp_path):
         with pytest.raises(InputError) as e:
             load_factory(spec, "data")
         assert str(e.value) == f"data={spec!r}: file {tmp_path / name} does not exist"
+
+
+# --- load_model: checkpoints, factories, weights files, preprocessing -----------------------------------------
+
+CPU = torch.device("cpu")
+
+
+def _factory_file(tmp_path, body="return GapNet()"):
+    f = tmp_path / "my_models.py"
+    f.write_text(f"from testmodels import GapNet\n\n\ndef build():\n    {body}\n")
+    return f"{f}:build"
+
+
+def test_a_factory_records_what_it_is_and_no_preprocessing(tmp_path):
+    spec = _factory_file(tmp_path)
+    model, info = load_model(spec, CPU)
+    assert not model.training
+    assert info == {"spec": spec, "kind": "factory", "in_channels": 3, "classes": None, "preprocess": None,
+                    "weights": "as the factory built it"}  # fmt: skip
+    pre = resolve_preprocess(info)
+    assert pre == Preprocess(channels=3) and pre.source.startswith("defaults: the model records no preprocessing")
+    pre = resolve_preprocess(info, size=32, crop=28, mean=(0.5,), std=(0.25,))
+    assert pre == Preprocess(size=32, crop=(28, 28), mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert pre.source == "flags (size, crop, mean, std)"
+
+
+def test_flags_override_the_model_s_own_preprocessing_one_by_one():
+    own = Preprocess(size=256, crop=(224, 224), mean=(0.4, 0.5, 0.6), std=(0.2, 0.2, 0.2), source="timm data config")
+    info = {"preprocess": own}
+    assert resolve_preprocess(info) is own
+    pre = resolve_preprocess(info, crop=(200, 180), interpolation="bicubic")
+    assert (pre.size, pre.crop, pre.mean, pre.interpolation) == (256, (200, 180), own.mean, "bicubic")
+    assert pre.source == "timm data config, with flags (crop, interpolation)"
+    with pytest.raises(InputError, match=r"channels=1 differs from the model's 3: give --mean and --std"):
+        resolve_preprocess(info, channels=1)
+    gray = resolve_preprocess(info, channels=1, mean=(0.5,), std=(0.5,))
+    assert gray.channels == 1 and gray.mean == (0.5,)
+
+
+def _save(state, path):
+    if str(path).endswith(".safetensors"):
+        safetensors.torch.save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["w.safetensors", "w.pt", "nested.pt", "dp.pth"])
+def test_weights_files_are_applied_to_a_factory(tmp_path, name):
+    spec = _factory_file(tmp_path)
+    torch.manual_seed(3)
+    trained = GapNet()
+    state = trained.state_dict()
+    saved = {"nested.pt": {"state_dict": state, "epoch": 3}, "dp.pth": {f"module.{k}": v for k, v in state.items()}}
+    path = _save(saved.get(name, state), tmp_path / name)
+    model, info = load_model(spec, CPU, weights=path)
+    assert info["weights"] == f"file {path}"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_a_pickled_model_is_refused_and_never_unpickled(tmp_path):
+    marker = tmp_path / "ran"
+    spec = _factory_file(tmp_path)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"fc.weight": torch.zeros(1), "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match=r"holds Python objects other than tensors .* camlens never unpickles them"):
+        load_model(spec, CPU, weights=str(tmp_path / "evil.pt"))
+    assert not marker.exists()
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    with pytest.raises(InputError, match=r"is neither a .safetensors file nor a state dict written by torch.save"):
+        load_model(spec, CPU, weights=str(tmp_path / "model.onnx"))
+    (tmp_path / "fake.safetensors").write_bytes(b"nope")
+    with pytest.raises(InputError, match=r"named .safetensors but does not start with a safetensors header"):
+        load_model(spec, CPU, weights=str(tmp_path / "fake.safetensors"))
+
+
+def test_weights_that_do_not_fit_name_the_keys_and_shapes(tmp_path):
+    spec = _factory_file(tmp_path)
+    state = GapNet(classes=7).state_dict()
+    path = _save(state, tmp_path / "seven.safetensors")
+    with pytest.raises(InputError) as e:
+        load_model(spec, CPU, weights=path)
+    assert "file vs model shapes: fc.weight (7, 6) vs (5, 6), fc.bias (7,) vs (5,)" in str(e.value)
+    del state["fc.bias"]
+    state["extra"] = torch.zeros(1)
+    with pytest.raises(InputError, match=r"missing: fc.bias; unexpected: extra"):
+        load_model(spec, CPU, weights=_save(state, tmp_path / "other.pt"))
+    with pytest.raises(InputError, match=r"weights='.*missing.pt': no such file; give a .safetensors file"):
+        load_model(spec, CPU, weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(InputError, match="weights='none' is for zoo models"):
+        load_model(spec, CPU, weights="none")
+
+
+def test_the_demo_checkpoint_carries_its_28x28_grayscale_preprocessing(tmp_path):
+    from camlens.demo.checkpoint import save_checkpoint
+    from camlens.demo.models import ConvNet
+
+    save_checkpoint(tmp_path / "ck", ConvNet(), {"architecture": "convnet", "classes": ["a", "b"]})
+    model, info = load_model(str(tmp_path / "ck"), CPU)
+    pre = info["preprocess"]
+    assert info["kind"] == "checkpoint" and info["classes"] == ["a", "b"]
+    assert info["weights"] == "as the checkpoint built it"
+    assert pre == Preprocess(size=28, crop=(28, 28), channels=1) and pre.source == "camlens checkpoint"
+    photo = np.zeros((300, 451, 3), np.uint8)
+    photo[:, :, 0] = 255  # red: luma 0.299
+    x, geo = pre(photo)
+    assert x.shape == (1, 28, 28) and geo.original == (300, 451)
+    torch.testing.assert_close(x, torch.full((1, 28, 28), 0.299), atol=1 / 255, rtol=0)
+    assert model(x[None]).shape == (1, 10)
+
+
+def test_a_folder_that_is_nothing_says_what_would_be(tmp_path):
+    with pytest.raises(InputError, match=r"is a folder but is not a camlens checkpoint \(no meta.json\), a folder "
+                                         r"written by transformers' save_pretrained \(no config.json\)"):
+        load_model(str(tmp_path), CPU)
+    with pytest.raises(InputError, match="names no model after 'timm:'"):
+        load_model("timm:", CPU)

@@ -50,6 +50,7 @@ from camlens.methods import (
     XGradCAM,
     get_method,
 )
+from camlens.preprocess import Geometry, Preprocess
 from camlens.viz.figures import overlay
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "Evaluation",
     "Explainer",
     "FullGrad",
+    "Geometry",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMPlusPlus",
@@ -80,6 +82,7 @@ __all__ = [
     "LayerNotUsedError",
     "LayerShapeError",
     "NoiseSmooth",
+    "Preprocess",
     "ScoreCAM",
     "SegmentationTarget",
     "TTASmooth",

@@ -7,9 +7,9 @@ import importlib
 import importlib.util
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +17,11 @@ from torch.utils.data import Dataset
 
 from camlens.errors import DataError, InputError
 
+if TYPE_CHECKING:
+    from camlens.preprocess import Preprocess
+
 __all__ = [
+    "ZOO_PREFIXES",
     "Collated",
     "ImageFolder",
     "collate",
@@ -25,6 +29,7 @@ __all__ = [
     "load_factory",
     "load_model",
     "model_fingerprint",
+    "resolve_preprocess",
     "split_item",
 ]
 
@@ -85,41 +90,160 @@ def _plugins(group: str) -> dict[str, Callable[..., Any]]:
     return {ep.name: ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)}
 
 
-def load_model(spec: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """Build the model named by ``spec``: a checkpoint folder or a factory, in eval mode on ``device``.
+ZOO_PREFIXES = ("torchvision:", "timm:", "hf:")
 
-    Every command loads its model here. A folder is offered to each loader
-    registered under the ``camlens.model_folders`` entry-point group (camlens'
-    checkpoint folders among them); the first that recognises it builds the model.
 
-    Returns:
-        ``(model, info)`` where ``info`` records the spec and what the loader
-        knows (for a checkpoint: its architecture and class names).
+def _in_channels(model: nn.Module) -> int | None:
+    """The input channels of the model's first convolution, when it has one taking 1 or 3."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv.in_channels if conv is not None and conv.in_channels in (1, 3) else None
 
-    Raises:
-        InputError, DataError: the spec names nothing usable.
-    """
-    path = Path(spec)
+
+def _own_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]] | None:
+    """A checkpoint's, an installed folder loader's or a factory's model; ``None`` for a save_pretrained folder."""
     if path.is_dir():
         for loader in _plugins("camlens.model_folders").values():
             found = loader(path, device)
             if found is not None:
-                model, info = found
-                return model.to(device).eval(), {"spec": spec, **info}
+                return found
+        from camlens.zoo.hf import is_hf_folder
+
+        if is_hf_folder(path):
+            return None  # built by the zoo loader, which knows about weights
         raise InputError(
-            f"model={spec!r} is a folder but is not a camlens checkpoint (no meta.json) or a model folder "
-            "an installed loader reads; train one with `camlens train --out FOLDER`, or pass a factory "
-            "'mypkg.models:build'"
+            f"model={spec!r} is a folder but is not a camlens checkpoint (no meta.json), a folder written by "
+            "transformers' save_pretrained (no config.json) or one an installed loader reads; train one with "
+            "`camlens train --out FOLDER`, or pass a factory 'mypkg.models:build' or 'torchvision:resnet18'"
         )
     if _looks_like_factory(spec):
         model = load_factory(spec, "model")()
         if not isinstance(model, nn.Module):
             raise InputError(f"model={spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-        return model.to(device).eval(), {"kind": "factory", "spec": spec}
+        return model, {"kind": "factory", "in_channels": _in_channels(model)}
     raise InputError(
-        f"model={spec!r} is neither a checkpoint folder (no such folder) nor a factory 'module:function'; "
-        "train one with `camlens train --out FOLDER`, or pass e.g. 'mypkg.models:build'"
+        f"model={spec!r} is neither a checkpoint folder nor a save_pretrained one (no such folder), a factory "
+        "'module:function' or 'file.py:function', "
+        "nor 'torchvision:NAME', 'timm:NAME' or 'hf:ID'; train one with `camlens train --out FOLDER`, or pass "
+        "e.g. 'mypkg.models:build'"
     )
+
+
+def _zoo_model(spec: str, path: Path, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
+    prefix, _, name = spec.partition(":")
+    if path.is_dir():
+        from camlens.zoo.hf import load_hf
+
+        return load_hf(str(path), weights, spec, local_only=True)
+    if not name:
+        raise InputError(f"model={spec!r} names no model after {prefix + ':'!r}; e.g. 'torchvision:resnet18'")
+    if prefix == "torchvision":
+        from camlens.zoo.torchvision import load_torchvision
+
+        return load_torchvision(name, weights, spec)
+    if prefix == "timm":
+        from camlens.zoo.timm import load_timm
+
+        return load_timm(name, weights, spec)
+    from camlens.zoo.hf import load_hf
+
+    return load_hf(name, weights, spec, local_only=True)
+
+
+def load_model(spec: str, device: torch.device, *, weights: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model named by ``spec``, in eval mode on ``device``.
+
+    Every command loads its model here. Forms of ``spec``:
+
+    - a camlens checkpoint folder (or a folder another installed package reads:
+      loaders registered under the ``camlens.model_folders`` entry-point group);
+    - a factory ``'package.module:function'`` or ``'path/to/file.py:function'``;
+    - ``'torchvision:NAME'`` (any ``torchvision.models`` builder) and
+      ``'timm:NAME'`` (any timm architecture, a pretrained tag allowed);
+    - a folder written by transformers' ``save_pretrained`` (``config.json``),
+      or ``'hf:ID'`` from the local Hugging Face cache (never downloaded).
+
+    Args:
+        spec: the model, as above.
+        device: where to put it.
+        weights: ``None`` for the model's own weights (the zoos' pretrained
+            ones, from their cache or downloaded; a folder's saved weights; a
+            factory's or checkpoint's as built); ``"none"`` for random weights
+            (zoo models); or a ``.safetensors`` / ``torch.save`` state-dict file
+            (read with ``weights_only=True``; nothing else is unpickled), for any form.
+
+    Returns:
+        ``(model, info)``: ``info`` holds ``"spec"``, ``"kind"`` (``"checkpoint"``,
+        ``"factory"``, ``"torchvision"``, ``"timm"`` or ``"hf"``), ``"classes"``
+        (class names, or ``None``), ``"preprocess"`` (a
+        :class:`~camlens.preprocess.Preprocess` the model's configuration
+        records, or ``None``: the caller uses flags; see :func:`resolve_preprocess`)
+        and ``"weights"`` (which weights were used), with what the loader adds.
+
+    Raises:
+        InputError, DataError: the spec names nothing usable; the weights are
+            not available (offline and not cached: the message says so) or do not fit.
+    """
+    from camlens.zoo.weights import apply_weights, check_weights_arg, read_weights
+
+    weights = check_weights_arg(weights)
+    path = Path(spec)
+    found = None if spec.startswith(ZOO_PREFIXES) else _own_model(spec, path, device)
+    if found is None:
+        model, info = _zoo_model(spec, path, weights)
+    else:
+        model, info = found
+        if weights == "none":
+            raise InputError(
+                f"weights='none' is for zoo models (torchvision:, timm:, hf:, save_pretrained folders); "
+                f"model={spec!r} is a {info.get('kind', 'model')} that builds its own weights: omit --weights "
+                "or give a weights file"
+            )
+        if weights is not None:
+            apply_weights(model, read_weights(weights), weights, spec)
+        used = f"file {weights}" if weights else f"as the {info.get('kind', 'loader')} built it"
+        info = {"classes": None, "preprocess": None, **info, "weights": used}
+    return model.to(device).eval(), {"spec": spec, **info}
+
+
+def resolve_preprocess(
+    info: dict[str, Any],
+    *,
+    size: int | tuple[int, int] | None = None,
+    crop: int | tuple[int, int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    channels: int | None = None,
+    interpolation: str | None = None,
+) -> Preprocess:
+    """The preprocessing to use: the model's own (``info["preprocess"]``), overridden by every setting given.
+
+    A model that records none (a factory, a folder without a processor) gets
+    the settings given alone, on defaults that do nothing (no resize, no
+    normalization, ``channels`` or the model's first convolution's, else 3).
+
+    Example:
+        >>> resolve_preprocess({"preprocess": None}, size=224, mean=(0.5,), std=(0.5,)).describe()
+        'resize shorter side to 224 (bilinear), RGB, mean (0.5, 0.5, 0.5) std (0.5, 0.5, 0.5) [flags (size, mean, std)]'
+    """
+    from camlens.preprocess import Preprocess
+
+    crop_hw = (crop, crop) if isinstance(crop, int) else crop
+    flags = {"size": size, "crop": crop_hw, "mean": mean, "std": std, "channels": channels,
+             "interpolation": interpolation}  # fmt: skip
+    given = [k for k, v in flags.items() if v is not None]
+    own = info.get("preprocess")
+    if own is None:
+        base = Preprocess(channels=channels or int(info.get("in_channels") or 3), source="flags")
+        if not given:
+            return Preprocess(channels=base.channels,
+                              source="defaults: the model records no preprocessing; set --size, --mean, --std")
+        return base.override(**flags, source=f"flags ({', '.join(given)})")
+    if not given:
+        return own
+    if channels is not None and channels != own.channels and mean is None and own.mean is not None:
+        raise InputError(f"channels={channels} differs from the model's {own.channels}: give --mean and --std "
+                         f"for {channels} channel(s) too (the model's are {own.mean} and {own.std})")  # fmt: skip
+    return own.override(**flags, source=f"{own.source}, with flags ({', '.join(given)})")
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -203,6 +203,8 @@ def _open_model(
         net, model_info = load_model(str(model), dev, weights=weights)
         if model_info["kind"] == "checkpoint":
             model_info.pop("spec")
+        if model_info.get("preprocess") is not None:  # recorded in the manifest as JSON
+            model_info["preprocess"] = model_info["preprocess"].to_dict()
     model_info["weights_sha256"] = model_fingerprint(net)
     return net, model_info, dev, flags
 

@@ -19,9 +19,18 @@ from torch.utils.data import Dataset
 from camlens.demo.checkpoint import META, load_checkpoint, read_meta
 from camlens.demo.data import CLASSES, FILES, FashionMNIST
 from camlens.errors import InputError
+from camlens.preprocess import Preprocess
 from camlens.sources import Collated
 
-__all__ = ["IDXDataset", "checkpoint_folder", "checkpoint_input_shape", "fashion_mnist", "idx_dataset", "idx_folder"]
+__all__ = [
+    "IDXDataset",
+    "checkpoint_folder",
+    "checkpoint_input_shape",
+    "checkpoint_preprocess",
+    "fashion_mnist",
+    "idx_dataset",
+    "idx_folder",
+]
 
 
 class IDXDataset(Dataset):
@@ -63,10 +72,24 @@ def checkpoint_folder(path: Path, device: torch.device) -> tuple[nn.Module, dict
     if not os.path.lexists(path / META):
         return None
     model, meta = load_checkpoint(path, device=device)
-    info = {"kind": "checkpoint", "architecture": meta["architecture"]}
+    info: dict[str, Any] = {"kind": "checkpoint", "architecture": meta["architecture"], "classes": None,
+                            "preprocess": checkpoint_preprocess(path)}  # fmt: skip
     if meta.get("classes"):
         info["classes"] = list(meta["classes"])
     return model, info
+
+
+def checkpoint_preprocess(path: str | Path) -> Preprocess | None:
+    """What a checkpoint's model takes: the shorter side resized to its size, a centre crop, values in [0, 1].
+
+    Fashion-MNIST's ConvNet takes 28x28 grayscale in [0, 1] (no normalization);
+    ``None`` when the checkpoint records no input shape.
+    """
+    shape = checkpoint_input_shape(path)
+    if shape is None or len(shape) != 3 or shape[0] not in (1, 3):
+        return None
+    c, h, w = shape
+    return Preprocess(size=min(h, w), crop=(h, w), channels=c, source="camlens checkpoint")
 
 
 def checkpoint_input_shape(path: str | Path) -> tuple[int, ...] | None:

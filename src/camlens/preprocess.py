@@ -1,0 +1,514 @@
+"""What a model takes as input, and the way back from its input to the photo.
+
+A :class:`Preprocess` turns any image (a file Pillow reads, a PIL image, a
+uint8/uint16/float array, a ``(C, H, W)`` tensor) into the ``(C, H, W)`` float
+tensor a model was trained on: mode conversion, resize, centre crop,
+normalization. It records a :class:`Geometry` per image, whose
+:meth:`Geometry.to_original` maps an explanation back onto the photo at its
+native resolution.
+
+The resize is done in torch (:func:`torch.nn.functional.interpolate` with
+``antialias=True`` on float32 values in [0, 1]), the same algorithm as
+torchvision's tensor ``Resize`` and, to within the rounding Pillow does to
+8 bits, Pillow's own resize: torchvision's ``weights.transforms()`` on a PIL
+image is the reference the tests compare against.
+
+Example:
+    >>> import torch
+    >>> pre = Preprocess(size=256, crop=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    >>> x, geo = pre(torch.rand(3, 300, 451))
+    >>> tuple(x.shape), geo.resized, geo.crop
+    ((3, 224, 224), (256, 384), (16, 80, 224, 224))
+    >>> geo.to_original(torch.ones(7, 7)).shape
+    torch.Size([300, 451])
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from dataclasses import replace as _replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from camlens._util.optional import optional_import
+from camlens.errors import DataError, InputError
+
+__all__ = ["IMAGE_SUFFIXES", "Geometry", "Preprocess", "expand_image_paths", "open_photo", "to_model_mode"]
+
+#: file name endings taken from folders and globs (a file named explicitly is read whatever its name).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: Pillow modes with more than 8 bits per pixel (16-bit PNG/TIFF open as one of these); read as 0..65535.
+WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+# ITU-R 601-2 luma, the weights Pillow's convert("L") uses
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _pil() -> Any:
+    return optional_import("PIL.Image", "plot", "image files")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading images
+
+
+def open_photo(path: str | Path) -> Any:
+    """The image in ``path``, decoded, turned upright by its EXIF orientation, in the mode it is stored in.
+
+    This is the picture every map is drawn back onto: :attr:`Geometry.original`
+    is its ``(height, width)``.
+
+    Raises:
+        DataError: the file is missing, not a regular file, corrupt, or larger
+            than ``PIL.Image.MAX_IMAGE_PIXELS`` (a decompression bomb); the
+            message names the file.
+    """
+    Image = _pil()
+    ImageOps = optional_import("PIL.ImageOps", "plot", "image files")
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"image file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"image file {path} is not a regular file; give an image file (JPEG, PNG, WebP, ...)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                upright = ImageOps.exif_transpose(im)
+                return upright if upright is not im else im.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(
+            f"image file {path} is too large for Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
+            f"pixels ({e}); shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DataError(
+            f"image file {path} is corrupt or not an image Pillow can read ({e}); give a JPEG, PNG or WebP file"
+        ) from None
+
+
+def _check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise InputError(f"channels={channels!r}: a model takes 1 (grayscale) or 3 (RGB) channels")
+
+
+def to_model_mode(image: Any, channels: int) -> Any:
+    """A Pillow image of any mode as ``"RGB"`` (``channels=3``) or ``"L"``/``"F"`` (``channels=1``).
+
+    Transparent images (``RGBA``, ``LA``, ``PA``, a palette or ``L``/``RGB``
+    image with a transparent colour) are composited on white; palettes and
+    CMYK are expanded by Pillow; ``"1"`` becomes 0/255. 16-bit and 32-bit
+    integer images (:data:`WIDE_MODES`) are read as 0..65535 and become mode
+    ``"F"`` on the 0..255 scale for one channel (nothing clipped), or 8-bit RGB
+    for three. A mode ``"F"`` image is taken to be on the 0..255 scale.
+
+    Raises:
+        InputError: ``channels`` is not 1 or 3.
+        DataError: Pillow cannot convert the mode (e.g. ``"LAB"``).
+    """
+    _check_channels(channels)
+    Image = _pil()
+    mode = image.mode
+    if mode in WIDE_MODES or mode == "F":
+        arr = np.asarray(image).astype(np.float32)
+        if mode != "F":
+            arr = np.clip(arr, 0.0, 65535.0) * np.float32(255.0 / 65535.0)
+        arr = np.clip(arr, 0.0, 255.0)
+        if channels == 1:
+            return Image.fromarray(arr, "F")
+        return Image.fromarray(np.rint(arr).astype(np.uint8), "L").convert("RGB")
+    try:
+        if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, rgba)
+        return image.convert("RGB" if channels == 3 else "L")
+    except ValueError as e:
+        raise DataError(f"an image of Pillow mode {mode!r} cannot be converted for the model ({e})") from None
+
+
+def _pil_tensor(image: Any, channels: int) -> Tensor:
+    """A PIL image as ``(channels, H, W)`` float32 in [0, 1]."""
+    arr = np.asarray(to_model_mode(image, channels))
+    scale = np.float32(1.0 / 255.0)
+    t = torch.from_numpy(arr.astype(np.float32) * scale)
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _array_tensor(arr: np.ndarray) -> Tensor:
+    """An ``(H, W)`` or ``(H, W, C)`` array as ``(C, H, W)`` float32 on [0, 1]: uint8 / 255, uint16 / 65535."""
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4) and arr.shape[0] in (1, 3, 4):
+        raise InputError(
+            f"image array of shape {arr.shape} looks channels-first; give (H, W, C) arrays, "
+            "or a (C, H, W) torch tensor"
+        )
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4)):
+        raise InputError(f"image array of shape {arr.shape}; expected (H, W) or (H, W, C) with C in 1..4")
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(arr.astype(np.float32) / np.float32(255.0))
+    elif arr.dtype == np.uint16:
+        t = torch.from_numpy(arr.astype(np.float32) / np.float32(65535.0))
+    elif arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating):
+        t = torch.from_numpy(arr.astype(np.float32))
+    else:
+        raise InputError(f"image array of dtype {arr.dtype}; give uint8, uint16, or float values in [0, 1]")
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+
+
+def _tensor_channels(t: Tensor, channels: int, what: str) -> Tensor:
+    """``(C, H, W)`` in [0, 1] with C in 1..4 as ``channels`` channels (alpha composited on white)."""
+    c = t.shape[0]
+    if c in (2, 4):  # gray + alpha, RGB + alpha
+        alpha = t[-1:]
+        t = t[:-1] * alpha + (1.0 - alpha)
+        c -= 1
+    if c == channels:
+        return t
+    if c == 1:
+        return t.expand(3, -1, -1)
+    if c == 3:
+        luma = torch.tensor(_LUMA, dtype=t.dtype, device=t.device).view(3, 1, 1)
+        return (t * luma).sum(0, keepdim=True)
+    raise InputError(f"{what} has {c} channels; expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
+
+
+def _as_tensor(image: Any, channels: int) -> Tensor:
+    """Any accepted image as ``(channels, H, W)`` float32 in [0, 1]."""
+    if isinstance(image, (str, os.PathLike)):
+        image = open_photo(Path(image))
+    if isinstance(image, Tensor):
+        if image.ndim == 2:
+            image = image.unsqueeze(0)
+        if image.ndim != 3:
+            raise InputError(f"image tensor of shape {tuple(image.shape)}; give one image (C, H, W)")
+        if image.shape[0] > 4 and image.shape[-1] in (1, 3, 4):
+            raise InputError(
+                f"image tensor of shape {tuple(image.shape)} looks channels-last; "
+                "give (C, H, W): image.permute(2, 0, 1)"
+            )
+        t = image.detach().float().div(255.0) if image.dtype == torch.uint8 else image.detach().float()
+        what = f"image tensor of shape {tuple(image.shape)}"
+    elif isinstance(image, np.ndarray):
+        t, what = _array_tensor(image), f"image array of shape {image.shape}"
+    elif hasattr(image, "mode") and hasattr(image, "size"):
+        return _pil_tensor(image, channels)
+    else:
+        raise InputError(
+            f"image of type {type(image).__name__}; give a file path, a PIL image, an (H, W[, C]) array "
+            "or a (C, H, W) tensor"
+        )
+    if t.numel() and (float(t.min()) < -1e-3 or float(t.max()) > 1.0 + 1e-3):
+        raise InputError(
+            f"{what} holds values in [{float(t.min()):.3g}, {float(t.max()):.3g}]; give the raw image "
+            "(uint8, or floats in [0, 1]): the preprocessing normalizes it"
+        )
+    return _tensor_channels(t, channels, what)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# geometry
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the model's input lies on the photo: the resize and the crop one image went through.
+
+    Attributes:
+        original: ``(height, width)`` of the source image.
+        resized: ``(height, width)`` after the resize.
+        crop: ``(top, left, height, width)`` of the model's input in resized
+            pixels (the whole resized image when there is no crop; a negative
+            offset where the crop was larger than the image and padded).
+    """
+
+    original: tuple[int, int]
+    resized: tuple[int, int]
+    crop: tuple[int, int, int, int]
+
+    def to_original(self, maps: Tensor) -> Tensor:
+        """Maps on the model's input, as values on the photo at its native resolution.
+
+        Each map covers the model's input (the crop); any resolution is fine
+        (a 7x7 layer map as well as a 224x224 one). Values are interpolated
+        bilinearly (pixel centres aligned, ``align_corners=False``, edges
+        clamped); a photo pixel whose centre falls outside the crop gets NaN.
+
+        Args:
+            maps: ``(..., h, w)`` floating maps.
+
+        Returns:
+            ``(..., H0, W0)`` float tensor (float32 unless ``maps`` is float64)
+            on ``maps``' device, ``(H0, W0) = original``.
+        """
+        if maps.ndim < 2:
+            raise InputError(f"maps of shape {tuple(maps.shape)}; expected (..., h, w)")
+        lead, (h, w) = maps.shape[:-2], maps.shape[-2:]
+        dtype = torch.float64 if maps.dtype == torch.float64 else torch.float32
+        flat = maps.detach().reshape(-1, 1, h, w).to(dtype)
+        (H0, W0), (Hr, Wr), (top, left, ch, cw) = self.original, self.resized, self.crop
+        dev = maps.device
+        # photo pixel centre -> resized coordinate -> position inside the crop, as a fraction of the crop
+        ys = ((torch.arange(H0, device=dev, dtype=dtype) + 0.5) * (Hr / H0) - top) / ch
+        xs = ((torch.arange(W0, device=dev, dtype=dtype) + 0.5) * (Wr / W0) - left) / cw
+        grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), dim=-1)
+        out = F.grid_sample(flat, grid.expand(flat.shape[0], -1, -1, -1), mode="bilinear",
+                            padding_mode="border", align_corners=False)  # fmt: skip
+        inside = ((ys >= 0) & (ys <= 1)).view(-1, 1) & ((xs >= 0) & (xs <= 1)).view(1, -1)
+        out = out.masked_fill(~inside, float("nan"))
+        return out.reshape(*lead, H0, W0)
+
+    def to_dict(self) -> dict[str, list[int]]:
+        """JSON-ready: ``{"original": [h, w], "resized": [h, w], "crop": [top, left, h, w]}``."""
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Geometry:
+        """The geometry :meth:`to_dict` wrote."""
+        try:
+            return cls(_pair(d["original"]), _pair(d["resized"]), tuple(int(v) for v in d["crop"]))  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise DataError(f"geometry {d!r} is not one Geometry.to_dict wrote ({e!r})") from None
+
+
+def _resized_size(h: int, w: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """torchvision's ``Resize`` rule: an int sets the shorter side (the longer one truncated), a pair both."""
+    if size is None:
+        return h, w
+    if isinstance(size, int):
+        if w <= h:
+            return int(size * h / w), size
+        return size, int(size * w / h)
+    return size
+
+
+def _centre_crop(x: Tensor, crop: tuple[int, int]) -> tuple[Tensor, tuple[int, int, int, int]]:
+    """torchvision's ``center_crop``: zero padding where the crop is larger, offsets ``round((H - h) / 2)``."""
+    H, W = x.shape[-2:]
+    ch, cw = crop
+    pad_l, pad_t = max(cw - W, 0) // 2, max(ch - H, 0) // 2
+    pad_r, pad_b = (max(cw - W, 0) + 1) // 2, (max(ch - H, 0) + 1) // 2
+    if pad_l or pad_t or pad_r or pad_b:
+        x = F.pad(x, (pad_l, pad_r, pad_t, pad_b))
+    top = round((x.shape[-2] - ch) / 2.0)
+    left = round((x.shape[-1] - cw) / 2.0)
+    return x[..., top : top + ch, left : left + cw], (top - pad_t, left - pad_l, ch, cw)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# preprocessing
+
+
+def _tuple_or_none(v: Any, cast: type) -> Any:
+    return None if v is None else tuple(cast(u) for u in v)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The input a model takes: mode, resize, centre crop, normalization.
+
+    Calling it on an image returns the model's input ``(C, H, W)`` and the
+    :class:`Geometry` that maps explanations back onto the image.
+
+    Attributes:
+        size: an int resizes the shorter side to ``size`` (torchvision's
+            ``Resize(int)``); ``(h, w)`` resizes to exactly that; ``None``
+            keeps the image's size.
+        crop: a centre crop ``(h, w)`` after the resize, or ``None``.
+        mean, std: per-channel normalization of the [0, 1] values, or ``None``.
+        channels: 1 (grayscale) or 3 (RGB).
+        interpolation: ``"bilinear"``, ``"bicubic"`` (both antialiased when
+            shrinking, as Pillow and torchvision do) or ``"nearest"``.
+        source: where these settings came from, for the record.
+    """
+
+    size: int | tuple[int, int] | None = None
+    crop: tuple[int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channels: int = 3
+    interpolation: str = "bilinear"
+    source: str = field(default="flags", compare=False)
+
+    def __post_init__(self) -> None:
+        _check_channels(self.channels)
+        if self.size is not None and not isinstance(self.size, int):
+            object.__setattr__(self, "size", _pair(self.size))
+        if self.crop is not None:
+            object.__setattr__(self, "crop", _pair(self.crop))
+        sizes = (self.size,) if isinstance(self.size, int) else (self.size or ())
+        if any(v < 1 for v in (*sizes, *(self.crop or ()))):
+            raise InputError(f"size={self.size!r}, crop={self.crop!r}: sizes must be positive")
+        if self.interpolation not in INTERPOLATIONS:
+            raise InputError(f"interpolation={self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if v is not None:
+                v = tuple(float(u) for u in v)
+                if len(v) == 1 and self.channels > 1:
+                    v = v * self.channels
+                if len(v) != self.channels:
+                    raise InputError(f"{name}={v!r} has {len(v)} values for a {self.channels}-channel model")
+                object.__setattr__(self, name, v)
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise InputError(f"std={self.std!r}: every std must be positive")
+
+    def __call__(self, image: Any) -> tuple[Tensor, Geometry]:
+        """The model's input for one image, and where it lies on the image.
+
+        Args:
+            image: a file path; a PIL image of any mode; an ``(H, W)`` or
+                ``(H, W, C)`` array (uint8, uint16, or floats in [0, 1]); a
+                ``(C, H, W)`` tensor (uint8 or floats in [0, 1]). Alpha is
+                composited on white; colour is converted to the model's
+                channels (ITU-R 601 luma for grayscale).
+
+        Returns:
+            ``(x, geometry)``: ``x`` is ``(channels, H, W)`` float32 (on the
+            tensor's device for a tensor, else CPU).
+
+        Raises:
+            DataError: an unreadable file. InputError: an image of an
+                unexpected shape, dtype or value range.
+        """
+        x = _as_tensor(image, self.channels)
+        H0, W0 = x.shape[-2:]
+        if H0 < 1 or W0 < 1:
+            raise InputError(f"image of size {W0}x{H0}; it has no pixels")
+        Hr, Wr = _resized_size(H0, W0, self.size)
+        if (Hr, Wr) != (H0, W0):
+            x = self._resize(x, (Hr, Wr))
+        box = (0, 0, Hr, Wr)
+        if self.crop is not None:
+            x, box = _centre_crop(x, self.crop)
+        if self.mean is not None or self.std is not None:
+            mean = torch.tensor(self.mean or (0.0,) * self.channels, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+            std = torch.tensor(self.std or (1.0,) * self.channels, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+            x = (x - mean) / std
+        return x.contiguous(), Geometry((H0, W0), (Hr, Wr), box)
+
+    def _resize(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        if self.interpolation == "nearest":  # Pillow's NEAREST: the pixel whose centre is nearest
+            return F.interpolate(x[None], size=size, mode="nearest-exact")[0]
+        out = F.interpolate(x[None], size=size, mode=self.interpolation, align_corners=False, antialias=True)[0]
+        return out.clamp_(0.0, 1.0) if self.interpolation == "bicubic" else out  # as Pillow clips its overshoot
+
+    def input_shape(self) -> tuple[int, int, int] | None:
+        """``(C, H, W)`` of every input when it is fixed (a crop, or an exact size); else ``None``."""
+        hw = self.crop or (self.size if isinstance(self.size, tuple) else None)
+        return None if hw is None else (self.channels, *hw)
+
+    def describe(self) -> str:
+        """One line: what is done to every image, and where the settings came from."""
+        steps = []
+        if isinstance(self.size, int):
+            steps.append(f"resize shorter side to {self.size} ({self.interpolation})")
+        elif self.size is not None:
+            steps.append(f"resize to {self.size[0]}x{self.size[1]} ({self.interpolation})")
+        else:
+            steps.append("no resize")
+        if self.crop is not None:
+            steps.append(f"centre crop {self.crop[0]}x{self.crop[1]}")
+        steps.append("RGB" if self.channels == 3 else "grayscale")
+        if self.mean is None and self.std is None:
+            steps.append("values in [0, 1]")
+        else:
+            fmt = lambda v: "(" + ", ".join(f"{u:.4g}" for u in v) + ")" if v is not None else "none"  # noqa: E731
+            steps.append(f"mean {fmt(self.mean)} std {fmt(self.std)}")
+        return ", ".join(steps) + f" [{self.source}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (tuples as lists)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        """The preprocessing :meth:`to_dict` wrote."""
+        try:
+            size = d.get("size")
+            return cls(
+                size=None if size is None else (int(size) if isinstance(size, (int, float)) else _pair(size)),
+                crop=None if d.get("crop") is None else _pair(d["crop"]),
+                mean=_tuple_or_none(d.get("mean"), float),
+                std=_tuple_or_none(d.get("std"), float),
+                channels=int(d.get("channels", 3)),
+                interpolation=str(d.get("interpolation", "bilinear")),
+                source=str(d.get("source", "flags")),
+            )
+        except (TypeError, ValueError, IndexError) as e:
+            raise DataError(f"preprocessing {d!r} is not one Preprocess.to_dict wrote ({e!r})") from None
+
+    def override(self, **changes: Any) -> Preprocess:
+        """A copy with ``changes`` applied; a ``None`` value leaves that setting as it is."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        return _replace(self, **given) if given else self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# image paths
+
+
+def _has_magic(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    inside = folder.resolve()
+    return [
+        p for p in sorted(folder.iterdir())
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(inside)
+    ]  # fmt: skip
+
+
+def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> list[Path]:
+    """The image files named by files, folders and glob patterns, in order, each once.
+
+    A file is taken as named, whatever its ending (Pillow decides when it is
+    read). A folder gives the image files directly inside it
+    (:data:`IMAGE_SUFFIXES`), sorted by name, leaving out links that resolve
+    outside it. A pattern (``photos/*.jpg``, ``**`` for subfolders) gives its
+    matching image files, sorted.
+
+    Raises:
+        DataError: a name that is neither a file, a folder nor a pattern that
+            matches; or nothing found at all (the message names ``what``).
+    """
+    if isinstance(specs, (str, Path)):
+        specs = [specs]
+    found: dict[Path, None] = {}
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            files = _folder_images(p)
+            if not files:
+                raise DataError(f"{what}: folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        elif p.exists():
+            if not p.is_file():
+                raise DataError(f"{what}: {p} is not a regular file or a folder")
+            files = [p]
+        elif _has_magic(str(spec)):
+            files = [Path(m) for m in sorted(glob.glob(str(spec), recursive=True))
+                     if Path(m).suffix.lower() in IMAGE_SUFFIXES and Path(m).is_file()]  # fmt: skip
+            if not files:
+                raise DataError(
+                    f"{what}: the pattern {str(spec)!r} matches no image files ({', '.join(IMAGE_SUFFIXES)})"
+                )
+        else:
+            raise DataError(f"{what}: {p} does not exist; give image files, folders or patterns like 'photos/*.jpg'")
+        found.update(dict.fromkeys(files))
+    if not found:
+        raise DataError(f"{what}: no image files given")
+    return list(found)
