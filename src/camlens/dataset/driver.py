@@ -50,7 +50,7 @@ from camlens.dataset.stats import ClassStats, mass_inside, object_mask
 from camlens.dataset.writer import GroupOut, ShardWriter, WriterThread, items_hash
 from camlens.errors import DataError, FolderBusyError, InputError
 from camlens.methods.base import BaseCAM
-from camlens.sources import load_model, model_fingerprint
+from camlens.sources import _in_channels, load_model, model_fingerprint
 
 __all__ = ["STATS", "RunSummary", "explain_dataset", "parse_targets"]
 
@@ -203,8 +203,6 @@ def _open_model(
         net, model_info = load_model(str(model), dev, weights=weights)
         if model_info["kind"] == "checkpoint":
             model_info.pop("spec")
-        if model_info.get("preprocess") is not None:  # recorded in the manifest as JSON
-            model_info["preprocess"] = model_info["preprocess"].to_dict()
     model_info["weights_sha256"] = model_fingerprint(net)
     return net, model_info, dev, flags
 
@@ -429,12 +427,6 @@ def explain_dataset(
                           time.perf_counter() - t0, world, rank, stats=stats, layers=run.layers,
                           layer_choice=layer_choice, preprocessing=run.header["preprocessing"],
                           figures=drawn)  # fmt: skip
-
-
-def _in_channels(net: nn.Module) -> int | None:
-    """The channels the module's first convolution takes (the default of its preprocessing), or ``None``."""
-    first = next((m for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    return int(first.in_channels) if first is not None else None
 
 
 def _restore(flags: dict[nn.Module, bool] | None) -> None:
