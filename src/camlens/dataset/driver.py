@@ -88,7 +88,7 @@ class RunSummary:
     def __str__(self) -> str:
         lines = [
             f"explained {self.items_computed} of {self.n_items} items in {self.seconds:.1f} s "
-            f"({self.items_per_s:.0f} items/s on {self.world_size} process(es)); "
+            f"({self.items_per_s:.3g} items/s on {self.world_size} process(es)); "
             f"shards: {self.shards_computed} computed, {self.shards_skipped} already done, {self.n_shards} in all",
             f"results: {self.out / MANIFEST} (read with camlens.open_results); "
             f"per-class statistics: {self.out / STATS}",
@@ -321,12 +321,14 @@ class _Run:
             "layer_choice": self.layer_choice,
             "stats": STATS,
             "classes": _class_names(self.inputs.ds),
+            "model_classes": _class_names(self.model_info),
             "preprocessing": self.inputs.preprocess.describe() if self.inputs.preprocess is not None else None,
         }
 
 
-def _class_names(ds: Any) -> list[str] | None:
-    names = getattr(ds, "classes", None)
+def _class_names(source: Any) -> list[str] | None:
+    """The class names a dataset (``.classes``) or the model's facts (``["classes"]``) give, or ``None``."""
+    names = source.get("classes") if isinstance(source, dict) else getattr(source, "classes", None)
     if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
         return list(names)
     return None

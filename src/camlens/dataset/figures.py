@@ -94,9 +94,10 @@ def _select(labels: Tensor, preds: Tensor, conf: Tensor, n: int) -> dict[int, tu
 
 def draw_figures(results: Any, inputs: Any, n: int, folder: Path) -> list[Path]:
     """Write one figure per class into ``folder``; return their paths (see this module's docstring)."""
+    from camlens.dataset.table import class_names
     from camlens.viz.figures import new_figure, save_figure
 
-    names = results.manifest.get("classes") or []
+    names, pred_names = class_names(results.manifest)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for c, (most, least) in _by_class(results, n).items():
@@ -118,7 +119,7 @@ def draw_figures(results: Any, inputs: Any, n: int, folder: Path) -> list[Path]:
                 photo, heat = _photo_and_map(inputs, item, key)
                 ax.imshow(overlay_on_photo(photo, heat))
                 label = names[item.label] if 0 <= item.label < len(names) else str(item.label)
-                pred = names[item.pred] if 0 <= item.pred < len(names) else str(item.pred)
+                pred = pred_names[item.pred] if 0 <= item.pred < len(pred_names) else str(item.pred)
                 p = float(item.probs.reshape(-1)[0])
                 ax.set_title(f"{item.path or item.id}\n{label} -> {pred} ({p:.2f})", fontsize=7)
         name = names[c] if 0 <= c < len(names) else str(c)

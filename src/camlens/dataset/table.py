@@ -3,7 +3,8 @@
 Columns, in order:
 
 - ``id``, ``path`` (relative to the data folder; ``None`` for data without files), ``label`` (-1: none),
-  ``label_name``, ``prediction``, ``prediction_name``, ``correct`` (``None`` without a label);
+  ``label_name`` (the data's class names), ``prediction``, ``prediction_name`` (the model's own class names where it
+  has them, else the data's), ``correct`` (``None`` without a label);
 - ``target`` (the explained class; the first of top-K) and the softmax probabilities ``p_target``,
   ``p_prediction`` and ``p_label`` (NaN without a label);
 - ``height`` and ``width`` of the photo (when the data had geometry);
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["results_table"]
+__all__ = ["class_names", "results_table"]
 
 
 def _pandas() -> Any:
@@ -30,6 +31,17 @@ def _pandas() -> Any:
         return importlib.import_module("pandas")
     except ImportError:
         raise ImportError("Results.table() needs pandas: pip install pandas") from None
+
+
+def class_names(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``(names of the labels, names of the predictions)``: the data's class names (an image folder's
+    subfolders) and the model's own where it has them (a checkpoint's, pretrained ImageNet's), else the data's."""
+
+    def names(key: str) -> list[str]:
+        v = manifest.get(key)
+        return [str(n) for n in v] if isinstance(v, list) else []
+
+    return names("classes"), names("model_classes") or names("classes")
 
 
 def _first(t: Tensor) -> Tensor:
@@ -83,9 +95,8 @@ def results_table(results: Any) -> Any:
         DataError: a missing or corrupt shard.
     """
     pd = _pandas()
-    names = results.manifest.get("classes")
-    names = names if isinstance(names, list) else None
-    name = lambda c: names[c] if names is not None and 0 <= c < len(names) else None  # noqa: E731
+    label_names, pred_names = class_names(results.manifest)
+    name = lambda names, c: names[c] if 0 <= c < len(names) else None  # noqa: E731
     columns: dict[str, list[Any]] = {}
     for k in range(int(results.manifest["n_shards"])):
         shard = results.shard(k)
@@ -95,9 +106,9 @@ def results_table(results: Any) -> Any:
             "id": shard["ids"].tolist(),
             "path": results.paths(k) or [None] * n,
             "label": labels,
-            "label_name": [name(c) for c in labels],
+            "label_name": [name(label_names, c) for c in labels],
             "prediction": preds,
-            "prediction_name": [name(c) for c in preds],
+            "prediction_name": [name(pred_names, c) for c in preds],
             "correct": [None if c < 0 else c == p for c, p in zip(labels, preds, strict=True)],
             "target": _first(shard["targets"]).tolist(),
             "p_target": _first(shard["probs"]).double().tolist(),
