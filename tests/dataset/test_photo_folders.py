@@ -90,7 +90,10 @@ def mixed(tmp_path_factory, photos, model):
 
 def test_photos_of_mixed_sizes_get_the_engines_map_each_with_its_path_and_geometry(photos, model, mixed):
     out, summary = mixed
-    assert summary.items_computed == 9 and summary.preprocessing.startswith("no resize, RGB, values in [0, 1] [defaults")
+    assert (summary.batches, summary.groups) == (8, 8)  # sorted by size: each batch of one size (2 photos share one)
+    assert summary.items_computed == 9 and summary.preprocessing.startswith(
+        "no resize, RGB, values in [0, 1] [defaults"
+    )
     results = open_results(out)
     assert results.config["preprocess"] == {**Preprocess().to_dict(), "source": results.config["preprocess"]["source"]}
     assert results.manifest["classes"] == ["cat", "coffee", "space"]
@@ -209,6 +212,8 @@ class MixedTensors(Dataset):
 def test_a_tensor_dataset_of_mixed_sizes_is_run_in_groups_of_one_size(model, tmp_path):
     ds = MixedTensors()
     summary = camlens.explain_dataset(model, ds, tmp_path, batch_size=8, progress=False)  # automatic layer
+    assert (summary.batches, summary.groups) == (1, 3)
+    assert "mixed input sizes: 1 batches ran as 3 model passes of one size each" in str(summary)
     results = open_results(tmp_path)
     assert summary.preprocessing is None and "preprocess" not in results.config
     layer = summary.layers[0]

@@ -79,6 +79,9 @@ class RunSummary:
     preprocessing: str | None = None
     #: the figure files drawn (``figures=N``)
     figures: list[Path] = field(default_factory=list)
+    #: batches computed, and the model passes they took (more when a batch held inputs of several sizes)
+    batches: int = 0
+    groups: int = 0
 
     @property
     def items_per_s(self) -> float:
@@ -97,6 +100,11 @@ class RunSummary:
             lines.insert(1, f"layers: {', '.join(self.layers)} ({self.layer_choice})")
         if self.preprocessing:
             lines.insert(1, f"preprocess: {self.preprocessing}")
+        if self.groups > self.batches:
+            lines.append(
+                f"mixed input sizes: {self.batches} batches ran as {self.groups} model passes of one size each; "
+                "for full batches give the inputs one size (--size HxW or --crop)"
+            )
         if self.figures:
             lines.append(f"figures: {len(self.figures)} in {self.figures[0].parent}")
         if self.stats and self.stats.get("all"):
@@ -421,14 +429,14 @@ def explain_dataset(
         run = _Run(Path(out), inputs, model_info, cams, method_names, target, batch_size, shard_size, dtype,
                    num_workers, dev, layer_choice)  # fmt: skip
         _prepare_folder(run, rank)
-        computed, skipped, items = D.sum_ints(_explain_shards(run, rank, world, progress), dev)
+        computed, skipped, items, n_batches, n_groups = D.sum_ints(_explain_shards(run, rank, world, progress), dev)
         stats = _finish(run) if rank == 0 else None
         drawn = _figures(run, figures) if rank == 0 and figures else []
         D.barrier()
         return RunSummary(run.folder, inputs.n_items, run.n_shards, computed, skipped, items,
                           time.perf_counter() - t0, world, rank, stats=stats, layers=run.layers,
                           layer_choice=layer_choice, preprocessing=run.header["preprocessing"],
-                          figures=drawn)  # fmt: skip
+                          figures=drawn, batches=n_batches, groups=n_groups)  # fmt: skip
 
 
 def _restore(flags: dict[nn.Module, bool] | None) -> None:
@@ -481,7 +489,10 @@ def _loader(run: _Run, plan: list[list[int]], pin: bool) -> DataLoader:
 
 
 def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[int]:
-    """This rank's unfinished shards, batch by batch; ``[shards computed, shards skipped, items computed]``.
+    """This rank's unfinished shards, batch by batch.
+
+    Returns:
+        ``[shards computed, shards skipped, items computed, batches, model passes]``.
 
     Three stages overlap: a thread reads (decodes, preprocesses, collates) the next batches
     (:class:`~camlens.dataset.batches.ReadAhead`), this thread runs the model, and a writer thread
@@ -498,7 +509,7 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
     items_todo = sum(len(shard_range(k, n_items, shard_size)) for k in todo)
     bar = progress_bar(items_todo, "explain" if world == 1 else f"explain (rank 0 of {world})",
                        enabled=progress and rank == 0, unit="img", smoothing=0.1)  # fmt: skip
-    computed_items = 0
+    computed_items = n_groups = 0
     if batches:
         cuda = run.dev.type == "cuda"
         path_of = run.inputs.path_of
@@ -513,6 +524,7 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
                         ready.record()
                     writer.put(k, groups, ready)
                     computed_items += len(ids)
+                    n_groups += len(batch)
                     if bar is not None:
                         bar.update(len(ids))
         except BaseException:
@@ -522,7 +534,7 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
         writer.close()
     if bar is not None:
         bar.close()
-    return [len(todo), len(mine) - len(todo), computed_items]
+    return [len(todo), len(mine) - len(todo), computed_items, len(batches), n_groups]
 
 
 def _explain_group(run: _Run, ids: list[int], g: Any, cuda: bool) -> GroupOut:
