@@ -246,7 +246,7 @@ def main() -> None:
         preprocess = Preprocess(size=256, crop=(224, 224), **IMAGENET, source="benchmark: ImageNet's")
         folder = ImageFolder(data, preprocess=preprocess)
         x = torch.stack([folder[i][0] for i in range(len(folder))])
-        batches = [x[i : i + args.batch_size].to(args.device) for i in range(0, len(x), args.batch_size)]
+        batches = [x[i : i + args.batch_size].to(args.device, copy=True) for i in range(0, len(x), args.batch_size)]
     elif args.model == "convnet":
         from camlens.demo.data import FashionMNIST
 
@@ -255,7 +255,7 @@ def main() -> None:
         if args.items is not None:
             x = x[: args.items]
         args.items = len(x)
-        batches = [x[i : i + args.batch_size].to(args.device) for i in range(0, len(x), args.batch_size)]
+        batches = [x[i : i + args.batch_size].to(args.device, copy=True) for i in range(0, len(x), args.batch_size)]
     else:
         args.items = args.items or 20000
         data = RandomImages(args.items, args.image_size)
