@@ -177,8 +177,10 @@ def _no_repeats(what: str, names: list[str]) -> None:
         )
 
 
-def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int | None, dtype: str) -> None:
-    sizes = (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0))
+def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int | None, dtype: str,
+                 figures: int = 0) -> None:  # fmt: skip
+    sizes = (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0),
+             ("figures", figures, 0))  # fmt: skip
     for name, value, low in sizes:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InputError(f"{name}={value!r} must be an int >= {low}")
@@ -362,39 +364,30 @@ def explain_dataset(
     weights: str | None = None,
     figures: int = 0,
 ) -> RunSummary:
-    """Explain every item of ``data`` with each method and layer into resumable shards under ``out``.
-
-    Shards of ``shard_size`` items, spread over the ranks of ``torchrun`` and skipped when already
-    finished: see this module's docstring.
+    """Explain every item of ``data`` with each method and layer into resumable shards under ``out``
+    (spread over the ranks of ``torchrun``, skipped when finished: see this module's docstring).
 
     Args:
-        model: a checkpoint folder, a factory ``'module:function'`` or ``'file.py:function'``,
-            or an ``nn.Module`` (left as found: its ``training`` flags are restored).
-        data: ``'fashion-mnist:test'`` / ``':train'``, ``'idx:FOLDER[:split]'``, a folder of IDX files
-            or of one image subfolder per class, a factory returning a ``Dataset``, or a map-style
-            ``Dataset`` whose items are ``(image (C, H, W), label)`` or an image.
+        model: a name :func:`camlens.sources.load_model` resolves (checkpoint folder, ``'module:function'``,
+            ``'torchvision:NAME'``, ...), or an ``nn.Module`` (left as found: its ``training`` flags are restored).
+        data: a name :func:`camlens.sources.load_dataset` resolves (``'fashion-mnist:test'``, a folder of one
+            image subfolder per class, ...), or a map-style ``Dataset`` of ``(image (C, H, W), label)`` or images.
         out: the output folder (created; reused to resume).
         methods: method names from :data:`camlens.METHODS`.
-        layers: layer names; default the automatic choice (:func:`camlens.choose_layer`
-            on the first batch, items ``0 .. batch_size-1``), recorded in the manifest.
+        layers: layer names; default :func:`camlens.choose_layer` on the first batch (recorded in the manifest).
         targets: ``'predicted'``, ``'label'``, ``'top-K'`` or a class index.
-        batch_size: items per forward/backward pass.
-        shard_size: items per shard file (the unit of resume and of work per rank).
+        batch_size, shard_size: items per forward/backward pass; per shard file (the unit of resume and of work).
         limit: explain only the first ``limit`` items.
         device: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'`` (each rank
             takes ``cuda:LOCAL_RANK``), ``'mps'``; for an ``nn.Module``, ``'auto'`` is its device.
-        dtype: ``'float16'`` (default) or ``'float32'`` for the stored maps.
-        num_workers: ``DataLoader`` worker processes per rank.
-        object_mask_from_pixels: compute mass inside the object from nonzero
-            pixels; default on for Fashion-MNIST/IDX data, off otherwise.
+        dtype, num_workers: the stored maps' ``'float16'`` (default) or ``'float32'``; ``DataLoader`` workers per rank.
+        object_mask_from_pixels: mass inside the object from nonzero pixels (default: for Fashion-MNIST/IDX).
         progress: a tqdm bar (items/s, ETA) on rank 0.
-        preprocess: a :class:`camlens.preprocess.Preprocess`, or a mapping of its fields that override the
-            model's own (``{"size": 224}``), or ``None``: an image folder is read through the model's own
-            preprocessing (plain RGB at each photo's size when it has none), another dataset's tensors are
-            used as they are. Recorded in the manifest; a resume with another one is refused.
+        preprocess: a :class:`camlens.preprocess.Preprocess`, a mapping of fields overriding the model's own
+            (``{"size": 224}``), or ``None``: see :mod:`camlens.dataset.inputs`. Recorded in the manifest; a
+            resume with another one is refused.
         weights: for a model given by name: ``"none"`` (random), a weights file, or ``None`` (its default).
-        figures: draw, per class, the ``figures`` most and least confident items with their maps on the
-            photo into ``out/figures/`` (0: none).
+        figures: draw per class this many most and least confident items into ``out/figures/`` (0: none).
 
     Returns:
         A :class:`RunSummary` (its ``stats`` are set on rank 0).
@@ -410,13 +403,9 @@ def explain_dataset(
         >>> camlens.open_results("maps")[7].maps["gradcam/seq.4"].shape  # doctest: +SKIP
         torch.Size([28, 28])
     """
-    _check_sizes(batch_size, shard_size, num_workers, limit, dtype)
-    if isinstance(figures, bool) or not isinstance(figures, int) or figures < 0:
-        raise InputError(f"figures={figures!r} must be an int >= 0 (items per class drawn, most and least confident)")
-    target = parse_targets(targets)
-    method_names, method_classes = _method_classes(methods)
-    t0 = time.perf_counter()
-    rank, world, local_rank, own_group = D.setup(device)
+    _check_sizes(batch_size, shard_size, num_workers, limit, dtype, figures)
+    target, (method_names, method_classes) = parse_targets(targets), _method_classes(methods)
+    t0, (rank, world, local_rank, own_group) = time.perf_counter(), D.setup(device)
     with ExitStack() as stack:  # on the way out: the model's flags restored, the lock freed, the group left
         stack.callback(D.teardown, own_group)
         _lock_folder(stack, Path(out), rank)
@@ -425,18 +414,16 @@ def explain_dataset(
         D.check_same(model_info["weights_sha256"], "the model's weights", dev)
         inputs = open_inputs(data, preprocess, model_info, object_mask_from_pixels, limit)
         layer_names, layer_choice = _layers(layers, net, inputs, batch_size, target, dev)
-        cams = [cls(net, layer_names, upsample=False, normalize=False) for cls in method_classes]
-        run = _Run(Path(out), inputs, model_info, cams, method_names, target, batch_size, shard_size, dtype,
-                   num_workers, dev, layer_choice)  # fmt: skip
+        run = _Run(Path(out), inputs, model_info, [c(net, layer_names, upsample=False, normalize=False)
+                   for c in method_classes], method_names, target, batch_size, shard_size, dtype, num_workers, dev,
+                   layer_choice)  # fmt: skip
         _prepare_folder(run, rank)
         computed, skipped, items, n_batches, n_groups = D.sum_ints(_explain_shards(run, rank, world, progress), dev)
-        stats = _finish(run) if rank == 0 else None
-        drawn = _figures(run, figures) if rank == 0 and figures else []
+        stats, drawn = (_finish(run), _figures(run, figures)) if rank == 0 else (None, [])
         D.barrier()
         return RunSummary(run.folder, inputs.n_items, run.n_shards, computed, skipped, items,
-                          time.perf_counter() - t0, world, rank, stats=stats, layers=run.layers,
-                          layer_choice=layer_choice, preprocessing=run.header["preprocessing"],
-                          figures=drawn, batches=n_batches, groups=n_groups)  # fmt: skip
+                          time.perf_counter() - t0, world, rank, stats, run.layers, layer_choice,
+                          run.header["preprocessing"], drawn, n_batches, n_groups)  # fmt: skip
 
 
 def _restore(flags: dict[nn.Module, bool] | None) -> None:
@@ -619,7 +606,9 @@ def _explain_batch(
 
 
 def _figures(run: _Run, n: int) -> list[Path]:
-    """Rank 0 after :func:`_finish`: per class the ``n`` most and least confident items, drawn."""
+    """Rank 0 after :func:`_finish`: per class the ``n`` most and least confident items, drawn (``n=0``: none)."""
+    if n == 0:
+        return []
     from camlens.dataset.figures import draw_figures
     from camlens.dataset.reader import open_results
 
