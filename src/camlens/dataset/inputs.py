@@ -92,10 +92,11 @@ def open_inputs(
 ) -> Inputs:  # fmt: skip
     """Load (or take) the dataset and decide its preprocessing; see this module's docstring.
 
-    ``model_info`` is :func:`camlens.sources.load_model`'s; its ``"preprocess"`` is taken out of it (the one
-    applied is recorded apart).
+    ``model_info`` is :func:`camlens.sources.load_model`'s; its ``"preprocess"`` and ``"in_channels"`` are taken
+    out of it (the preprocessing applied is recorded apart).
     """
-    model_pre = {"preprocess": model_info.pop("preprocess", None), "in_channels": model_info.get("in_channels")}
+    # both only decide the preprocessing, which is recorded itself (and older runs' configurations stay as they were)
+    model_pre = {"preprocess": model_info.pop("preprocess", None), "in_channels": model_info.pop("in_channels", None)}
     if isinstance(data, Dataset):
         ds: Any = data
         info: dict[str, Any] = {"kind": "dataset", "class": type(ds).__name__}
