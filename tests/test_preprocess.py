@@ -32,42 +32,49 @@ def _from_weights(builder: str) -> tuple[Preprocess, object]:
 # --- torchvision's transforms are the reference ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("builder", ["resnet18", "efficientnet_b0"])  # bilinear, bicubic
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "camera"])
-def test_bilinear_matches_torchvision_transforms_on_the_same_tensor_and_on_pil_to_one_grey_level(name):
-    # torchvision's ImageClassification on a float tensor runs the same antialiased interpolate: equal to 2e-6.
-    # On a PIL image Pillow resizes in 8 bits and rounds, so a pixel may differ by one grey level (1/255) before
-    # normalization: 1/255/std after it, 0.0176 for ImageNet's smallest std; on average far less.
-    pre, t = _from_weights("resnet18")
+def test_photos_match_torchvision_weights_transforms(builder, name):
+    # a PIL image is resized by Pillow as torchvision's transforms do it: the same values, to float32 rounding
+    pre, t = _from_weights(builder)
     rgb = Image.fromarray(_photo(name)).convert("RGB")
     x, geo = pre(rgb)
     assert x.shape == (3, 224, 224) and x.dtype == torch.float32
-    as_tensor = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).float() / 255
-    torch.testing.assert_close(x, t(as_tensor), atol=2e-6, rtol=0)
-    diff = (x - t(rgb)).abs()
-    assert float(diff.max()) <= 1.01 / 255 / min(IMAGENET["std"])
-    assert float(diff.mean()) < 0.3 / 255 / min(IMAGENET["std"])
+    torch.testing.assert_close(x, t(rgb), atol=2e-6, rtol=0)
     h, w = rgb.height, rgb.width
-    short = 256
-    want_resized = (short, int(short * w / h)) if w >= h else (int(short * h / w), short)
+    want_resized = (256, int(256 * w / h)) if w >= h else (int(256 * h / w), 256)
     assert geo.original == (h, w) and geo.resized == want_resized
     assert geo.crop == (round((want_resized[0] - 224) / 2), round((want_resized[1] - 224) / 2), 224, 224)
 
 
+@pytest.mark.parametrize("builder", ["resnet18", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["coffee", "chelsea"])
+def test_uint8_arrays_match_torchvision_on_pil_to_one_grey_level(builder, name):
+    # an array is resized by torch's antialiased interpolate as uint8, rounded as Pillow rounds: where the two
+    # roundings part a pixel differs by one grey level (measured: on 0.1-0.7% of the pixels of these photos)
+    pre, t = _from_weights(builder)
+    arr = _photo(name)
+    levels = (pre(arr)[0] - t(Image.fromarray(arr))).abs() * 255 * torch.tensor(t.std).view(3, 1, 1)
+    assert float(levels.max()) <= 1.0 + 1e-3
+    assert float((levels > 0.5).float().mean()) < 0.01
+
+
 @pytest.mark.parametrize("name", ["astronaut", "coffee"])
-def test_bicubic_is_close_to_torchvision_on_pil(name):
-    # Pillow's bicubic clips to 0..255 after each of its two passes; camlens clips once, at the end. At sharp
-    # edges that moves a pixel by a few grey levels; on average the two agree to a fifth of one.
-    pre, t = _from_weights("efficientnet_b0")
-    assert pre.interpolation == "bicubic"
-    rgb = Image.fromarray(_photo(name))
-    x, _ = pre(rgb)
-    diff = (x - t(rgb)).abs()
-    assert float(diff.mean()) < 0.35 / 255 / min(IMAGENET["std"])
-    assert float(diff.max()) < 8 / 255 / min(IMAGENET["std"])
-    assert float((diff > 1.01 / 255 / min(IMAGENET["std"])).float().mean()) < 0.01
+def test_float_tensors_match_torchvision_on_the_same_float_tensor(name):
+    # float input is resized in float32 by the same interpolate torchvision's tensor path calls: equal to 2e-6
+    pre, t = _from_weights("resnet18")
+    as_tensor = torch.from_numpy(_photo(name)).permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(pre(as_tensor)[0], t(as_tensor), atol=2e-6, rtol=0)
 
 
 # --- every format Pillow reads ----------------------------------------------------------------------------------
+
+
+def _alpha(rgb: np.ndarray) -> np.ndarray:
+    """Opaque, except a fully transparent 100x100 block at the top left."""
+    a = np.full(rgb.shape[:2], 255, np.uint8)
+    a[:100, :100] = 0
+    return a
 
 
 def _write_formats(root, rgb: np.ndarray, gray: np.ndarray) -> dict[str, object]:
@@ -81,6 +88,7 @@ def _write_formats(root, rgb: np.ndarray, gray: np.ndarray) -> dict[str, object]
         "gray.png": lambda p: Image.fromarray(gray).save(p),
         "gray16.png": lambda p: Image.fromarray(gray.astype(np.uint16) * 257).save(p),
         "palette.png": lambda p: im.quantize(256).save(p),
+        "rgba.png": lambda p: Image.fromarray(np.dstack([rgb, _alpha(rgb)])).save(p),
     }.items():
         files[name] = root / f"photo.{name}"
         save(files[name])
@@ -97,6 +105,9 @@ def test_every_format_becomes_the_same_rgb_and_gray_input(tmp_path):
     for lossy in ("jpg", "cmyk.jpg"):  # JPEG at quality 95, through CMYK or not: a couple of grey levels
         x = plain(files[lossy])[0]
         assert x.shape == want_rgb.shape and float((x - want_rgb).abs().mean()) < 4 / 255
+    rgba = plain(files["rgba.png"])[0]  # the transparent block is white, the rest the photo
+    torch.testing.assert_close(rgba[:, :100, :100], torch.ones(3, 100, 100))
+    torch.testing.assert_close(rgba[:, 100:], want_rgb[:, 100:], atol=1e-7, rtol=0)
     pal = plain(files["palette.png"])[0]
     assert float((pal - want_rgb).abs().mean()) < 6 / 255  # 256 colours
     want_gray = torch.from_numpy(gray).float()[None] / 255
@@ -320,3 +331,16 @@ def test_expand_image_paths_takes_files_folders_and_patterns_once_each(tmp_path)
         expand_image_paths([tmp_path / "empty"])
     with pytest.raises(DataError, match="no image files given"):
         expand_image_paths([])
+
+
+def test_stack_batches_images_of_one_output_size_and_names_the_sizes_otherwise(tmp_path):
+    photos = [_photo("astronaut"), _photo("coffee"), _photo("camera")]
+    batch, geos = Preprocess(size=64, crop=(56, 56)).stack(photos)
+    x = Preprocess(size=64, crop=(56, 56))(photos[0])[0][None]
+    assert batch.shape == (3, 3, 56, 56) and [g.original for g in geos] == [(512, 512), (400, 600), (512, 512)]
+    torch.testing.assert_close(batch[:1], x)
+    with pytest.raises(InputError, match=r"the images come out at 2 sizes \(64x64, 64x96\); set a crop"):
+        Preprocess(size=64).stack(photos)
+    (tmp_path / ".hidden.jpg").write_bytes(b"x")
+    Image.fromarray(photos[1]).save(tmp_path / "c.jpg")
+    assert expand_image_paths([tmp_path]) == [tmp_path / "c.jpg"]

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from camlens.errors import DataError, InputError
 from camlens.preprocess import Preprocess
 from camlens.sources import ImageFolder, load_dataset, load_factory, load_model, resolve_preprocess
 from testmodels import GapNet
-
-Image = pytest.importorskip("PIL.Image")
 
 
 def _folder(root, files):
@@ -216,3 +215,14 @@ def test_a_folder_that_is_nothing_says_what_would_be(tmp_path):
         load_model(str(tmp_path), CPU)
     with pytest.raises(InputError, match="names no model after 'timm:'"):
         load_model("timm:", CPU)
+
+
+def test_a_spec_that_names_nothing_lists_every_form(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as e:
+        load_model("nowhere", CPU)
+    assert str(e.value) == (
+        "model='nowhere' is neither a checkpoint folder or a save_pretrained folder (no such folder), a factory "
+        "'module:function' or 'file.py:function', nor 'torchvision:NAME', 'timm:NAME' or 'hf:ID'; train one with "
+        "`camlens train --out FOLDER`, or pass e.g. 'mypkg.models:build' or 'torchvision:resnet18'"
+    )

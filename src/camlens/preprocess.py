@@ -7,11 +7,12 @@ normalization. It records a :class:`Geometry` per image, whose
 :meth:`Geometry.to_original` maps an explanation back onto the photo at its
 native resolution.
 
-The resize is done in torch (:func:`torch.nn.functional.interpolate` with
-``antialias=True`` on float32 values in [0, 1]), the same algorithm as
-torchvision's tensor ``Resize`` and, to within the rounding Pillow does to
-8 bits, Pillow's own resize: torchvision's ``weights.transforms()`` on a PIL
-image is the reference the tests compare against.
+Files and PIL images are resized by Pillow (antialiased, before the pixels
+become an array: a 12-megapixel photo is never copied whole), exactly as
+torchvision's ``weights.transforms()`` does on a PIL image, the reference the
+tests compare against. Arrays and tensors are resized by torch
+(:func:`torch.nn.functional.interpolate` with ``antialias=True``; uint8 data
+as uint8, rounded as Pillow rounds), as torchvision's tensor ``Resize``.
 
 Example:
     >>> import torch
@@ -82,10 +83,18 @@ def open_photo(path: str | Path) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            im = Image.open(path)
+            try:
                 im.load()
-                upright = ImageOps.exif_transpose(im)
-                return upright if upright is not im else im.copy()
+                if getattr(im, "n_frames", 1) > 1:  # an animation: its first frame, and the file closed
+                    first = im.copy()
+                    im.close()
+                    im = first
+                ImageOps.exif_transpose(im, in_place=True)
+                return im
+            except BaseException:
+                im.close()
+                raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise DataError(
             f"image file {path} is too large for Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
@@ -125,8 +134,10 @@ def to_model_mode(image: Any, channels: int) -> Any:
             arr = np.clip(arr, 0.0, 65535.0) * np.float32(255.0 / 65535.0)
         arr = np.clip(arr, 0.0, 255.0)
         if channels == 1:
-            return Image.fromarray(arr, "F")
-        return Image.fromarray(np.rint(arr).astype(np.uint8), "L").convert("RGB")
+            return Image.fromarray(arr)  # float32 (H, W): mode "F"
+        return Image.fromarray(np.rint(arr).astype(np.uint8)).convert("RGB")  # uint8 (H, W): mode "L"
+    if mode == ("RGB" if channels == 3 else "L") and "transparency" not in image.info:
+        return image  # already what the model takes: no copy
     try:
         if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
             rgba = image.convert("RGBA")
@@ -137,16 +148,18 @@ def to_model_mode(image: Any, channels: int) -> Any:
         raise DataError(f"an image of Pillow mode {mode!r} cannot be converted for the model ({e})") from None
 
 
-def _pil_tensor(image: Any, channels: int) -> Tensor:
-    """A PIL image as ``(channels, H, W)`` float32 in [0, 1]."""
-    arr = np.asarray(to_model_mode(image, channels))
-    scale = np.float32(1.0 / 255.0)
-    t = torch.from_numpy(arr.astype(np.float32) * scale)
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+def _pil_tensor(image: Any) -> Tensor:
+    """A PIL image from :func:`to_model_mode` as ``(channels, H, W)``: uint8 for 8-bit data, else float32 in [0, 1]."""
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(arr.copy() if not arr.flags.writeable else arr)
+    else:
+        t = torch.from_numpy(arr.astype(np.float32) * np.float32(1.0 / 255.0))
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
 
 
 def _array_tensor(arr: np.ndarray) -> Tensor:
-    """An ``(H, W)`` or ``(H, W, C)`` array as ``(C, H, W)`` float32 on [0, 1]: uint8 / 255, uint16 / 65535."""
+    """An ``(H, W)`` or ``(H, W, C)`` array as ``(C, H, W)``: uint8 kept, uint16 / 65535, floats as given."""
     if arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4) and arr.shape[0] in (1, 3, 4):
         raise InputError(
             f"image array of shape {arr.shape} looks channels-first; give (H, W, C) arrays, "
@@ -155,7 +168,7 @@ def _array_tensor(arr: np.ndarray) -> Tensor:
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 2, 3, 4)):
         raise InputError(f"image array of shape {arr.shape}; expected (H, W) or (H, W, C) with C in 1..4")
     if arr.dtype == np.uint8:
-        t = torch.from_numpy(arr.astype(np.float32) / np.float32(255.0))
+        t = torch.from_numpy(np.array(arr, copy=True))
     elif arr.dtype == np.uint16:
         t = torch.from_numpy(arr.astype(np.float32) / np.float32(65535.0))
     elif arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.floating):
@@ -166,8 +179,14 @@ def _array_tensor(arr: np.ndarray) -> Tensor:
 
 
 def _tensor_channels(t: Tensor, channels: int, what: str) -> Tensor:
-    """``(C, H, W)`` in [0, 1] with C in 1..4 as ``channels`` channels (alpha composited on white)."""
+    """``(C, H, W)`` with C in 1..4 as ``channels`` channels (alpha composited on white); uint8 kept where it can."""
     c = t.shape[0]
+    if c == channels:
+        return t
+    if c == 1 and channels == 3:
+        return t.expand(3, -1, -1)
+    if t.dtype == torch.uint8:
+        t = t.float().div_(255.0)
     if c in (2, 4):  # gray + alpha, RGB + alpha
         alpha = t[-1:]
         t = t[:-1] * alpha + (1.0 - alpha)
@@ -182,8 +201,16 @@ def _tensor_channels(t: Tensor, channels: int, what: str) -> Tensor:
     raise InputError(f"{what} has {c} channels; expected 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA)")
 
 
+def _is_pil(image: Any) -> bool:
+    return hasattr(image, "mode") and hasattr(image, "getbands")
+
+
+def _pil_resample(interpolation: str) -> Any:
+    return getattr(_pil().Resampling, interpolation.upper())
+
+
 def _as_tensor(image: Any, channels: int) -> Tensor:
-    """Any accepted image as ``(channels, H, W)`` float32 in [0, 1]."""
+    """Any accepted image as ``(channels, H, W)``: uint8 (0..255) for 8-bit data, else float32 in [0, 1]."""
     if isinstance(image, (str, os.PathLike)):
         image = open_photo(Path(image))
     if isinstance(image, Tensor):
@@ -196,18 +223,18 @@ def _as_tensor(image: Any, channels: int) -> Tensor:
                 f"image tensor of shape {tuple(image.shape)} looks channels-last; "
                 "give (C, H, W): image.permute(2, 0, 1)"
             )
-        t = image.detach().float().div(255.0) if image.dtype == torch.uint8 else image.detach().float()
+        t = image.detach() if image.dtype == torch.uint8 else image.detach().float()
         what = f"image tensor of shape {tuple(image.shape)}"
     elif isinstance(image, np.ndarray):
         t, what = _array_tensor(image), f"image array of shape {image.shape}"
-    elif hasattr(image, "mode") and hasattr(image, "size"):
-        return _pil_tensor(image, channels)
+    elif _is_pil(image):
+        return _pil_tensor(to_model_mode(image, channels))
     else:
         raise InputError(
             f"image of type {type(image).__name__}; give a file path, a PIL image, an (H, W[, C]) array "
             "or a (C, H, W) tensor"
         )
-    if t.numel() and (float(t.min()) < -1e-3 or float(t.max()) > 1.0 + 1e-3):
+    if t.dtype != torch.uint8 and t.numel() and (float(t.min()) < -1e-3 or float(t.max()) > 1.0 + 1e-3):
         raise InputError(
             f"{what} holds values in [{float(t.min()):.3g}, {float(t.max()):.3g}]; give the raw image "
             "(uint8, or floats in [0, 1]): the preprocessing normalizes it"
@@ -384,16 +411,28 @@ class Preprocess:
             DataError: an unreadable file. InputError: an image of an
                 unexpected shape, dtype or value range.
         """
-        x = _as_tensor(image, self.channels)
-        H0, W0 = x.shape[-2:]
+        if isinstance(image, (str, os.PathLike)):
+            image = open_photo(Path(image))
+        if _is_pil(image):  # resized by Pillow before it becomes an array: torchvision's own path, and fast
+            im = to_model_mode(image, self.channels)
+            H0, W0 = im.height, im.width
+            Hr, Wr = _resized_size(H0, W0, self.size) if H0 and W0 else (H0, W0)
+            if (Hr, Wr) != (H0, W0):
+                im = im.resize((Wr, Hr), _pil_resample(self.interpolation))
+            x = _pil_tensor(im)
+        else:
+            x = _as_tensor(image, self.channels)
+            H0, W0 = x.shape[-2:]
+            Hr, Wr = _resized_size(H0, W0, self.size) if H0 and W0 else (H0, W0)
+            if (Hr, Wr) != (H0, W0):
+                x = self._resize(x, (Hr, Wr))
         if H0 < 1 or W0 < 1:
             raise InputError(f"image of size {W0}x{H0}; it has no pixels")
-        Hr, Wr = _resized_size(H0, W0, self.size)
-        if (Hr, Wr) != (H0, W0):
-            x = self._resize(x, (Hr, Wr))
         box = (0, 0, Hr, Wr)
         if self.crop is not None:
             x, box = _centre_crop(x, self.crop)
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
         if self.mean is not None or self.std is not None:
             mean = torch.tensor(self.mean or (0.0,) * self.channels, dtype=x.dtype, device=x.device).view(-1, 1, 1)
             std = torch.tensor(self.std or (1.0,) * self.channels, dtype=x.dtype, device=x.device).view(-1, 1, 1)
@@ -401,10 +440,31 @@ class Preprocess:
         return x.contiguous(), Geometry((H0, W0), (Hr, Wr), box)
 
     def _resize(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """Resize ``(C, H, W)``; 8-bit data is resized as uint8 (rounded, as Pillow does; much faster)."""
         if self.interpolation == "nearest":  # Pillow's NEAREST: the pixel whose centre is nearest
             return F.interpolate(x[None], size=size, mode="nearest-exact")[0]
         out = F.interpolate(x[None], size=size, mode=self.interpolation, align_corners=False, antialias=True)[0]
-        return out.clamp_(0.0, 1.0) if self.interpolation == "bicubic" else out  # as Pillow clips its overshoot
+        if self.interpolation == "bicubic" and out.is_floating_point():
+            out = out.clamp_(0.0, 1.0)  # as Pillow clips its overshoot (uint8 output is clipped already)
+        return out
+
+    def stack(self, images: Sequence[Any]) -> tuple[Tensor, list[Geometry]]:
+        """Several images as one batch ``(N, C, H, W)``, with each one's geometry.
+
+        Raises:
+            InputError: the images come out at different sizes (no crop and no
+                exact size: group them by size, or set ``crop``/``size=(h, w)``).
+        """
+        done = [self(im) for im in images]
+        if not done:
+            raise InputError("no images to stack")
+        shapes = sorted({tuple(x.shape) for x, _ in done})
+        if len(shapes) > 1:
+            raise InputError(
+                f"the images come out at {len(shapes)} sizes ({', '.join(f'{s[1]}x{s[2]}' for s in shapes[:4])}"
+                f"{', ...' if len(shapes) > 4 else ''}); set a crop or an exact size (h, w), or batch them by size"
+            )
+        return torch.stack([x for x, _ in done]), [g for _, g in done]
 
     def input_shape(self) -> tuple[int, int, int] | None:
         """``(C, H, W)`` of every input when it is fixed (a crop, or an exact size); else ``None``."""
@@ -469,7 +529,8 @@ def _folder_images(folder: Path) -> list[Path]:
     inside = folder.resolve()
     return [
         p for p in sorted(folder.iterdir())
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(inside)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        and p.resolve().is_relative_to(inside)
     ]  # fmt: skip
 
 
@@ -478,8 +539,8 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
 
     A file is taken as named, whatever its ending (Pillow decides when it is
     read). A folder gives the image files directly inside it
-    (:data:`IMAGE_SUFFIXES`), sorted by name, leaving out links that resolve
-    outside it. A pattern (``photos/*.jpg``, ``**`` for subfolders) gives its
+    (:data:`IMAGE_SUFFIXES`), sorted by name, leaving out hidden files (as
+    patterns do) and links that resolve outside it. A pattern (``photos/*.jpg``, ``**`` for subfolders) gives its
     matching image files, sorted.
 
     Raises:

@@ -121,16 +121,15 @@ def _own_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, 
             raise InputError(f"model={spec!r} returned {type(model).__name__}, not a torch.nn.Module")
         return model, {"kind": "factory", "in_channels": _in_channels(model)}
     raise InputError(
-        f"model={spec!r} is neither a checkpoint folder nor a save_pretrained one (no such folder), a factory "
-        "'module:function' or 'file.py:function', "
-        "nor 'torchvision:NAME', 'timm:NAME' or 'hf:ID'; train one with `camlens train --out FOLDER`, or pass "
-        "e.g. 'mypkg.models:build'"
+        f"model={spec!r} is neither a checkpoint folder or a save_pretrained folder (no such folder), a factory "
+        "'module:function' or 'file.py:function', nor 'torchvision:NAME', 'timm:NAME' or 'hf:ID'; train one with "
+        "`camlens train --out FOLDER`, or pass e.g. 'mypkg.models:build' or 'torchvision:resnet18'"
     )
 
 
 def _zoo_model(spec: str, path: Path, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
     prefix, _, name = spec.partition(":")
-    if path.is_dir():
+    if not spec.startswith(ZOO_PREFIXES):  # a save_pretrained folder
         from camlens.zoo.hf import load_hf
 
         return load_hf(str(path), weights, spec, local_only=True)

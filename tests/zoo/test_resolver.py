@@ -83,15 +83,28 @@ def test_torchvision_pretrained_from_the_cache_has_imagenet_classes(tmp_path, mo
     assert len(info["classes"]) == 1000 and info["classes"][:2] == ["tench", "goldfish"]
 
 
-def test_a_weights_file_is_applied_to_a_torchvision_model_and_a_wrong_head_named(tmp_path):
+def test_a_weights_file_is_applied_to_a_torchvision_model_and_a_fine_tuned_head_sized(tmp_path):
     src = load_model("torchvision:resnet18", CPU, weights="none")[0]
     safetensors.torch.save_file(src.state_dict(), str(tmp_path / "r18.safetensors"))
     model, info = load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "r18.safetensors"))
     assert _sd_equal(model, src.state_dict()) and info["weights"] == f"file {tmp_path / 'r18.safetensors'}"
-    state = dict(src.state_dict(), **{"fc.weight": torch.zeros(10, 512), "fc.bias": torch.zeros(10)})
-    torch.save(state, tmp_path / "ten.pt")
-    with pytest.raises(InputError, match=r"file vs model shapes: fc.weight \(10, 512\) vs \(1000, 512\)"):
-        load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "ten.pt"))
+    tuned = dict(src.state_dict(), **{"fc.weight": torch.randn(10, 512), "fc.bias": torch.randn(10)})
+    torch.save(tuned, tmp_path / "ten.pt")
+    model, info = load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "ten.pt"))
+    assert model.fc.out_features == 10 and _sd_equal(model, tuned)
+    assert info["weights"] == f"file {tmp_path / 'ten.pt'} (10 classes)"
+    broken = dict(src.state_dict(), **{"conv1.weight": torch.zeros(64, 1, 7, 7)})  # not a head: refused
+    torch.save(broken, tmp_path / "gray.pt")
+    with pytest.raises(InputError, match=r"file vs model shapes: conv1.weight \(64, 1, 7, 7\) vs \(64, 3, 7, 7\)"):
+        load_model("torchvision:resnet18", CPU, weights=str(tmp_path / "gray.pt"))
+
+
+def test_random_detectors_do_not_fetch_a_pretrained_backbone(tmp_path, monkeypatch):
+    _torch_home(tmp_path, monkeypatch)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded"))
+    model, info = load_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", CPU, weights="none")
+    assert info["preprocess"] == Preprocess()  # the detector resizes and normalizes inside
+    assert type(model).__name__ == "FasterRCNN"
 
 
 def test_unknown_zoo_names_suggest_close_ones():
@@ -135,11 +148,15 @@ def test_timm_pretrained_offline_and_not_cached_says_so(tmp_path, monkeypatch):
     assert not hub.HF_HUB_OFFLINE  # the cache-only attempt did not leak
 
 
-def test_timm_weights_from_a_file(tmp_path):
+def test_timm_weights_from_a_file_with_a_fine_tuned_head(tmp_path):
     src = timm.create_model("resnet10t")
     torch.save({"state_dict": src.state_dict(), "epoch": 1}, tmp_path / "ckpt.pth")
     model, _ = load_model("timm:resnet10t", CPU, weights=str(tmp_path / "ckpt.pth"))
     assert _sd_equal(model, src.state_dict())
+    tuned = timm.create_model("resnet10t", num_classes=3)
+    safetensors.torch.save_file(tuned.state_dict(), str(tmp_path / "three.safetensors"))
+    model, info = load_model("timm:resnet10t", CPU, weights=str(tmp_path / "three.safetensors"))
+    assert model.num_classes == 3 and _sd_equal(model, tuned.state_dict()) and info["weights"].endswith("(3 classes)")
 
 
 # --- transformers -----------------------------------------------------------------------------------------------
@@ -248,3 +265,50 @@ def test_model_from_args_prints_the_preprocessing(tmp_path, capsys):
     with pytest.raises(InputError, match="--size '20y' is not a size: give N or HxW"):
         model_from_args(bad, CPU)
     assert parse_size("224x320") == (224, 320) and parse_size("224,320") == (224, 320) and parse_size("7") == 7
+
+
+def test_a_convnext_processor_s_crop_pct_becomes_resize_then_crop(tmp_path):
+    cfg = transformers.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=2)
+    transformers.ConvNextForImageClassification(cfg).save_pretrained(tmp_path / "cnx")
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.5).save_pretrained(tmp_path / "cnx")
+    model, info = load_model(str(tmp_path / "cnx"), CPU)
+    pre = info["preprocess"]
+    proc = transformers.AutoImageProcessor.from_pretrained(tmp_path / "cnx")
+    assert pre == Preprocess(size=128, crop=(64, 64), mean=tuple(proc.image_mean), std=tuple(proc.image_std),
+                             interpolation="bicubic")  # fmt: skip
+    ref = proc(images=Image.fromarray(COFFEE), return_tensors="pt")["pixel_values"][0]
+    x, geo = pre(Image.fromarray(COFFEE))
+    assert x.shape == ref.shape == (3, 64, 64) and geo.resized == (128, 192)
+    assert float((x - ref).abs().mean()) < 1 / 255 / min(proc.image_std)  # its own resize: under a grey level
+    weights = {k: v + 1 for k, v in model.state_dict().items() if v.is_floating_point()}
+    weights.update({k: v for k, v in model.state_dict().items() if not v.is_floating_point()})
+    safetensors.torch.save_file(weights, str(tmp_path / "w.safetensors"))
+    again, _ = load_model(str(tmp_path / "cnx"), CPU, weights=str(tmp_path / "w.safetensors"))
+    assert _sd_equal(again, weights)
+
+
+def test_a_grayscale_factory_gets_one_channel_by_default(tmp_path):
+    f = tmp_path / "gray_models.py"
+    f.write_text("from testmodels import SmallConvNet\n\n\ndef build():\n    return SmallConvNet()\n")
+    model, info = load_model(f"{f}:build", CPU)
+    pre = resolve_preprocess(info, size=(10, 10))
+    assert info["in_channels"] == 1 and pre == Preprocess(size=(10, 10), channels=1)
+    x, _ = pre(COFFEE)
+    assert x.shape == (1, 10, 10) and model(x[None]).shape[0] == 1
+
+
+def test_the_network_probe_dials_the_host_unless_a_proxy_is_set(monkeypatch):
+    import socket
+
+    from camlens.zoo.weights import reachable
+
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert reachable(f"http://127.0.0.1:{port}/models")
+    assert not reachable(f"http://127.0.0.1:{port}/models", timeout=1.0)  # closed now
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert reachable(f"http://127.0.0.1:{port}/models")

@@ -13,7 +13,7 @@ from torch import nn
 from camlens._util.optional import optional_import
 from camlens.errors import InputError
 from camlens.preprocess import Preprocess
-from camlens.zoo.weights import apply_weights, offline_error, reachable, read_weights
+from camlens.zoo.weights import apply_weights, head_classes, offline_error, reachable, read_weights
 
 __all__ = ["load_timm", "preprocess_from_data_config"]
 
@@ -113,7 +113,11 @@ def load_timm(name: str, weights: str | None, spec: str) -> tuple[nn.Module, dic
         model, classes = _create(name, spec, pretrained=False), None
         used = "random (--weights none)" if weights == "none" else f"file {weights}"
         if weights != "none":
-            apply_weights(model, read_weights(weights), weights, spec)
+            state = read_weights(weights)
+            n = head_classes(model, state)
+            if n is not None:  # a fine-tuned head: the same architecture with that many classes
+                model, used = _create(name, spec, pretrained=False, num_classes=n), f"{used} ({n} classes)"
+            apply_weights(model, state, weights, spec)
     cfg = _timm().data.resolve_model_data_config(model)
     pre = preprocess_from_data_config(cfg, f"timm data config of {name}")
     return model, {"kind": "timm", "classes": classes, "preprocess": pre, "weights": used}

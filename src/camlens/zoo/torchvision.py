@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from typing import Any
 from urllib.error import URLError
@@ -13,7 +14,7 @@ from torch import nn
 from camlens._util.optional import optional_import
 from camlens.errors import InputError
 from camlens.preprocess import Preprocess
-from camlens.zoo.weights import apply_weights, offline_error, read_weights
+from camlens.zoo.weights import apply_weights, head_classes, offline_error, read_weights
 
 __all__ = ["load_torchvision", "preprocess_from_transforms"]
 
@@ -69,6 +70,20 @@ def _pretrained(name: str, w: Any, spec: str) -> nn.Module:
         raise offline_error(spec, f"torchvision {w}", where, e) from None
 
 
+def _random(name: str, spec: str, **kw: Any) -> nn.Module:
+    """The builder with random weights; a detector's or segmenter's backbone not fetched either."""
+    models = _models()
+    if "weights_backbone" in inspect.signature(models.get_model_builder(name)).parameters:
+        kw["weights_backbone"] = None
+    try:
+        return models.get_model(name, weights=None, **kw)
+    except (URLError, OSError) as e:
+        raise offline_error(spec, f"torchvision {name}'s parts", os.path.join(torch.hub.get_dir(), "checkpoints"),
+                            getattr(e, "reason", e)) from None  # fmt: skip
+    except (TypeError, ValueError) as e:
+        raise InputError(f"model={spec!r}: torchvision cannot build it with {kw} ({e})") from None
+
+
 def load_torchvision(name: str, weights: str | None, spec: str) -> tuple[nn.Module, dict[str, Any]]:
     """``torchvision:NAME`` with its default pretrained weights, random ones (``"none"``) or a file's.
 
@@ -87,9 +102,13 @@ def load_torchvision(name: str, weights: str | None, spec: str) -> tuple[nn.Modu
         model = _pretrained(name, w, spec)
         classes, used = list(w.meta.get("categories") or []) or None, f"pretrained {w}"
     else:
-        model, classes = models.get_model(name, weights=None), None
+        model, classes = _random(name, spec), None
         used = "random (--weights none)" if weights == "none" else f"file {weights}"
         if weights != "none":
-            apply_weights(model, read_weights(weights), weights, spec)
+            state = read_weights(weights)
+            n = head_classes(model, state)
+            if n is not None:  # a fine-tuned head: the same builder with that many classes
+                model, used = _random(name, spec, num_classes=n), f"{used} ({n} classes)"
+            apply_weights(model, state, weights, spec)
     pre = None if w is None else preprocess_from_transforms(w.transforms(), f"torchvision weights {w} transforms")
     return model, {"kind": "torchvision", "classes": classes, "preprocess": pre, "weights": used}

@@ -7,6 +7,7 @@ unpickled beyond tensors and plain containers.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from camlens._util.optional import optional_import
 from camlens.errors import InputError
 
-__all__ = ["apply_weights", "check_weights_arg", "offline_error", "reachable", "read_weights"]
+__all__ = ["apply_weights", "check_weights_arg", "head_classes", "offline_error", "reachable", "read_weights"]
 
 #: keys under which training scripts commonly nest the state dict
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module")
@@ -117,6 +118,19 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
     return _unnest(_torch_state(p, str(path)), str(path))
 
 
+def head_classes(model: nn.Module, state: Mapping[str, Tensor]) -> int | None:
+    """The class count of a fine-tuned head in ``state``: when the only tensors whose shapes differ from
+    ``model``'s differ in their first dimension alone, and all to one value N, N; else ``None``."""
+    own = model.state_dict()
+    if set(own) != set(state):
+        return None
+    sizes = {int(state[k].shape[0]) for k in own if state[k].shape != own[k].shape
+             and state[k].ndim == own[k].ndim >= 1 and state[k].shape[1:] == own[k].shape[1:]}  # fmt: skip
+    others = [k for k in own if state[k].shape != own[k].shape
+              and not (state[k].ndim == own[k].ndim >= 1 and state[k].shape[1:] == own[k].shape[1:])]  # fmt: skip
+    return sizes.pop() if len(sizes) == 1 and not others else None
+
+
 def apply_weights(model: nn.Module, state: Mapping[str, Tensor], name: str, spec: str) -> nn.Module:
     """Load ``state`` into ``model`` strictly; a mismatch names the keys and shapes that differ.
 
@@ -144,7 +158,14 @@ def apply_weights(model: nn.Module, state: Mapping[str, Tensor], name: str, spec
 
 
 def reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (no request is sent)."""
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (no request is sent).
+
+    Behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY``, ...) the host is not dialled
+    directly, so the answer is ``True``: the download itself then decides.
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):  # fmt: skip
+        return True
     u = urlparse(url)
     host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
     if not host:
