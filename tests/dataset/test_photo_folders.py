@@ -224,3 +224,18 @@ def test_a_tensor_dataset_of_mixed_sizes_is_run_in_groups_of_one_size(model, tmp
         close(item.maps[f"gradcam/{layer}"], cam(ds[i][0][None]).raw[layer][0])
     assert len({results[i].maps[f"gradcam/{layer}"].shape for i in range(len(ds))}) == 3
     assert results.table()["path"].isna().all()
+
+
+def test_predictions_are_named_by_the_models_classes_and_labels_by_the_folders(photos, tmp_path):
+    from camlens.demo.checkpoint import save_checkpoint
+    from camlens.demo.models import ConvNet
+
+    torch.manual_seed(3)
+    meta = {"architecture": "convnet", "model_kwargs": {"in_channels": 3, "num_classes": 3},
+            "classes": ["kitten", "mug", "orbit"]}  # fmt: skip
+    ckpt = save_checkpoint(tmp_path / "ckpt", ConvNet(in_channels=3, num_classes=3).eval(), meta)
+    camlens.explain_dataset(str(ckpt), str(photos), tmp_path / "out", preprocess={"size": (28, 28), "channels": 3},
+                            progress=False)  # fmt: skip
+    table = open_results(tmp_path / "out").table()
+    assert list(table["label_name"]) == [f.split("/")[0] for f in FILES]
+    assert list(table["prediction_name"]) == [["kitten", "mug", "orbit"][p] for p in table["prediction"]]

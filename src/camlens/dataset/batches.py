@@ -157,13 +157,15 @@ class ReadAhead:
     """Iterate ``(key, ids, batch)`` from a loader in a thread, ``depth`` batches ahead of the consumer.
 
     Each batch is checked (:func:`_check_finite`) in the thread; an error there is raised to the consumer at
-    that batch. :meth:`close` (also on leaving a ``with`` block) stops the thread.
+    that batch. :meth:`close` (also on leaving a ``with`` block) stops the thread. On CUDA, ``device`` is made
+    the thread's current device (a ``DataLoader`` with ``pin_memory`` pins in the thread that iterates it).
     """
 
     _END = object()
 
-    def __init__(self, plan: Sequence[tuple[int, list[int]]], loader: Iterable[Batch], depth: int = 2) -> None:
-        self.plan, self.loader = plan, loader
+    def __init__(self, plan: Sequence[tuple[int, list[int]]], loader: Iterable[Batch], depth: int = 2,
+                 device: torch.device | None = None) -> None:  # fmt: skip
+        self.plan, self.loader, self.device = plan, loader, device
         self.q: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="camlens-read-ahead", daemon=True)
@@ -180,6 +182,8 @@ class ReadAhead:
 
     def _run(self) -> None:
         try:
+            if self.device is not None and self.device.type == "cuda":
+                torch.cuda.set_device(self.device)  # page-locked copies made here belong to the run's GPU
             for (key, ids), batch in zip(self.plan, self.loader, strict=True):
                 if batch.n_items != len(ids):
                     raise DataError(f"the data loader returned {batch.n_items} items for a batch of {len(ids)}")

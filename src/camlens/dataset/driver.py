@@ -503,7 +503,7 @@ def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[in
         writer = WriterThread(ShardWriter(folder, run.fp, n_items, shard_size, run.map_keys, _DTYPES[run.dtype],
                                           path_of))  # fmt: skip
         try:
-            with ReadAhead(batches, _loader(run, [ids for _, ids in batches], cuda)) as reader:
+            with ReadAhead(batches, _loader(run, [ids for _, ids in batches], cuda), device=run.dev) as reader:
                 for k, ids, batch in reader:
                     groups = [_explain_group(run, ids, g, cuda) for g in batch]
                     ready = torch.cuda.Event() if cuda else None
