@@ -239,3 +239,17 @@ def test_predictions_are_named_by_the_models_classes_and_labels_by_the_folders(p
     table = open_results(tmp_path / "out").table()
     assert list(table["label_name"]) == [f.split("/")[0] for f in FILES]
     assert list(table["prediction_name"]) == [["kitten", "mug", "orbit"][p] for p in table["prediction"]]
+
+
+@pytest.mark.parametrize("preprocess", [None, {"size": (32, 32)}], ids=["own-sizes", "fixed-size"])
+def test_a_corrupt_photo_stops_the_run_naming_it_and_finished_shards_stay(photos, model, tmp_path, preprocess):
+    import shutil
+
+    root = tmp_path / "photos"
+    shutil.copytree(photos, root)
+    (root / "space" / "zz-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(DataError, match=f"image file {root / 'space' / 'zz-broken.jpg'} is corrupt"):
+        camlens.explain_dataset(model, str(root), tmp_path / "out", layers=LAYER, batch_size=4, shard_size=5,
+                                preprocess=preprocess, progress=False)  # fmt: skip
+    finished = sorted(p.name for p in (tmp_path / "out").glob("shard-*.safetensors"))
+    assert finished == ([] if preprocess is None else ["shard-000000.safetensors"])  # sizes are read first
