@@ -267,11 +267,16 @@ def collate(data: Any) -> Any:
 
 
 class ImageFolder(Dataset):
-    """Images laid out one subfolder per class, as ``(image (C, H, W) in [0, 1], label)``.
+    """Images laid out one subfolder per class, as ``(image (C, H, W), label)``.
 
     Classes are the subfolder names in sorted order; files are sorted by path,
     so item ids are stable. Pillow is imported when the first image is read,
     through :func:`camlens.viz.images.open_image` (bomb limit, 16-bit data kept).
+
+    Without ``preprocess`` an image is converted to ``mode`` and kept at its own
+    size, values in [0, 1]; with one (a :class:`camlens.preprocess.Preprocess`)
+    it becomes exactly what the model takes, and :meth:`explain_item` also gives
+    the item's geometry (how the photo was resized and cropped).
 
     Nothing outside ``root`` is read: a file or class folder that is a symbolic
     link resolving outside it is skipped (``skipped_links`` lists them, and a
@@ -279,16 +284,18 @@ class ImageFolder(Dataset):
 
     Args:
         root: the folder of class folders.
-        mode: Pillow mode to convert every image to (``"RGB"``, ``"L"``).
+        mode: Pillow mode to convert every image to (``"RGB"``, ``"L"``) when there is no ``preprocess``.
+        preprocess: applied to every image file (``preprocess(path) -> (image, geometry)``).
 
     Raises:
         DataError: no images; or, when an item is read, a corrupt or oversized
             file (the message names it).
     """
 
-    def __init__(self, root: str | Path, mode: str = "RGB") -> None:
+    def __init__(self, root: str | Path, mode: str = "RGB", preprocess: Any | None = None) -> None:
         self.root = Path(root)
         self.mode = mode
+        self.preprocess = preprocess
         inside = self.root.resolve()
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
         self.files: list[tuple[Path, int]] = []
@@ -318,11 +325,50 @@ class ImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        item = self.explain_item(i, self.preprocess)
+        return item["image"], item["label"]
+
+    def explain_item(self, i: int, preprocess: Any | None = None) -> dict[str, Any]:
+        """Item ``i`` as ``{"image": (C, H, W), "label": int, "geometry": (8,) int64}`` through ``preprocess``.
+
+        ``geometry`` holds the photo's ``(h, w)``, the resized ``(h, w)`` and the crop ``(top, left, h, w)``
+        (see :class:`camlens.preprocess.Geometry`); without ``preprocess`` the image is its own size.
+        """
         from camlens.viz.images import image_tensor, open_image
 
         path, label = self.files[i]
+        if preprocess is not None:
+            image, g = preprocess(path)
+            geometry = torch.tensor([*g.original, *g.resized, *g.crop], dtype=torch.int64)
+            return {"image": image, "label": label, "geometry": geometry}
         channels = {"L": 1, "RGB": 3}.get(self.mode)
-        return image_tensor(open_image(path, self.mode), channels), label
+        image = image_tensor(open_image(path, self.mode), channels)
+        h, w = image.shape[-2:]
+        return {"image": image, "label": label, "geometry": torch.tensor([h, w, h, w, 0, 0, h, w])}
+
+    def relative_path(self, i: int) -> str:
+        """Item ``i``'s file, relative to ``root``, with ``/`` separators."""
+        return self.files[i][0].relative_to(self.root).as_posix()
+
+    def original_size(self, i: int) -> tuple[int, int]:
+        """Item ``i``'s upright ``(height, width)`` from its file's header (the pixels are not decoded).
+
+        Raises:
+            DataError: the file is not an image Pillow can read (naming it).
+        """
+        from camlens.viz.images import _pil
+
+        Image, path = _pil(), self.files[i][0]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # reading it says so, with the fix
+                with Image.open(path) as im:
+                    w, h = im.size
+                    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: turned upright when read
+                        w, h = h, w
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"image file {path} is corrupt or not an image Pillow can read ({e})") from None
+        return int(h), int(w)
 
 
 def load_dataset(spec: str) -> tuple[Dataset, dict[str, Any]]:

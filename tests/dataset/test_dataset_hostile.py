@@ -21,6 +21,7 @@ from camlens.dataset import folder as folder_mod
 from camlens.dataset import shards as shards_mod
 from camlens.dataset.reader import Results
 from camlens.dataset.stats import ClassStats
+from camlens.dataset.writer import items_hash
 from camlens.demo.models import ConvNet
 from camlens.errors import DataError, FolderBusyError, InputError
 
@@ -229,7 +230,7 @@ def test_each_shard_records_the_sha256_of_the_items_it_explained(done):
         h = hashlib.sha256()
         for lo in range(record["start"], record["stop"], BATCH):
             ids = range(lo, min(lo + BATCH, record["stop"]))
-            driver._items_hash(h, data.x[ids.start : ids.stop], data.y[ids.start : ids.stop])
+            items_hash(h, data.x[ids.start : ids.stop], data.y[ids.start : ids.stop])
         assert record["items_sha256"] == h.hexdigest()
 
 

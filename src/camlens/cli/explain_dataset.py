@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from camlens._util.device import DEVICE_HELP
+from camlens.cli._model_args import add_model_arguments, preprocess_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,13 +14,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "torchrun --nproc-per-node N -m camlens.cli explain-dataset ... (see docs/dataset.md)."
     )
     parser.add_argument(
-        "--model", required=True, help="checkpoint folder, or a factory 'module:function' / 'file.py:function'"
+        "--model",
+        required=True,
+        help="checkpoint folder, a factory 'module:function' / 'file.py:function', 'torchvision:NAME', 'timm:NAME', "
+        "a transformers save_pretrained folder or 'hf:ID'",
     )
+    add_model_arguments(parser)
     parser.add_argument(
         "--data",
         default="fashion-mnist:test",
         help="'fashion-mnist:test' | 'fashion-mnist:train' | 'idx:FOLDER[:split]' | an image folder (one subfolder "
-        "per class) | a factory 'module:function' returning a torch Dataset (default: %(default)s)",
+        "per class; photos of any size and mode, read through the model's preprocessing and the flags above) | "
+        "a factory 'module:function' returning a torch Dataset (its tensors are used as they are unless a "
+        "preprocessing flag is given) (default: %(default)s)",
     )
     parser.add_argument("--out", required=True, help="output folder (reused to resume)")
     parser.add_argument("--methods", nargs="+", default=["gradcam"], help="method names (`camlens methods`)")
@@ -43,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="object pixels for the 'mass inside' statistic: nonzero pixels (auto: on for Fashion-MNIST/IDX)",
     )
+    parser.add_argument(
+        "--figures",
+        type=int,
+        default=0,
+        metavar="N",
+        help="draw per class the N most and N least confident items with their maps on the photo, "
+        "into OUT/figures/ (default: none)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -50,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from camlens.dataset import explain_dataset
 
     mask = {"auto": None, "nonzero": True, "none": False}[args.object_mask]
+    flags = {k: v for k, v in preprocess_flags(args).items() if v is not None}
     summary = explain_dataset(
         args.model,
         args.data,
@@ -65,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         object_mask_from_pixels=mask,
         progress=not args.no_progress,
+        preprocess=flags or None,
+        weights=args.weights,
+        figures=args.figures,
     )
     if summary.rank == 0:
         print(summary)

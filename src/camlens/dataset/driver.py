@@ -19,6 +19,7 @@ share of the map's mass on the object's pixels.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -40,20 +41,16 @@ from camlens.core.autolayer import choose_layer
 from camlens.core.targets import TargetSpec
 from camlens.core.wrapped import unwrap_model
 from camlens.dataset import distributed as D
+from camlens.dataset.batches import Batch, ReadAhead, collate_groups, plan_batches
 from camlens.dataset.folder import check_writable, sweep_temporaries, write_failed
+from camlens.dataset.inputs import Inputs, open_inputs
 from camlens.dataset.manifest import MANIFEST, check_config, fingerprint, read_manifest, write_manifest
-from camlens.dataset.shards import (
-    clean_temporaries,
-    finished_record,
-    read_shard,
-    shard_range,
-    shards_of_rank,
-    write_shard,
-)
+from camlens.dataset.shards import clean_temporaries, finished_record, read_shard, shard_range, shards_of_rank
 from camlens.dataset.stats import ClassStats, mass_inside, object_mask
+from camlens.dataset.writer import GroupOut, ShardWriter, WriterThread, items_hash
 from camlens.errors import DataError, FolderBusyError, InputError
 from camlens.methods.base import BaseCAM
-from camlens.sources import collate, load_dataset, load_model, model_fingerprint, split_item
+from camlens.sources import _in_channels, load_model, model_fingerprint
 
 __all__ = ["STATS", "RunSummary", "explain_dataset", "parse_targets"]
 
@@ -78,6 +75,13 @@ class RunSummary:
     #: the layers explained, and how they were chosen ("given", or the automatic choice and its input).
     layers: list[str] = field(default_factory=list)
     layer_choice: str = "given"
+    #: the preprocessing's one-line description, or ``None`` (the dataset's tensors as they are)
+    preprocessing: str | None = None
+    #: the figure files drawn (``figures=N``)
+    figures: list[Path] = field(default_factory=list)
+    #: batches computed, and the model passes they took (more when a batch held inputs of several sizes)
+    batches: int = 0
+    groups: int = 0
 
     @property
     def items_per_s(self) -> float:
@@ -87,13 +91,22 @@ class RunSummary:
     def __str__(self) -> str:
         lines = [
             f"explained {self.items_computed} of {self.n_items} items in {self.seconds:.1f} s "
-            f"({self.items_per_s:.0f} items/s on {self.world_size} process(es)); "
+            f"({self.items_per_s:.3g} items/s on {self.world_size} process(es)); "
             f"shards: {self.shards_computed} computed, {self.shards_skipped} already done, {self.n_shards} in all",
             f"results: {self.out / MANIFEST} (read with camlens.open_results); "
             f"per-class statistics: {self.out / STATS}",
         ]
         if self.layers:
             lines.insert(1, f"layers: {', '.join(self.layers)} ({self.layer_choice})")
+        if self.preprocessing:
+            lines.insert(1, f"preprocess: {self.preprocessing}")
+        if self.groups > self.batches:
+            lines.append(
+                f"mixed input sizes: {self.batches} batches ran as {self.groups} model passes of one size each; "
+                "for full batches give the inputs one size (--size HxW or --crop)"
+            )
+        if self.figures:
+            lines.append(f"figures: {len(self.figures)} in {self.figures[0].parent}")
         if self.stats and self.stats.get("all"):
             overall = self.stats["all"]
             if overall.get("mean_confidence") is not None:
@@ -164,8 +177,10 @@ def _no_repeats(what: str, names: list[str]) -> None:
         )
 
 
-def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int | None, dtype: str) -> None:
-    sizes = (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0))
+def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int | None, dtype: str,
+                 figures: int = 0) -> None:  # fmt: skip
+    sizes = (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0),
+             ("figures", figures, 0))  # fmt: skip
     for name, value, low in sizes:
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise InputError(f"{name}={value!r} must be an int >= {low}")
@@ -176,9 +191,10 @@ def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int 
 
 
 def _open_model(
-    model: str | nn.Module, device: str | torch.device | None, local_rank: int
+    model: str | nn.Module, device: str | torch.device | None, local_rank: int, weights: str | None
 ) -> tuple[nn.Module, dict[str, Any], torch.device, dict[nn.Module, bool] | None]:
-    """``(model in eval mode, its facts, the run's device, the user's training flags to restore or None)``."""
+    """``(model in eval mode, its facts, the run's device, the user's training flags to restore or None)``;
+    the facts' ``"preprocess"`` is the model's own preprocessing (or ``None``), taken out by the caller."""
     dev = select_device(device, local_rank)
     flags = None
     if isinstance(model, nn.Module):
@@ -186,48 +202,31 @@ def _open_model(
         if ref is not None and device is not None and str(device) != "auto" and ref.device != dev:
             raise InputError(f"the model is on {ref.device} but device={str(device)!r}; move it or omit device")
         dev = ref.device if ref is not None else dev
+        if weights is not None:
+            raise InputError(f"weights={weights!r} is for a model given by name; load them into the module yourself")
         net = model
         flags = {m: m.training for m in net.modules()}
         net.eval()
-        model_info: dict[str, Any] = {"kind": "module", "class": type(net).__name__}
+        model_info: dict[str, Any] = {"kind": "module", "class": type(net).__name__, "preprocess": None,
+                                      "in_channels": _in_channels(net)}  # fmt: skip
     else:
-        net, model_info = load_model(str(model), dev)
+        net, model_info = load_model(str(model), dev, weights=weights)
         if model_info["kind"] == "checkpoint":
             model_info.pop("spec")
-        if model_info.get("preprocess") is not None:  # recorded in the manifest as JSON
-            model_info["preprocess"] = model_info["preprocess"].to_dict()
     model_info["weights_sha256"] = model_fingerprint(net)
     return net, model_info, dev, flags
-
-
-def _open_data(
-    data: str | Dataset, object_mask_from_pixels: bool | None, limit: int | None
-) -> tuple[Any, dict[str, Any], bool, int]:
-    """``(dataset, its facts, whether nonzero pixels mark the object, items to explain)``."""
-    if isinstance(data, Dataset):
-        ds: Any = data
-        data_info: dict[str, Any] = {"kind": "dataset", "class": type(ds).__name__}
-        use_mask = bool(getattr(ds, "object_mask", False))
-    else:
-        ds, data_info = load_dataset(str(data))
-        use_mask = data_info.pop("object_mask")
-    if object_mask_from_pixels is not None:
-        use_mask = bool(object_mask_from_pixels)
-    data_info["len"] = len(ds)
-    return ds, data_info, use_mask, len(ds) if limit is None else min(len(ds), limit)
 
 
 def _layers(
     layers: str | Sequence[str] | None,
     net: nn.Module,
-    ds: Any,
-    n_items: int,
+    run_inputs: Inputs,
     batch_size: int,
     target: tuple[str, int | None],
     dev: torch.device,
 ) -> tuple[list[str], str]:
     """The layers given, else the automatic choice (:func:`camlens.core.autolayer.choose_layer`) on the run's
-    first batch, the same on every rank.
+    first batch (its first group of one size), the same on every rank.
 
     Returns:
         ``(layer names, how they were chosen)`` for the manifest.
@@ -236,17 +235,20 @@ def _layers(
     if given:
         _no_repeats("layers", given)
         return given, "given"
-    n = min(batch_size, n_items) if n_items else min(1, len(ds))
-    if n == 0:
+    if len(run_inputs.ds) == 0:
         raise InputError("the dataset is empty: there is no input to choose a layer on; pass layers=[...]")
-    loader = DataLoader(ds, batch_sampler=[list(range(n))], collate_fn=collate)
-    x, y = split_item(next(iter(loader)))
+    n = max(1, min(run_inputs.n_items, len(run_inputs.ds)))
+    ids = plan_batches(range(n), batch_size, run_inputs.size_of)[0]
+    loader = DataLoader(run_inputs.loader_ds, batch_sampler=[ids], collate_fn=collate_groups)
+    group = next(iter(loader))[0]
+    x, y = group.x, group.y
     kind, value = target
     chosen_for: TargetSpec = value if kind == "class" else None
     if kind == "label" and y is not None and bool((y >= 0).all()):
         chosen_for = y.to(dev)
     layer = choose_layer(unwrap_model(net), x.to(dev), chosen_for)
-    return [layer], f"automatic: camlens.choose_layer on items 0..{n - 1}"
+    which = f"items {ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else f"{len(group.rows)} items"
+    return [layer], f"automatic: camlens.choose_layer on {which}"
 
 
 @dataclass
@@ -254,14 +256,11 @@ class _Run:
     """One call's plan, the same on every rank: what is explained, how, and where it goes."""
 
     folder: Path
-    ds: Any
+    inputs: Inputs
     model_info: dict[str, Any]
-    data_info: dict[str, Any]
     cams: list[BaseCAM]
     methods: list[str]
     target: tuple[str, int | None]
-    use_mask: bool
-    n_items: int
     batch_size: int
     shard_size: int
     dtype: str
@@ -272,6 +271,18 @@ class _Run:
     @property
     def layers(self) -> list[str]:
         return list(self.cams[0].layers)
+
+    @property
+    def n_items(self) -> int:
+        return self.inputs.n_items
+
+    @property
+    def use_mask(self) -> bool:
+        return self.inputs.use_mask
+
+    def plan(self, k: int) -> list[list[int]]:
+        """Shard ``k``'s batches (by size when sizes are known and vary): the same on every call and rank."""
+        return plan_batches(shard_range(k, self.n_items, self.shard_size), self.batch_size, self.inputs.size_of)
 
     @property
     def n_shards(self) -> int:
@@ -285,9 +296,11 @@ class _Run:
     def config(self) -> dict[str, Any]:
         """What the shards depend on; its fingerprint marks every shard, and a resume must match it."""
         kind, value = self.target
+        pre = self.inputs.preprocess
         return {
+            **({"preprocess": pre.to_dict()} if pre is not None else {}),
             "model": self.model_info,
-            "data": self.data_info,
+            "data": self.inputs.info,
             "n_items": self.n_items,
             "methods": self.methods,
             "layers": self.layers,
@@ -317,7 +330,18 @@ class _Run:
             "map_keys": self.map_keys,
             "layer_choice": self.layer_choice,
             "stats": STATS,
+            "classes": _class_names(self.inputs.ds),
+            "model_classes": _class_names(self.model_info),
+            "preprocessing": self.inputs.preprocess.describe() if self.inputs.preprocess is not None else None,
         }
+
+
+def _class_names(source: Any) -> list[str] | None:
+    """The class names a dataset (``.classes``) or the model's facts (``["classes"]``) give, or ``None``."""
+    names = source.get("classes") if isinstance(source, dict) else getattr(source, "classes", None)
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
 
 
 def explain_dataset(
@@ -336,33 +360,34 @@ def explain_dataset(
     num_workers: int = 0,
     object_mask_from_pixels: bool | None = None,
     progress: bool = True,
+    preprocess: Any = None,
+    weights: str | None = None,
+    figures: int = 0,
 ) -> RunSummary:
-    """Explain every item of ``data`` with each method and layer into resumable shards under ``out``.
-
-    Shards of ``shard_size`` items, spread over the ranks of ``torchrun`` and skipped when already
-    finished: see this module's docstring.
+    """Explain every item of ``data`` with each method and layer into resumable shards under ``out``
+    (spread over the ranks of ``torchrun``, skipped when finished: see this module's docstring).
 
     Args:
-        model: a checkpoint folder, a factory ``'module:function'`` or ``'file.py:function'``,
-            or an ``nn.Module`` (left as found: its ``training`` flags are restored).
-        data: ``'fashion-mnist:test'`` / ``':train'``, ``'idx:FOLDER[:split]'``, a folder of IDX files
-            or of one image subfolder per class, a factory returning a ``Dataset``, or a map-style
-            ``Dataset`` whose items are ``(image (C, H, W), label)`` or an image.
+        model: a name :func:`camlens.sources.load_model` resolves (checkpoint folder, ``'module:function'``,
+            ``'torchvision:NAME'``, ...), or an ``nn.Module`` (left as found: its ``training`` flags are restored).
+        data: a name :func:`camlens.sources.load_dataset` resolves (``'fashion-mnist:test'``, a folder of one
+            image subfolder per class, ...), or a map-style ``Dataset`` of ``(image (C, H, W), label)`` or images.
         out: the output folder (created; reused to resume).
         methods: method names from :data:`camlens.METHODS`.
-        layers: layer names; default the automatic choice (:func:`camlens.choose_layer`
-            on the first batch, items ``0 .. batch_size-1``), recorded in the manifest.
+        layers: layer names; default :func:`camlens.choose_layer` on the first batch (recorded in the manifest).
         targets: ``'predicted'``, ``'label'``, ``'top-K'`` or a class index.
-        batch_size: items per forward/backward pass.
-        shard_size: items per shard file (the unit of resume and of work per rank).
+        batch_size, shard_size: items per forward/backward pass; per shard file (the unit of resume and of work).
         limit: explain only the first ``limit`` items.
         device: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'`` (each rank
             takes ``cuda:LOCAL_RANK``), ``'mps'``; for an ``nn.Module``, ``'auto'`` is its device.
-        dtype: ``'float16'`` (default) or ``'float32'`` for the stored maps.
-        num_workers: ``DataLoader`` worker processes per rank.
-        object_mask_from_pixels: compute mass inside the object from nonzero
-            pixels; default on for Fashion-MNIST/IDX data, off otherwise.
+        dtype, num_workers: the stored maps' ``'float16'`` (default) or ``'float32'``; ``DataLoader`` workers per rank.
+        object_mask_from_pixels: mass inside the object from nonzero pixels (default: for Fashion-MNIST/IDX).
         progress: a tqdm bar (items/s, ETA) on rank 0.
+        preprocess: a :class:`camlens.preprocess.Preprocess`, a mapping of fields overriding the model's own
+            (``{"size": 224}``), or ``None``: see :mod:`camlens.dataset.inputs`. Recorded in the manifest; a
+            resume with another one is refused.
+        weights: for a model given by name: ``"none"`` (random), a weights file, or ``None`` (its default).
+        figures: draw per class this many most and least confident items into ``out/figures/`` (0: none).
 
     Returns:
         A :class:`RunSummary` (its ``stats`` are set on rank 0).
@@ -378,28 +403,27 @@ def explain_dataset(
         >>> camlens.open_results("maps")[7].maps["gradcam/seq.4"].shape  # doctest: +SKIP
         torch.Size([28, 28])
     """
-    _check_sizes(batch_size, shard_size, num_workers, limit, dtype)
-    target = parse_targets(targets)
-    method_names, method_classes = _method_classes(methods)
-    t0 = time.perf_counter()
-    rank, world, local_rank, own_group = D.setup(device)
+    _check_sizes(batch_size, shard_size, num_workers, limit, dtype, figures)
+    target, (method_names, method_classes) = parse_targets(targets), _method_classes(methods)
+    t0, (rank, world, local_rank, own_group) = time.perf_counter(), D.setup(device)
     with ExitStack() as stack:  # on the way out: the model's flags restored, the lock freed, the group left
         stack.callback(D.teardown, own_group)
         _lock_folder(stack, Path(out), rank)
-        net, model_info, dev, flags = _open_model(model, device, local_rank)
+        net, model_info, dev, flags = _open_model(model, device, local_rank, weights)
         stack.callback(_restore, flags)
         D.check_same(model_info["weights_sha256"], "the model's weights", dev)
-        ds, data_info, use_mask, n_items = _open_data(data, object_mask_from_pixels, limit)
-        layer_names, layer_choice = _layers(layers, net, ds, n_items, batch_size, target, dev)
-        cams = [cls(net, layer_names, upsample=False, normalize=False) for cls in method_classes]
-        run = _Run(Path(out), ds, model_info, data_info, cams, method_names, target, use_mask, n_items,
-                   batch_size, shard_size, dtype, num_workers, dev, layer_choice)  # fmt: skip
+        inputs = open_inputs(data, preprocess, model_info, object_mask_from_pixels, limit)
+        layer_names, layer_choice = _layers(layers, net, inputs, batch_size, target, dev)
+        run = _Run(Path(out), inputs, model_info, [c(net, layer_names, upsample=False, normalize=False)
+                   for c in method_classes], method_names, target, batch_size, shard_size, dtype, num_workers, dev,
+                   layer_choice)  # fmt: skip
         _prepare_folder(run, rank)
-        computed, skipped, items = D.sum_ints(_explain_shards(run, rank, world, progress), dev)
-        stats = _finish(run) if rank == 0 else None
+        computed, skipped, items, n_batches, n_groups = D.sum_ints(_explain_shards(run, rank, world, progress), dev)
+        stats, drawn = (_finish(run), _figures(run, figures)) if rank == 0 else (None, [])
         D.barrier()
-        return RunSummary(run.folder, n_items, run.n_shards, computed, skipped, items, time.perf_counter() - t0,
-                          world, rank, stats=stats, layers=run.layers, layer_choice=layer_choice)  # fmt: skip
+        return RunSummary(run.folder, inputs.n_items, run.n_shards, computed, skipped, items,
+                          time.perf_counter() - t0, world, rank, stats, run.layers, layer_choice,
+                          run.header["preprocessing"], drawn, n_batches, n_groups)  # fmt: skip
 
 
 def _restore(flags: dict[nn.Module, bool] | None) -> None:
@@ -446,65 +470,73 @@ def _prepare_folder(run: _Run, rank: int) -> None:
             write_manifest(run.folder, {**run.header, "complete": False, "shards": []})
 
 
+def _loader(run: _Run, plan: list[list[int]], pin: bool) -> DataLoader:
+    return DataLoader(run.inputs.loader_ds, batch_sampler=plan, num_workers=run.num_workers,
+                      collate_fn=collate_groups, pin_memory=pin)  # fmt: skip
+
+
 def _explain_shards(run: _Run, rank: int, world: int, progress: bool) -> list[int]:
-    """This rank's unfinished shards, batch by batch; ``[shards computed, shards skipped, items computed]``."""
+    """This rank's unfinished shards, batch by batch.
+
+    Returns:
+        ``[shards computed, shards skipped, items computed, batches, model passes]``.
+
+    Three stages overlap: a thread reads (decodes, preprocesses, collates) the next batches
+    (:class:`~camlens.dataset.batches.ReadAhead`), this thread runs the model, and a writer thread
+    (:class:`~camlens.dataset.writer.WriterThread`) hashes, fills and writes the shards. On CUDA the
+    batches come in page-locked memory and go to the GPU and back without blocking this thread.
+    """
     folder, n_items, shard_size = run.folder, run.n_items, run.shard_size
     mine = shards_of_rank(run.n_shards, rank, world)
     clean_temporaries(folder, mine)
     done = {k: r for k in mine if (r := finished_record(folder, k, run.fp)) is not None}
     _check_unchanged(run, done)
     todo = [k for k in mine if k not in done]
-    batches = [
-        (k, list(ids[i : i + run.batch_size]))
-        for k in todo
-        for ids in [shard_range(k, n_items, shard_size)]
-        for i in range(0, len(ids), run.batch_size)
-    ]
+    batches = [(k, ids) for k in todo for ids in run.plan(k)]
     items_todo = sum(len(shard_range(k, n_items, shard_size)) for k in todo)
     bar = progress_bar(items_todo, "explain" if world == 1 else f"explain (rank 0 of {world})",
                        enabled=progress and rank == 0, unit="img", smoothing=0.1)  # fmt: skip
-    computed_items = 0
+    computed_items = n_groups = 0
     if batches:
-        loader = DataLoader(
-            run.ds,
-            batch_sampler=[ids for _, ids in batches],
-            num_workers=run.num_workers,
-            collate_fn=collate,
-            pin_memory=run.dev.type == "cuda",
-        )
-        dtype = _DTYPES[run.dtype]
-        writer = _ShardWriter(folder, run.fp, n_items, shard_size, run.map_keys, dtype)
-        for (k, ids), batch in zip(batches, loader, strict=True):
-            x, y = split_item(batch)
-            if x.shape[0] != len(ids):
-                raise DataError(f"the data loader returned {x.shape[0]} items for a batch of {len(ids)}")
-            writer.start(k, x, y)  # hashes the items as read, on the CPU, while the copy to the device runs
-            x = _finite(x.to(run.dev, non_blocking=True), ids)
-            kind, value = run.target
-            writer.add(k, y, _explain_batch(run.cams, run.methods, x, y, kind, value, run.use_mask, dtype))
-            computed_items += len(ids)
-            if bar is not None:
-                bar.update(len(ids))
-        writer.flush_check()
+        cuda = run.dev.type == "cuda"
+        path_of = run.inputs.path_of
+        writer = WriterThread(ShardWriter(folder, run.fp, n_items, shard_size, run.map_keys, _DTYPES[run.dtype],
+                                          path_of))  # fmt: skip
+        try:
+            with ReadAhead(batches, _loader(run, [ids for _, ids in batches], cuda), device=run.dev) as reader:
+                for k, ids, batch in reader:
+                    groups = [_explain_group(run, ids, g, cuda) for g in batch]
+                    ready = torch.cuda.Event() if cuda else None
+                    if ready is not None:
+                        ready.record()
+                    writer.put(k, groups, ready)
+                    computed_items += len(ids)
+                    n_groups += len(batch)
+                    if bar is not None:
+                        bar.update(len(ids))
+        except BaseException:
+            with contextlib.suppress(BaseException):  # the first error is the one to report
+                writer.close(check=False)  # shards already complete are still written
+            raise
+        writer.close()
     if bar is not None:
         bar.close()
-    return [len(todo), len(mine) - len(todo), computed_items]
+    return [len(todo), len(mine) - len(todo), computed_items, len(batches), n_groups]
 
 
-def _items_hash(h: Any, x: Tensor, y: Tensor | None) -> None:
-    """Feed one batch's inputs and labels, as read, to the sha256 ``h`` (dtype and shape included)."""
-    for t in (x, y):
-        if t is None:
-            h.update(b"no labels")
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype} {tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+def _explain_group(run: _Run, ids: list[int], g: Any, cuda: bool) -> GroupOut:
+    """One group of a batch through every method; outputs on the CPU (on CUDA: copies still in flight)."""
+    x = g.x.to(run.dev, non_blocking=True)
+    kind, value = run.target
+    out = _explain_batch(run.cams, run.methods, x, g.y, kind, value, run.use_mask, _DTYPES[run.dtype])
+    out = {key: t.detach().to("cpu", non_blocking=cuda) for key, t in out.items()}
+    return GroupOut([ids[r] for r in g.rows], g.x, g.y, g.geometry, out)
 
 
-def _batch_hash(x: Tensor, y: Tensor | None) -> str:
+def _batch_hash(batch: Batch) -> str:
     h = hashlib.sha256()
-    _items_hash(h, x, y)
+    for g in batch:
+        items_hash(h, g.x, g.y)
     return h.hexdigest()
 
 
@@ -517,12 +549,11 @@ def _check_unchanged(run: _Run, done: dict[int, dict[str, Any]]) -> None:
     """
     changed = []
     if done:
-        firsts = [(k, list(shard_range(k, run.n_items, run.shard_size))[: run.batch_size]) for k in sorted(done)]
-        loader = DataLoader(run.ds, batch_sampler=[ids for _, ids in firsts], num_workers=run.num_workers,
-                            collate_fn=collate)  # fmt: skip
+        firsts = [(k, run.plan(k)[0]) for k in sorted(done)]
+        loader = _loader(run, [ids for _, ids in firsts], False)
         for (k, ids), batch in zip(firsts, loader, strict=True):
-            if _batch_hash(*split_item(batch)) != done[k]["probe_sha256"]:
-                changed.append((k, ids))
+            if _batch_hash(batch) != done[k]["probe_sha256"]:
+                changed.append((k, sorted(ids)))
     (n_changed,) = D.sum_ints([len(changed)])
     if n_changed:
         where = (f"items {changed[0][1][0]}..{changed[0][1][-1]} of shard {changed[0][0]}" if changed
@@ -535,23 +566,6 @@ def _check_unchanged(run: _Run, done: dict[int, dict[str, Any]]) -> None:
         )
 
 
-def _finite(x: Tensor, ids: list[int]) -> Tensor:
-    """``x``, refused when an item holds NaN or an infinity (its maps would mean nothing).
-
-    Raises:
-        DataError: naming the items.
-    """
-    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1) if x.is_floating_point() else None
-    if bad is not None and bool(bad.any()):
-        which = [ids[i] for i in bad.nonzero()[:, 0].tolist()]
-        raise DataError(
-            f"item(s) {', '.join(map(str, which[:10]))}{' ...' if len(which) > 10 else ''} of the data hold NaN "
-            "or infinite values; their maps would mean nothing: fix or leave out these items "
-            "(finished shards are kept; a rerun resumes)"
-        )
-    return x
-
-
 def _explain_batch(
     cams: list,
     names: list[str],
@@ -562,10 +576,10 @@ def _explain_batch(
     use_mask: bool,
     dtype: torch.dtype,
 ) -> dict[str, Tensor]:
-    """One batch through every method: targets, logits, maps (in the stored dtype) and the object mask.
+    """One group through every method: targets, logits, maps (in the stored dtype) and the mass inside the object.
 
-    Everything derived from these (probabilities, arg-max, mass inside) is computed
-    once per shard by :class:`_ShardWriter`: a few large operations instead of many small ones.
+    Probabilities and the arg-max are computed once per shard by
+    :class:`~camlens.dataset.writer.ShardWriter`: a few large operations instead of many small ones.
     """
     if kind == "top":
         first = cams[0](x, top_k=value)
@@ -577,85 +591,28 @@ def _explain_batch(
         first = cams[0](x, target=value)  # None: predicted; int: that class
     assert first.targets is not None
     out = {"targets": first.targets, "logits": first.logits}
-    if use_mask:
-        out["mask"] = object_mask(x)
+    mask = object_mask(x) if use_mask else None
     for i, (cam, name) in enumerate(zip(cams, names, strict=True)):
         res = first if i == 0 else cam(x, target=first.targets)
         for layer, m in res.raw.items():
-            # rounded to the stored dtype once: on the GPU before the copy to the host (half the bytes),
-            # on the CPU by the copy into the shard's buffer; the statistics use the stored values
-            out[f"maps/{name}/{layer}"] = m if m.device.type == "cpu" else m.to(dtype)
+            # rounded to the stored dtype once, on the device (half the bytes to copy from a GPU);
+            # the statistics use the stored values
+            stored = m.to(dtype)
+            out[f"maps/{name}/{layer}"] = stored
+            if mask is not None:
+                v = mass_inside(stored if stored.ndim == 4 else stored[:, None], mask)
+                out[f"inside/{name}/{layer}"] = v if stored.ndim == 4 else v[:, 0]
     return out
 
 
-class _ShardWriter:
-    """Fills one shard's preallocated CPU tensors batch by batch; completes and writes it when full."""
+def _figures(run: _Run, n: int) -> list[Path]:
+    """Rank 0 after :func:`_finish`: per class the ``n`` most and least confident items, drawn (``n=0``: none)."""
+    if n == 0:
+        return []
+    from camlens.dataset.figures import draw_figures
+    from camlens.dataset.reader import open_results
 
-    def __init__(self, folder: Path, fp: str, n_items: int, shard_size: int, map_keys: list[str], dtype) -> None:
-        self.folder, self.fp, self.n_items, self.shard_size = folder, fp, n_items, shard_size
-        self.map_keys, self.dtype = map_keys, dtype
-        self.k: int | None = None
-        self.buf: dict[str, Tensor] = {}
-        self.filled = 0
-        self.items = hashlib.sha256()
-        self.probe = ""
-
-    def start(self, k: int, x: Tensor, y: Tensor | None) -> None:
-        """Hash the next batch of shard ``k`` as read; the first batch's hash alone is the shard's probe."""
-        if k != self.k:
-            self.items, self.probe = hashlib.sha256(), ""
-        _items_hash(self.items, x, y)
-        if not self.probe:
-            self.probe = self.items.hexdigest()
-
-    def add(self, k: int, labels: Tensor | None, batch: dict[str, Tensor]) -> None:
-        """Copy one batch (the next items of shard ``k``) into the shard's buffers."""
-        if k != self.k:
-            self.k, self.filled = k, 0
-            self.rows = shard_range(k, self.n_items, self.shard_size)
-            ids = torch.arange(self.rows.start, self.rows.stop, dtype=torch.long)
-            self.buf = {"ids": ids, "labels": torch.full_like(ids, -1)}
-        n = batch["targets"].shape[0]
-        lo = self.filled
-        if labels is not None:
-            self.buf["labels"][lo : lo + n].copy_(labels)
-        for key, t in batch.items():
-            if key not in self.buf:
-                dtype = self.dtype if key.startswith("maps/") else t.dtype
-                self.buf[key] = torch.empty((len(self.rows), *t.shape[1:]), dtype=dtype)
-            self.buf[key][lo : lo + n].copy_(t)
-        self.filled += n
-        if self.filled == len(self.rows):
-            self._write(k)
-
-    def _write(self, k: int) -> None:
-        buf = self.buf
-        logits = buf.pop("logits").float()
-        mask = buf.pop("mask", None)
-        targets = buf["targets"]
-        t2 = targets if targets.ndim == 2 else targets[:, None]
-        probs = torch.softmax(logits, dim=1).gather(1, t2)
-        buf["probs"] = probs if targets.ndim == 2 else probs[:, 0]
-        buf["preds"] = logits.argmax(dim=1)
-        for key in self.map_keys:
-            m = buf["maps/" + key]
-            if self.dtype == torch.float16 and bool(torch.isinf(m).any()):
-                raise InputError(
-                    f"maps of {key} exceed the range of float16 (65504) in shard {k}; "
-                    "rerun into a new folder with dtype='float32' (--dtype float32)"
-                )
-            if mask is not None:
-                v = mass_inside(m if m.ndim == 4 else m[:, None], mask)
-                buf["inside/" + key] = v if m.ndim == 4 else v[:, 0]
-        info = {"fingerprint": self.fp, "start": self.rows.start, "stop": self.rows.stop,
-                "num_classes": logits.shape[1], "items_sha256": self.items.hexdigest(),
-                "probe_sha256": self.probe}  # fmt: skip
-        write_shard(self.folder, k, buf, info)
-        self.k, self.buf = None, {}
-
-    def flush_check(self) -> None:
-        if self.k is not None:
-            raise DataError(f"shard {self.k} got {self.filled} of {len(self.rows)} items from the data loader")
+    return draw_figures(open_results(run.folder), run.inputs, n, run.folder / "figures")
 
 
 def _finish(run: _Run) -> dict[str, Any]:
@@ -675,9 +632,7 @@ def _finish(run: _Run) -> dict[str, Any]:
             )
         shard = read_shard(folder, record, f"shard record {k}")
         if stats_per_method is None:
-            names = getattr(run.ds, "classes", None)
-            if not (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)):
-                names = None
+            names = _class_names(run.inputs.ds)
             n_cls = max(len(names) if names else 0, int(record["num_classes"]))
             stats_per_method = ClassStats(n_cls, run.map_keys, list(names) if names else None)
         stats_per_method.update(shard)

@@ -15,7 +15,7 @@ from camlens.core.ops import upsample
 from camlens.dataset.folder import read_inside
 from camlens.dataset.manifest import MANIFEST, check_manifest, read_manifest
 from camlens.dataset.shards import read_shard
-from camlens.errors import DataError
+from camlens.errors import DataError, InputError
 
 __all__ = ["Item", "Results", "open_results"]
 
@@ -35,6 +35,9 @@ class Item:
         maps: ``"<method>/<layer>"`` -> the map at layer resolution, ``(h, w)``
             or ``(K, h, w)``, float32 (converted from the stored dtype).
         inside: ``"<method>/<layer>"`` -> share of map mass on the object (when computed).
+        path: the item's file relative to the data folder (image folders), else ``None``.
+        geometry: how the photo became the model's input (a :class:`camlens.preprocess.Geometry`:
+            ``geometry.to_original(map)`` puts a map on the photo), else ``None``.
     """
 
     id: int
@@ -44,6 +47,8 @@ class Item:
     probs: Tensor
     maps: dict[str, Tensor] = field(repr=False)
     inside: dict[str, Tensor] = field(repr=False)
+    path: str | None = None
+    geometry: Any = field(default=None, repr=False)
 
 
 class Results:
@@ -107,8 +112,9 @@ class Results:
     def __getitem__(self, item_id: int) -> Item:
         """The item with id ``item_id`` (reads and verifies its shard on first use)."""
         row, shard = self._locate(item_id)
-        maps = {key: shard[f"maps/{key}"][row].float() for key in self.map_keys}
+        maps = {key: _own_size(shard, key, row).float() for key in self.map_keys}
         inside = {key: shard[f"inside/{key}"][row] for key in self.map_keys if f"inside/{key}" in shard}
+        paths = self.paths(item_id // self.shard_size)
         return Item(
             id=int(shard["ids"][row]),
             label=int(shard["labels"][row]),
@@ -117,7 +123,32 @@ class Results:
             probs=shard["probs"][row],
             maps=maps,
             inside=inside,
+            path=paths[row] if paths is not None else None,
+            geometry=_geometry(shard["geometry"][row]) if "geometry" in shard else None,
         )
+
+    def paths(self, k: int) -> list[str] | None:
+        """The files of shard ``k``'s items, relative to the data folder (``None`` when the data had none)."""
+        shard = self.shard(k)
+        if "path_bytes" not in shard:
+            return None
+        names = bytes(shard["path_bytes"].numpy()).decode("utf-8").split("\0")
+        n = shard["ids"].shape[0]
+        if len(names) != n:
+            raise DataError(f"shard {k} of {self.folder} lists {len(names)} paths for {n} items; rerun the same "
+                            "explain-dataset command into a new folder")  # fmt: skip
+        return names
+
+    def table(self) -> Any:
+        """One row per item, scalar columns only, as a pandas ``DataFrame``
+        (see :func:`camlens.dataset.table.results_table`).
+
+        Raises:
+            ImportError: pandas is not installed (with the command that installs it).
+        """
+        from camlens.dataset.table import results_table
+
+        return results_table(self)
 
     def _locate(self, item_id: int) -> tuple[int, dict[str, Tensor]]:
         if isinstance(item_id, bool) or not isinstance(item_id, int) or not 0 <= item_id < len(self):
@@ -158,7 +189,16 @@ class Results:
         rows = []
         for i in item_ids:
             row, shard = self._locate(int(i))
-            rows.append(shard[f"maps/{key}"][row].float())
+            rows.append(_own_size(shard, key, row).float())
+        if size is not None and len({r.shape for r in rows}) > 1:
+            rows = [(upsample(r[None] if r.ndim == 3 else r[None, None], size)[0]).reshape(*r.shape[:-2], *size)
+                    for r in rows]  # fmt: skip
+        if len({r.shape for r in rows}) > 1:
+            raise InputError(
+                f"the maps {key} of items {list(item_ids)[:10]} have different sizes "
+                f"({sorted({tuple(r.shape[-2:]) for r in rows})}: their inputs had different sizes); "
+                "pass size=(H, W) to upsample them to one size, or read them one by one with map()"
+            )
         m = torch.stack(rows)
         if size is None and not normalize:
             return m
@@ -200,6 +240,23 @@ class Results:
         for k in range(len(self._shards)):
             self._cached = None
             self.shard(k)
+
+
+def _own_size(shard: dict[str, Tensor], key: str, row: int) -> Tensor:
+    """Row ``row`` of maps ``key`` at its own size (a shard of mixed sizes pads them to the largest)."""
+    m = shard[f"maps/{key}"][row]
+    hw = shard.get(f"maps_hw/{key}")
+    if hw is None:
+        return m
+    h, w = (int(v) for v in hw[row])
+    return m[..., :h, :w]
+
+
+def _geometry(row: Tensor) -> Any:
+    from camlens.preprocess import Geometry
+
+    v = [int(t) for t in row]
+    return Geometry(original=(v[0], v[1]), resized=(v[2], v[3]), crop=(v[4], v[5], v[6], v[7]))
 
 
 def open_results(path: str | Path) -> Results:
