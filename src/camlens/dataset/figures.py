@@ -4,7 +4,7 @@ Confidence is the softmax probability of the explained class (the first target),
 statistics; an item's class is its label, or its prediction when the data has no labels. One PNG per
 class, ``figures/class-<index>-<name>.png``: a row of the most confident items, then a row of the least
 confident ones, for each map (``<method>/<layer>``); each map is mapped back through the resize and
-crop onto the photo at its own proportions (outside the crop it has no value and the photo shows through).
+crop onto the photo at its own proportions (outside the crop it has no value and the photo is shown greyed).
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ __all__ = ["draw_figures", "overlay_on_photo"]
 _THUMB = 256  # longest side of a photo in a figure, in pixels
 
 
-def overlay_on_photo(photo: np.ndarray, heat: Tensor, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
-    """The one place a figure blends a map onto a photo: ``photo`` ``(H, W, 3)`` in [0, 1], ``heat`` ``(H, W)``
-    in [0, 1] with NaN where the map has no value (the photo shows through there). RGB ``(H, W, 3)`` in [0, 1]."""
+def overlay_on_photo(photo: np.ndarray, heat: Tensor, colormap: str = "jet", alpha: float = 0.5) -> Any:
+    """``camlens.overlay`` of ``heat`` ``(H, W)`` in [0, 1] on ``photo`` ``(H, W, 3)`` in [0, 1]; NaN (outside
+    the crop) is drawn as ``camlens.overlay`` draws it (the photo greyed). An RGB PIL image."""
     from camlens.viz.figures import overlay
 
-    h = heat.detach().float().cpu()
-    blended = overlay(photo, torch.nan_to_num(h, nan=0.0), colormap, alpha)
-    return np.where(torch.isnan(h).numpy()[..., None], photo, blended)
+    return overlay(photo, heat.detach().float().cpu(), colormap, alpha)
 
 
 def _normalized(heat: Tensor) -> Tensor:
