@@ -18,13 +18,16 @@ MAX_INPUT_ELEMENTS = 3 * 8192 * 8192
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
-        help="a checkpoint folder (from `camlens train`) or 'package.module:function' returning an nn.Module",
+        help="a checkpoint folder (from `camlens train`), 'torchvision:NAME', 'timm:NAME', 'hf:ID', a "
+        "save_pretrained folder, or 'package.module:function' / 'file.py:function' returning an nn.Module",
     )
+    parser.add_argument("--weights", default=None, metavar="none|FILE",
+                        help="'none' for random weights (zoo models), or a .safetensors / state-dict file")
     parser.add_argument(
         "--input-shape",
         default=None,
         help="one input's shape C,H,W (or C,L / C,D,H,W), e.g. 3,224,224; "
-        "default: from the checkpoint (1,28,28 for the tutorial's ConvNet)",
+        "default: from the model's preprocessing (1,28,28 for the tutorial's ConvNet, 3,224,224 for most of the zoos)",
     )
     parser.add_argument("--all", action="store_true", help="list every submodule, not only the candidates")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -42,15 +45,26 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def load_model(spec: str, device: torch.device) -> tuple[nn.Module, tuple[int, ...] | None]:
-    """The model named by ``spec`` (through :func:`camlens.sources.load_model`), and its input shape if known."""
+def load_model(spec: str, device: torch.device, weights: str | None = None) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """The model named by ``spec`` (through :func:`camlens.sources.load_model`), and its input shape if known.
+
+    The shape is the checkpoint's own, else the one the model's preprocessing produces (its crop, else a
+    fixed resize), else unknown.
+    """
     from camlens.sources import load_model as load_from_spec
 
-    model, info = load_from_spec(spec, device)
+    model, info = load_from_spec(spec, device, weights=weights)
     if info.get("kind") == "checkpoint":
         from camlens.demo.sources import checkpoint_input_shape
 
         return model, checkpoint_input_shape(spec)
+    pre = info.get("preprocess")
+    if pre is not None:
+        hw = pre.crop if pre.crop is not None else pre.size
+        if isinstance(hw, int):
+            hw = (hw, hw)
+        if hw is not None:
+            return model, (pre.channels, *hw)
     return model, None
 
 
@@ -60,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from camlens.core.wrapped import unwrap_model
 
     device = select_device(args.device)
-    model, shape = load_model(args.model, device)
+    model, shape = load_model(args.model, device, getattr(args, "weights", None))
     model = unwrap_model(model)
     if args.input_shape is not None:
         shape = _parse_shape(args.input_shape)
