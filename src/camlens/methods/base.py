@@ -13,7 +13,7 @@ the building of the result stay shared.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import ClassVar, TypedDict
 
@@ -56,6 +56,7 @@ class CAMOptions(TypedDict, total=False):
     fuse: str | None
     reshape: Reshape | Mapping[str, Reshape] | None
     output: OutputSpec
+    eigen_smooth: bool
 
 
 @dataclass
@@ -151,12 +152,23 @@ class BaseCAM:
             ``(N, h, w, C)`` channels-last outputs of image models.
         output: where the scores are in the model's output (see
             :func:`camlens.core.targets.select_output`).
+        eigen_smooth: replace the channel sum ``sum_c w_c A^c`` by the first
+            principal component of the weighted activations ``w_c A^c`` (the
+            ``(positions, C)`` matrix, channel means subtracted, as
+            pytorch-grad-cam's option of that name; the sign is fixed so the
+            map correlates non-negatively with the channel sum, where
+            pytorch-grad-cam leaves it to the SVD). Only for methods that
+            combine weighted channels (``accepts_eigen_smooth``); others refuse it.
 
     Capabilities, declared per class (see :class:`camlens.methods.protocol.Explainer`):
     ``uses_gradients`` (a backward pass is needed), ``input_sized`` (the map
     lives at the input's resolution, not a layer's), ``accepts_reshape``
     (takes ``reshape=``), ``accepts_postprocess`` (takes ``relu=``,
-    ``normalize=``, ``upsample=``).
+    ``normalize=``, ``upsample=``), ``accepts_eigen_smooth`` (takes
+    ``eigen_smooth=True``: by default, the classes that keep the shared
+    :meth:`layer_maps`, whose sum goes through :meth:`_combine`), and
+    ``families``, the model families the method applies to
+    (:data:`camlens.methods.protocol.FAMILIES`).
 
     Threads: one method object, and one model, may be used from several
     threads at once, and each call returns what it would return alone. All
@@ -175,6 +187,13 @@ class BaseCAM:
     input_sized: ClassVar[bool] = False
     accepts_reshape: ClassVar[bool] = True
     accepts_postprocess: ClassVar[bool] = True
+    accepts_eigen_smooth: ClassVar[bool] = True
+    families: ClassVar[tuple[str, ...]] = ("cnn", "vit", "swin", "detection", "segmentation")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "accepts_eigen_smooth" not in vars(cls):  # a method with its own layer_maps opts in explicitly
+            cls.accepts_eigen_smooth = cls.layer_maps is BaseCAM.layer_maps
 
     def __init__(
         self,
@@ -187,11 +206,19 @@ class BaseCAM:
         fuse: str | None = None,
         reshape: Reshape | Mapping[str, Reshape] | None = None,
         output: OutputSpec = None,
+        eigen_smooth: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if fuse is not None and fuse not in FUSIONS:
             raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
+        if eigen_smooth not in (True, False):
+            raise InputError(f"eigen_smooth={eigen_smooth!r} must be True or False")
+        if eigen_smooth and not self.accepts_eigen_smooth:
+            raise InputError(
+                f"eigen_smooth=True is for methods that sum weighted channels; {type(self).__name__} "
+                "does not (see accepts_eigen_smooth): leave eigen_smooth off, or use e.g. 'gradcam'"
+            )
         # DataParallel / DDP / torch.compile: hook the real model (camlens.core.wrapped).
         self.wrapped = model
         self.model = model = unwrap_model(model)
@@ -209,6 +236,7 @@ class BaseCAM:
         self.fuse = fuse
         self.reshape = reshape
         self.output = output
+        self.eigen_smooth = bool(eigen_smooth)
 
     def __repr__(self) -> str:
         layers = list(self.layers) or "auto"
@@ -225,8 +253,17 @@ class BaseCAM:
         out = {}
         for name, acts in ctx.activations.items():
             assert ctx.gradients is not None
-            out[name] = combine(self.weights(acts, ctx.gradients[name]), acts)
+            out[name] = self._combine(self.weights(acts, ctx.gradients[name]), acts)
         return out
+
+    def _combine(self, weights: Tensor, activations: Tensor) -> Tensor:
+        """:func:`combine`, or with ``eigen_smooth`` the first principal component of ``w_c A^c`` (``(N, K, *s)``)."""
+        if not self.eigen_smooth:
+            return combine(weights, activations)
+        from camlens.methods.eigencam import first_component
+
+        w = weights if weights.ndim > 3 else weights[(...,) + (None,) * (activations.ndim - 2)]
+        return first_component(w * activations.unsqueeze(1), activations.ndim - 2, center=True)
 
     # ---- the shared pipeline: check -> capture -> maps -> post-process -> result -----
 
@@ -406,8 +443,12 @@ def as_maps(name: str, t: Tensor, x: Tensor, reshape: Reshape | None, batched: b
 
 
 def _one_target(result: CAMResult) -> CAMResult:
-    """``result`` without its K axis (dim 1): the shapes of a call with one target per image."""
-    return CAMResult(
+    """``result`` without its K axis (dim 1): the shapes of a call with one target per image.
+
+    A subclass of :class:`CAMResult` keeps its type and its own fields.
+    """
+    return replace(
+        result,
         maps={n: m.squeeze(1) for n, m in result.maps.items()},
         raw={n: m.squeeze(1) for n, m in result.raw.items()},
         targets=None if result.targets is None else result.targets.squeeze(1),
