@@ -50,12 +50,15 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     normalized); this method averages the *gradients* and builds one map from
     the clean activations, as the paper does.
 
-    Departures and conventions: torchcam's ``SmoothGradCAMpp`` (the paper's
-    reference point) uses the same moments and clean activations but takes
-    ``ReLU`` of the *last* noisy copy's gradient instead of the average
-    ``D1`` (they agree for ``n_samples=1``) and adds ``1e-8`` to the
-    denominator; the noise is absolute (``std`` in input units, torchcam's
-    default 0.3 with 4 samples). The noise is drawn once from ``seed`` on the
+    Departures of torchcam's ``SmoothGradCAMpp`` (the one peer with this
+    method; its noise moments are these): its alpha denominator sums the
+    products ``sum_ab A_ab D3_ab`` instead of ``sum_ab A_ab * D3_ij``, plus
+    1e-8; its weights take ``ReLU`` of the *last* noisy copy's gradient
+    instead of the mean ``D1``; and its map combines the last noisy copy's
+    activations instead of the clean image's (its activation hook is
+    overwritten by the noisy passes). The test suite writes torchcam's form
+    out and matches it. The noise is absolute (``std`` in input units,
+    torchcam's default 0.3 with 4 samples). The noise is drawn once from ``seed`` on the
     CPU and shared by every image, so a map does not depend on the rest of
     the batch. All ``N * T`` copies run in one forward and one backward pass.
 
