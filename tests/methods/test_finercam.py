@@ -1,4 +1,4 @@
-"""Finer-CAM against a float64 loop from the paper, Grad-CAM at gamma 0, torchcam (mean) and pytorch-grad-cam (softmax)."""
+"""Finer-CAM: a float64 loop of the paper, Grad-CAM at gamma 0, torchcam (mean), pytorch-grad-cam (softmax)."""
 
 from __future__ import annotations
 

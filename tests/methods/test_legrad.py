@@ -122,7 +122,7 @@ def test_errors_name_what_to_give() -> None:
         camlens.LeGrad(model)
     with pytest.raises(camlens.InputError, match="readout="):
         camlens.LeGrad(model, BLOCKS)
-    with pytest.raises(camlens.LayerShapeError, match="0 nn.MultiheadAttention"):
+    with pytest.raises(camlens.LayerShapeError, match=r"0 nn\.MultiheadAttention"):
         camlens.LeGrad(model, "patch", readout=readout(model))
     with pytest.raises(camlens.InputError, match="reshape="):
         camlens.LeGrad(model, BLOCKS, readout=readout(model), reshape=lambda t: t)
