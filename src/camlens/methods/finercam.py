@@ -79,6 +79,7 @@ class FinerCAM(BaseCAM):
     """
 
     accepts_eigen_smooth = True
+    families = ("cnn", "vit", "swin")  # the references are classes: not boxes or pixels
 
     def __init__(
         self,
