@@ -35,7 +35,8 @@ class LayerCAM(BaseCAM):
 
     Order of scaling and resizing (``scale=``): by default each map is first
     upsampled to the input's size and then scaled by its own maximum there
-    (``scale="after"``; eq. 9 itself does not say at which resolution). torchcam scales each map at its layer's resolution, by
+    (``scale="after"``; eq. 9 itself does not say at which resolution).
+    torchcam scales each map at its layer's resolution, by
     ``tanh(gamma * L_norm)`` of the min-max normalized map, and then resizes
     the scaled maps to the largest layer's grid for the maximum:
     ``scale="before"`` (here normalized by ``max(L)``, equal to torchcam's
