@@ -28,6 +28,10 @@ class CAM(BaseCAM):
 
         L^c = ReLU(sum_k W_ck A^k)
 
+    The paper's map has no ReLU (``relu=False`` gives it, and torchcam's
+    ``CAM``: equal to 1e-16 on real architectures); the engine's default
+    ``relu=True`` keeps the positive evidence, as for every other method.
+
     No backward pass is needed. The classifier is ``fc`` if given, else the
     last ``nn.Linear`` of the model whose ``in_features`` equals the layer's
     channel count. The map is only meaningful when nothing but pooling (and
