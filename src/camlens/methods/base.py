@@ -37,6 +37,7 @@ __all__ = [
     "as_maps",
     "check_input",
     "combine",
+    "eigen_combine",
     "layer_gradients",
 ]
 
@@ -152,23 +153,14 @@ class BaseCAM:
             ``(N, h, w, C)`` channels-last outputs of image models.
         output: where the scores are in the model's output (see
             :func:`camlens.core.targets.select_output`).
-        eigen_smooth: replace the channel sum ``sum_c w_c A^c`` by the first
-            principal component of the weighted activations ``w_c A^c`` (the
-            ``(positions, C)`` matrix, channel means subtracted, as
-            pytorch-grad-cam's option of that name; the sign is fixed so the
-            map correlates non-negatively with the channel sum, where
-            pytorch-grad-cam leaves it to the SVD). Only for methods that
-            combine weighted channels (``accepts_eigen_smooth``); others refuse it.
+        eigen_smooth: the first principal component of the weighted channels
+            instead of their sum (:func:`eigen_combine`); refused by methods without ``accepts_eigen_smooth``.
 
     Capabilities, declared per class (see :class:`camlens.methods.protocol.Explainer`):
     ``uses_gradients`` (a backward pass is needed), ``input_sized`` (the map
     lives at the input's resolution, not a layer's), ``accepts_reshape``
     (takes ``reshape=``), ``accepts_postprocess`` (takes ``relu=``,
-    ``normalize=``, ``upsample=``), ``accepts_eigen_smooth`` (takes
-    ``eigen_smooth=True``: by default, the classes that keep the shared
-    :meth:`layer_maps`, whose sum goes through :meth:`_combine`), and
-    ``families``, the model families the method applies to
-    (:data:`camlens.methods.protocol.FAMILIES`).
+    ``normalize=``, ``upsample=``), ``accepts_eigen_smooth``, ``families`` (:data:`~camlens.methods.protocol.FAMILIES`).
 
     Threads: one method object, and one model, may be used from several
     threads at once, and each call returns what it would return alone. All
@@ -190,10 +182,9 @@ class BaseCAM:
     accepts_eigen_smooth: ClassVar[bool] = True
     families: ClassVar[tuple[str, ...]] = ("cnn", "vit", "swin", "detection", "segmentation")
 
-    def __init_subclass__(cls, **kwargs: object) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:  # own layer_maps: eigen_smooth only if declared
         super().__init_subclass__(**kwargs)
-        if "accepts_eigen_smooth" not in vars(cls):  # a method with its own layer_maps opts in explicitly
-            cls.accepts_eigen_smooth = cls.layer_maps is BaseCAM.layer_maps
+        cls.accepts_eigen_smooth = vars(cls).get("accepts_eigen_smooth", cls.layer_maps is BaseCAM.layer_maps)
 
     def __init__(
         self,
@@ -212,13 +203,7 @@ class BaseCAM:
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if fuse is not None and fuse not in FUSIONS:
             raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
-        if eigen_smooth not in (True, False):
-            raise InputError(f"eigen_smooth={eigen_smooth!r} must be True or False")
-        if eigen_smooth and not self.accepts_eigen_smooth:
-            raise InputError(
-                f"eigen_smooth=True is for methods that sum weighted channels; {type(self).__name__} "
-                "does not (see accepts_eigen_smooth): leave eigen_smooth off, or use e.g. 'gradcam'"
-            )
+        _check_eigen_smooth(type(self), eigen_smooth)
         # DataParallel / DDP / torch.compile: hook the real model (camlens.core.wrapped).
         self.wrapped = model
         self.model = model = unwrap_model(model)
@@ -257,13 +242,8 @@ class BaseCAM:
         return out
 
     def _combine(self, weights: Tensor, activations: Tensor) -> Tensor:
-        """:func:`combine`, or with ``eigen_smooth`` the first principal component of ``w_c A^c`` (``(N, K, *s)``)."""
-        if not self.eigen_smooth:
-            return combine(weights, activations)
-        from camlens.methods.eigencam import first_component
-
-        w = weights if weights.ndim > 3 else weights[(...,) + (None,) * (activations.ndim - 2)]
-        return first_component(w * activations.unsqueeze(1), activations.ndim - 2, center=True)
+        """:func:`combine`, or :func:`eigen_combine` with ``eigen_smooth=True``: the maps ``(N, K, *s)``."""
+        return (eigen_combine if self.eigen_smooth else combine)(weights, activations)
 
     # ---- the shared pipeline: check -> capture -> maps -> post-process -> result -----
 
@@ -456,6 +436,32 @@ def _one_target(result: CAMResult) -> CAMResult:
         logits=result.logits,
         fused=None if result.fused is None else result.fused.squeeze(1),
     )
+
+
+def _check_eigen_smooth(cls: type[BaseCAM], eigen_smooth: object) -> None:
+    if eigen_smooth not in (True, False):
+        raise InputError(f"eigen_smooth={eigen_smooth!r} must be True or False")
+    if eigen_smooth and not cls.accepts_eigen_smooth:
+        raise InputError(
+            f"eigen_smooth=True is for methods that sum weighted channels; {cls.__name__} "
+            "does not (see accepts_eigen_smooth): leave eigen_smooth off, or use e.g. 'gradcam'"
+        )
+
+
+def eigen_combine(weights: Tensor, activations: Tensor) -> Tensor:
+    """The first principal component of the weighted channels ``w_c A^c``: ``(N, K, *s)`` maps.
+
+    pytorch-grad-cam's ``eigen_smooth``: the ``(positions, C)`` matrix of
+    ``w_c A^c`` with each channel's mean subtracted, projected on its first
+    right singular vector. The sign, which the SVD leaves arbitrary (and
+    pytorch-grad-cam leaves so), is fixed so the map correlates non-negatively
+    with the plain channel sum (:func:`camlens.methods.eigencam.first_component`).
+    Weights and activations as in :func:`combine`.
+    """
+    from camlens.methods.eigencam import first_component
+
+    w = weights if weights.ndim > 3 else weights[(...,) + (None,) * (activations.ndim - 2)]
+    return first_component(w * activations.unsqueeze(1), activations.ndim - 2, center=True)
 
 
 def combine(weights: Tensor, activations: Tensor) -> Tensor:
