@@ -122,7 +122,37 @@ def test_errors_name_what_to_give() -> None:
         camlens.LeGrad(model)
     with pytest.raises(camlens.InputError, match="readout="):
         camlens.LeGrad(model, BLOCKS)
-    with pytest.raises(camlens.LayerShapeError, match=r"0 nn\.MultiheadAttention"):
+    with pytest.raises(camlens.LayerShapeError, match="holds 0 self-attention modules"):
         camlens.LeGrad(model, "patch", readout=readout(model))
     with pytest.raises(camlens.InputError, match="reshape="):
         camlens.LeGrad(model, BLOCKS, readout=readout(model), reshape=lambda t: t)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_timm_attention_blocks_match_the_written_out_attention(fused: bool) -> None:
+    """timm's ViT (fused scaled_dot_product_attention or not): same reference, its own head as the readout."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=5,
+                              qkv_bias=True).to(DT).eval()  # fmt: skip
+    for block in model.blocks:
+        block.attn.fused_attn = fused
+    x = inputs(2)
+    result = camlens.LeGrad(model, ["blocks.0", "blocks.1"], upsample=False, normalize=False)(x, target=[3, 1])
+    torch.testing.assert_close(result.logits, model(x), rtol=1e-10, atol=1e-12)
+
+    t = model._pos_embed(model.patch_embed(x))
+    probs, outs = [], []
+    for block in model.blocks:
+        attn, h = block.attn, block.norm1(t)
+        q, k, v = F.linear(h, attn.qkv.weight, attn.qkv.bias).unflatten(-1, (3, 2, 8)).permute(2, 0, 3, 1, 4)
+        a = torch.softmax(torch.einsum("nhqd,nhkd->nhqk", q, k) / math.sqrt(8), dim=-1)
+        t = t + block.ls1(attn.proj(torch.einsum("nhqk,nhkd->nqhd", a, v).flatten(2)))
+        t = t + block.ls2(block.mlp(block.norm2(t)))
+        probs.append(a)
+        outs.append(t)
+    for name, a, tokens in zip(["blocks.0", "blocks.1"], probs, outs, strict=True):
+        s = model.forward_head(model.norm(tokens))
+        (g,) = torch.autograd.grad(s[0, 3] + s[1, 1], a, retain_graph=True)
+        torch.testing.assert_close(result.raw[name], torch.relu(g).mean(dim=(1, 2))[:, 1:].unflatten(-1, (4, 4)))

@@ -74,10 +74,11 @@ class LeGrad(BaseCAM):
     engine's fusion of the normalized per-block maps).
 
     The attention is the block's ``nn.MultiheadAttention`` (torchvision's
-    ViT, ``nn.TransformerEncoderLayer``, custom blocks): during the call its
-    output is recomputed from explicit probabilities ``softmax(QK^T/sqrt(d))``
-    (equal to PyTorch's up to rounding), so that their gradient exists; no
-    masks, no active attention dropout. One forward pass; one batched
+    ViT, ``nn.TransformerEncoderLayer``, custom blocks) or timm's
+    ``Attention`` (timm's ViT, DeiT, ...): during the call its output is
+    recomputed from explicit probabilities ``softmax(QK^T/sqrt(d))`` (equal
+    to PyTorch's fused kernels up to rounding), so that their gradient
+    exists; no masks, no active attention dropout. One forward pass; one batched
     backward pass for all blocks and targets.
 
     Conventions: torchcam's ``LeGrad`` reads every block with
@@ -91,7 +92,7 @@ class LeGrad(BaseCAM):
 
     Args:
         layers: the transformer blocks (each returning tokens ``(N, T, D)``
-            and holding exactly one ``nn.MultiheadAttention``); required.
+            and holding exactly one self-attention module); required.
         readout: tokens ``(N, T, D)`` -> logits ``(N, M)``; ``None``: the model's head.
         prefix_tokens: leading non-patch tokens to drop (``None``: found).
         (``relu=``, ``upsample=``, ``normalize=``, ``fuse=``, ``output=`` as in :class:`BaseCAM`)
@@ -121,7 +122,7 @@ class LeGrad(BaseCAM):
         if layers is None:
             raise InputError("LeGrad needs its transformer blocks: pass layers=, e.g. ['encoder.layers.10', ...]")
         super().__init__(model, layers, **options)
-        self.attention = {name: _self_attention(name, block) for name, block in self.layers.items()}
+        self.attention: dict[str, nn.Module] = {name: _self_attention(name, b) for name, b in self.layers.items()}
         self.readout = readout if readout is not None else default_readout(self.model)
         if self.readout is None:
             raise InputError(
@@ -191,24 +192,32 @@ class LeGrad(BaseCAM):
         return result
 
 
-def _self_attention(name: str, block: nn.Module) -> nn.MultiheadAttention:
-    """The one ``nn.MultiheadAttention`` inside ``block``, checked for what LeGrad recomputes."""
-    found = [m for m in block.modules() if isinstance(m, nn.MultiheadAttention)]
+def _self_attention(name: str, block: nn.Module) -> nn.Module:
+    """The one self-attention module inside ``block`` (``nn.MultiheadAttention`` or timm's ``Attention``)."""
+    found = [m for m in block.modules() if isinstance(m, nn.MultiheadAttention) or _is_timm_attention(m)]
     if len(found) != 1:
         raise LayerShapeError(
-            f"LeGrad block {name!r} ({type(block).__name__}) holds {len(found)} nn.MultiheadAttention modules; "
-            "give transformer blocks with exactly one self-attention each"
+            f"LeGrad block {name!r} ({type(block).__name__}) holds {len(found)} self-attention modules "
+            "(nn.MultiheadAttention or timm Attention); give transformer blocks with exactly one each"
         )
     mha = found[0]
-    if not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+    if isinstance(mha, nn.MultiheadAttention) and (
+        not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn
+    ):
         raise LayerShapeError(
             f"LeGrad block {name!r}: attention with kdim/vdim, bias_k or add_zero_attn is not supported"
         )
     return mha
 
 
+def _is_timm_attention(m: nn.Module) -> bool:
+    """timm's ``Attention`` (ViT, DeiT, ...): a fused ``qkv`` projection, ``q_norm``/``k_norm``, ``proj``."""
+    names = ("qkv", "proj", "q_norm", "k_norm", "num_heads", "head_dim", "scale")
+    return all(hasattr(m, a) for a in names) and isinstance(m.qkv, nn.Linear) and isinstance(m.proj, nn.Linear)
+
+
 @contextmanager
-def _explicit_attention(modules: dict[str, nn.MultiheadAttention]) -> Iterator[dict[str, Tensor]]:
+def _explicit_attention(modules: dict[str, nn.Module]) -> Iterator[dict[str, Tensor]]:
     """For the block's forward passes (this thread), recompute each attention with explicit probabilities.
 
     Yields ``{name: probabilities (N, heads, T, T)}``, part of the graph that gives the module's output.
@@ -217,7 +226,8 @@ def _explicit_attention(modules: dict[str, nn.MultiheadAttention]) -> Iterator[d
     owner, handles = get_ident(), []
     try:
         for name, mha in modules.items():
-            hook = _recompute_hook(name, probs, owner)
+            make = _recompute_mha if isinstance(mha, nn.MultiheadAttention) else _recompute_timm
+            hook = make(name, probs, owner)
             handles.append(mha.register_forward_hook(hook, with_kwargs=True))
         yield probs
     finally:
@@ -225,7 +235,7 @@ def _explicit_attention(modules: dict[str, nn.MultiheadAttention]) -> Iterator[d
             h.remove()
 
 
-def _recompute_hook(name: str, probs: dict[str, Tensor], owner: int) -> Callable[..., Any]:
+def _recompute_mha(name: str, probs: dict[str, Tensor], owner: int) -> Callable[..., Any]:
     def hook(mha: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
         if get_ident() != owner:
             return None
@@ -252,5 +262,37 @@ def _recompute_hook(name: str, probs: dict[str, Tensor], owner: int) -> Callable
         out = out if mha.batch_first else out.transpose(0, 1)
         need, average = extra.get("need_weights", True), extra.get("average_attn_weights", True)
         return out, (a.mean(dim=1) if average else a) if need else None
+
+    return hook
+
+
+def _recompute_timm(name: str, probs: dict[str, Tensor], owner: int) -> Callable[..., Any]:
+    def hook(attn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+        if get_ident() != owner:
+            return None
+        extra = dict(zip(("attn_mask", "is_causal"), args[1:3], strict=False)) | kwargs
+        if extra.get("attn_mask") is not None or extra.get("is_causal"):
+            raise LayerShapeError(
+                f"LeGrad: the attention of {name!r} is masked or causal; LeGrad explains image tokens"
+            )
+        if attn.training and getattr(attn.attn_drop, "p", 0.0) > 0:
+            raise LayerShapeError(f"LeGrad: the attention of {name!r} has active dropout; call model.eval() first")
+        x = args[0] if args else kwargs["x"]
+        n, length, _ = x.shape
+        qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias).reshape(n, length, 3, attn.num_heads, attn.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, T, d)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        a = torch.softmax((q * attn.scale) @ k.transpose(-2, -1), dim=-1)
+        if not a.requires_grad:
+            a = a.detach().requires_grad_(True)
+        probs[name] = a
+        out = (a @ v).transpose(1, 2).reshape(n, length, -1)
+        norm = getattr(attn, "norm", None)  # timm >= 1.0: scale_norm (an Identity unless enabled)
+        if isinstance(norm, nn.Module):
+            out = norm(out)
+        gate = getattr(attn, "gate", None)
+        if gate is not None:
+            out = out * F.linear(x, gate.weight, gate.bias).sigmoid()
+        return attn.proj_drop(F.linear(out, attn.proj.weight, attn.proj.bias))
 
     return hook
