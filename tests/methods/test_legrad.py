@@ -71,6 +71,7 @@ def test_matches_the_written_out_attention() -> None:
 def test_batch_invariance_top_k_and_model_left_as_found() -> None:
     model, x = vit(), inputs()
     method = camlens.LeGrad(model, BLOCKS, readout=readout(model))
+    assert isinstance(method, camlens.Explainer) and camlens.LeGrad.families == ("vit",)
     whole = method(x, target=[0, 2, 1])
     for i in range(3):
         torch.testing.assert_close(whole.map[i : i + 1], method(x[i : i + 1], target=[[0, 2, 1][i]]).map)

@@ -183,7 +183,9 @@ class DeepFeatureFactorization(BaseCAM):
         logits = None
         if self.classifier is not None:
             with torch.no_grad():
-                logits = self.classifier(vectors.flatten(0, 1).to(acts.dtype)).unflatten(0, (n, m))
+                first = next(self.classifier.parameters(), None) if isinstance(self.classifier, nn.Module) else None
+                dtype = acts.dtype if first is None else first.dtype  # a half-precision head gets half vectors
+                logits = self.classifier(vectors.flatten(0, 1).to(dtype)).unflatten(0, (n, m)).to(vectors.dtype)
         if logits is None:
             energy = vectors.norm(dim=2) * maps.flatten(2).norm(dim=2)  # (N, M)
             chosen = energy.argmax(dim=1, keepdim=True).expand(-1, ctx.scores.shape[1])
