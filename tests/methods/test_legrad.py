@@ -117,6 +117,15 @@ def _tokens(model, x):
     return torch.cat([model.class_token.expand(x.shape[0], -1, -1), t], dim=1)
 
 
+def test_nan_input_names_the_images_and_leaves_no_hooks() -> None:
+    model, x = vit(), inputs(4)
+    x[1, 0, 2, 3] = float("nan")
+    x[3, 2, 0, 0] = float("inf")
+    with pytest.raises(camlens.InputError, match=r"image\(s\) 1, 3 of the batch of 4"):
+        camlens.LeGrad(model, BLOCKS, readout=readout(model))(x)
+    assert hook_count(model) == 0
+
+
 def test_errors_name_what_to_give() -> None:
     model = vit()
     with pytest.raises(camlens.InputError, match="layers="):
