@@ -14,7 +14,8 @@ from camlens.methods.base import check_input
 from camlens.methods.eigencam import first_component
 from testmodels import GapNet, hook_count, seeded
 
-NAMES = sorted(camlens.METHODS)
+#: the methods for CNNs (this file's GapNet); LeGrad (ViTs only) has the same check in tests/methods/test_legrad.py
+NAMES = sorted(n for n, cls in camlens.METHODS.items() if "cnn" in cls.families)
 
 
 def make(name: str, model: nn.Module) -> camlens.BaseCAM:

@@ -4,7 +4,9 @@ from camlens.methods.ablationcam import AblationCAM
 from camlens.methods.base import BaseCAM, CAMContext, CAMResult, combine
 from camlens.methods.cam import CAM
 from camlens.methods.counterfactual import CounterfactualCAM
+from camlens.methods.dff import DeepFeatureFactorization, DFFResult
 from camlens.methods.eigencam import EigenCAM, EigenGradCAM
+from camlens.methods.finercam import FinerCAM
 from camlens.methods.fullgrad import FullGrad
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
@@ -12,24 +14,31 @@ from camlens.methods.gradcampp import GradCAMPlusPlus
 from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.hirescam import HiResCAM
 from camlens.methods.layercam import LayerCAM
-from camlens.methods.protocol import CAPABILITIES, Explainer
+from camlens.methods.legrad import LeGrad
+from camlens.methods.protocol import CAPABILITIES, FAMILIES, Explainer
+from camlens.methods.refinecam import RefineCAM
 from camlens.methods.registry import METHODS, get_method, register
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.smooth import NoiseSmooth, TTASmooth
+from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
 from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
     "CAM",
     "CAPABILITIES",
+    "FAMILIES",
     "METHODS",
     "AblationCAM",
     "BaseCAM",
     "CAMContext",
     "CAMResult",
     "CounterfactualCAM",
+    "DFFResult",
+    "DeepFeatureFactorization",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
+    "FinerCAM",
     "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
@@ -38,8 +47,11 @@ __all__ = [
     "GuidedGradCAM",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "NoiseSmooth",
+    "RefineCAM",
     "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "TTASmooth",
     "XGradCAM",
     "combine",

@@ -13,7 +13,7 @@ the building of the result stay shared.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import ClassVar, TypedDict
 
@@ -37,6 +37,7 @@ __all__ = [
     "as_maps",
     "check_input",
     "combine",
+    "eigen_combine",
     "layer_gradients",
 ]
 
@@ -56,6 +57,7 @@ class CAMOptions(TypedDict, total=False):
     fuse: str | None
     reshape: Reshape | Mapping[str, Reshape] | None
     output: OutputSpec
+    eigen_smooth: bool
 
 
 @dataclass
@@ -151,12 +153,14 @@ class BaseCAM:
             ``(N, h, w, C)`` channels-last outputs of image models.
         output: where the scores are in the model's output (see
             :func:`camlens.core.targets.select_output`).
+        eigen_smooth: the first principal component of the weighted channels
+            instead of their sum (:func:`eigen_combine`); refused by methods without ``accepts_eigen_smooth``.
 
     Capabilities, declared per class (see :class:`camlens.methods.protocol.Explainer`):
     ``uses_gradients`` (a backward pass is needed), ``input_sized`` (the map
     lives at the input's resolution, not a layer's), ``accepts_reshape``
     (takes ``reshape=``), ``accepts_postprocess`` (takes ``relu=``,
-    ``normalize=``, ``upsample=``).
+    ``normalize=``, ``upsample=``), ``accepts_eigen_smooth``, ``families`` (:data:`~camlens.methods.protocol.FAMILIES`).
 
     Threads: one method object, and one model, may be used from several
     threads at once, and each call returns what it would return alone. All
@@ -175,6 +179,12 @@ class BaseCAM:
     input_sized: ClassVar[bool] = False
     accepts_reshape: ClassVar[bool] = True
     accepts_postprocess: ClassVar[bool] = True
+    accepts_eigen_smooth: ClassVar[bool] = True
+    families: ClassVar[tuple[str, ...]] = ("cnn", "vit", "swin", "detection", "segmentation")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:  # own layer_maps: eigen_smooth only if declared
+        super().__init_subclass__(**kwargs)
+        cls.accepts_eigen_smooth = vars(cls).get("accepts_eigen_smooth", cls.layer_maps is BaseCAM.layer_maps)
 
     def __init__(
         self,
@@ -187,11 +197,13 @@ class BaseCAM:
         fuse: str | None = None,
         reshape: Reshape | Mapping[str, Reshape] | None = None,
         output: OutputSpec = None,
+        eigen_smooth: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if fuse is not None and fuse not in FUSIONS:
             raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
+        _check_eigen_smooth(type(self), eigen_smooth)
         # DataParallel / DDP / torch.compile: hook the real model (camlens.core.wrapped).
         self.wrapped = model
         self.model = model = unwrap_model(model)
@@ -209,6 +221,7 @@ class BaseCAM:
         self.fuse = fuse
         self.reshape = reshape
         self.output = output
+        self.eigen_smooth = bool(eigen_smooth)
 
     def __repr__(self) -> str:
         layers = list(self.layers) or "auto"
@@ -225,8 +238,12 @@ class BaseCAM:
         out = {}
         for name, acts in ctx.activations.items():
             assert ctx.gradients is not None
-            out[name] = combine(self.weights(acts, ctx.gradients[name]), acts)
+            out[name] = self._combine(self.weights(acts, ctx.gradients[name]), acts)
         return out
+
+    def _combine(self, weights: Tensor, activations: Tensor) -> Tensor:
+        """:func:`combine`, or :func:`eigen_combine` with ``eigen_smooth=True``: the maps ``(N, K, *s)``."""
+        return (eigen_combine if self.eigen_smooth else combine)(weights, activations)
 
     # ---- the shared pipeline: check -> capture -> maps -> post-process -> result -----
 
@@ -406,8 +423,12 @@ def as_maps(name: str, t: Tensor, x: Tensor, reshape: Reshape | None, batched: b
 
 
 def _one_target(result: CAMResult) -> CAMResult:
-    """``result`` without its K axis (dim 1): the shapes of a call with one target per image."""
-    return CAMResult(
+    """``result`` without its K axis (dim 1): the shapes of a call with one target per image.
+
+    A subclass of :class:`CAMResult` keeps its type and its own fields.
+    """
+    return replace(
+        result,
         maps={n: m.squeeze(1) for n, m in result.maps.items()},
         raw={n: m.squeeze(1) for n, m in result.raw.items()},
         targets=None if result.targets is None else result.targets.squeeze(1),
@@ -415,6 +436,32 @@ def _one_target(result: CAMResult) -> CAMResult:
         logits=result.logits,
         fused=None if result.fused is None else result.fused.squeeze(1),
     )
+
+
+def _check_eigen_smooth(cls: type[BaseCAM], eigen_smooth: object) -> None:
+    if eigen_smooth not in (True, False):
+        raise InputError(f"eigen_smooth={eigen_smooth!r} must be True or False")
+    if eigen_smooth and not cls.accepts_eigen_smooth:
+        raise InputError(
+            f"eigen_smooth=True is for methods that sum weighted channels; {cls.__name__} "
+            "does not (see accepts_eigen_smooth): leave eigen_smooth off, or use e.g. 'gradcam'"
+        )
+
+
+def eigen_combine(weights: Tensor, activations: Tensor) -> Tensor:
+    """The first principal component of the weighted channels ``w_c A^c``: ``(N, K, *s)`` maps.
+
+    pytorch-grad-cam's ``eigen_smooth``: the ``(positions, C)`` matrix of
+    ``w_c A^c`` with each channel's mean subtracted, projected on its first
+    right singular vector. The sign, which the SVD leaves arbitrary (and
+    pytorch-grad-cam leaves so), is fixed so the map correlates non-negatively
+    with the plain channel sum (:func:`camlens.methods.eigencam.first_component`).
+    Weights and activations as in :func:`combine`.
+    """
+    from camlens.methods.eigencam import first_component
+
+    w = weights if weights.ndim > 3 else weights[(...,) + (None,) * (activations.ndim - 2)]
+    return first_component(w * activations.unsqueeze(1), activations.ndim - 2, center=True)
 
 
 def combine(weights: Tensor, activations: Tensor) -> Tensor:

@@ -11,10 +11,16 @@ from camlens.core.layers import LayerSpec
 from camlens.core.targets import TargetSpec
 from camlens.methods.base import CAMResult
 
-__all__ = ["CAPABILITIES", "Explainer"]
+__all__ = ["CAPABILITIES", "FAMILIES", "Explainer"]
 
 #: the capability flags every method class declares, as class attributes of type ``bool``.
-CAPABILITIES = ("uses_gradients", "input_sized", "accepts_reshape", "accepts_postprocess")
+CAPABILITIES = ("uses_gradients", "input_sized", "accepts_reshape", "accepts_postprocess", "accepts_eigen_smooth")
+
+#: the model families a method may declare in its ``families`` class attribute (a tuple of these, in this order):
+#: convolutional classifiers, vision transformers on (N, T, C) tokens, Swin-style channels-last
+#: (N, h, w, C) stages, detectors (:class:`camlens.DetectionTarget`) and segmenters
+#: (:class:`camlens.SegmentationTarget`). ``docs/methods_table.md`` is made from them.
+FAMILIES = ("cnn", "vit", "swin", "detection", "segmentation")
 
 
 @runtime_checkable
@@ -29,7 +35,10 @@ class Explainer(Protocol):
     - ``input_sized``: its maps live at the input's resolution (guided
       backpropagation, Guided Grad-CAM, FullGrad), not at a layer's;
     - ``accepts_reshape``: it takes ``reshape=`` for token or channels-last layers;
-    - ``accepts_postprocess``: it takes ``relu=``, ``normalize=`` and ``upsample=``.
+    - ``accepts_postprocess``: it takes ``relu=``, ``normalize=`` and ``upsample=``;
+    - ``accepts_eigen_smooth``: it takes ``eigen_smooth=True`` (the first principal
+      component of the weighted activations instead of their channel sum);
+    - ``families``: the model families of :data:`FAMILIES` it applies to.
 
     Example:
         >>> import torch, camlens
@@ -45,6 +54,8 @@ class Explainer(Protocol):
     input_sized: ClassVar[bool]
     accepts_reshape: ClassVar[bool]
     accepts_postprocess: ClassVar[bool]
+    accepts_eigen_smooth: ClassVar[bool]
+    families: ClassVar[tuple[str, ...]]
     #: the (unwrapped) model explained.
     model: nn.Module
     #: the layers explained, by name (empty until chosen for ``layers=None``).
