@@ -1,0 +1,190 @@
+"""Does the audit find planted shortcuts, and nothing on clean models? And how fast does it audit 10,000 items?
+
+Planted runs: the tutorial's ConvNet is trained on the bundled Fashion-MNIST
+sample with a small bright square (``MARK`` pixels a side, value 255) stamped
+at a fixed place on every training image of ONE class and on no other; the
+test split, with the same mark on that class's images, is explained with
+HiResCAM at ``seq.4`` (a map faithful for this model: Grad-CAM misses the
+mark, see docs/audit.md) and audited. A planted run counts as detected when
+the audit flags the planted class with a region that covers the mark, and
+every other flag is a false flag. The clean models (same seeds, no mark) must
+get no flag at all.
+
+    python benchmarks/bench_audit.py                      # 3 seeds x 3 planted cases + 3 clean models
+    python benchmarks/bench_audit.py --seeds 0 --epochs 2 # quicker
+    python benchmarks/bench_audit.py --timing-only        # only the 10,000-item timing
+
+Timing: the audit (statistics, clusters, findings, audit.json and the whole
+explorer with its PNGs) of 10,000 items, on ``--threads`` threads (2 by
+default). The 10,000 items are the 4443 real test items of a planted run,
+explained for real, repeated: the explain-dataset results are written by
+:func:`camlens.explain_dataset` over a dataset that cycles through the test
+split (item ``i`` is test item ``i % 4443``), so shards, maps and images are
+real and only repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import harness  # first: puts src/, tests/ and benchmarks/ on sys.path
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+#: the mark's side in pixels.
+MARK = 3
+#: the planted cases: (class, (row, column) of the mark's top-left pixel).
+CASES: tuple[tuple[int, tuple[int, int]], ...] = ((1, (1, 1)), (5, (1, 24)), (8, (24, 24)))
+
+
+def stamp(images: Tensor, labels: Tensor, cls: int, pos: tuple[int, int], size: int = MARK) -> Tensor:
+    """A copy of uint8 ``images (N, 28, 28)`` with a ``size``-pixel white square at ``pos`` on class ``cls``."""
+    out = images.clone()
+    r, c = pos
+    out[labels == cls, r : r + size, c : c + size] = 255
+    return out
+
+
+def _write_idx(path: Path, array: Tensor) -> None:
+    """An IDX file (gzip) of a uint8 tensor: the format :func:`camlens.demo.data.load_split` reads."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + array.contiguous().numpy().tobytes())
+
+
+def planted_folder(root: Path, case: tuple[int, tuple[int, int]] | None) -> Path:
+    """The bundled sample written as IDX files under ``root``, marked on one class (``case``) or clean."""
+    from camlens.demo.data import FILES, load_split
+
+    root.mkdir(parents=True, exist_ok=True)
+    for split, (img_name, lbl_name) in FILES.items():
+        images, labels = load_split(None, split)
+        if case is not None:
+            images = stamp(images, labels, *case)
+        _write_idx(root / f"{img_name}.gz", images)
+        _write_idx(root / f"{lbl_name}.gz", labels.to(torch.uint8))
+    return root
+
+
+def train_model(data: Path, seed: int, epochs: int) -> torch.nn.Module:
+    """The tutorial's ConvNet trained on the IDX folder ``data`` (Adam 1e-3, batch 128), seeded."""
+    from camlens.demo.train import train
+
+    result = train(data=data, epochs=epochs, seed=seed, device="cpu", progress=False, log=None)
+    return result.model.to(memory_format=torch.contiguous_format)
+
+
+def explain_and_audit(model: torch.nn.Module, data: Path, work: Path, **audit_kw: object) -> dict:
+    """Explain ``data``'s test split with HiResCAM at seq.4, audit it into ``work/audit``; the audit's JSON."""
+    import camlens
+    from camlens.demo.sources import IDXDataset
+
+    ds = IDXDataset(data, "test")
+    camlens.explain_dataset(model, ds, work / "maps", methods=["hirescam"], layers=["seq.4"], device="cpu",
+                            dtype="float32", progress=False)  # fmt: skip
+    camlens.audit(work / "maps", work / "audit", data=ds, **audit_kw)
+    return json.loads((work / "audit" / "audit.json").read_text())
+
+
+def covers(region: list[int] | None, pos: tuple[int, int], size: int = MARK) -> bool:
+    """Whether the box ``[x0, y0, x1, y1]`` (input pixels, end exclusive) overlaps at least half the mark."""
+    if region is None:
+        return False
+    x0, y0, x1, y1 = region
+    r, c = pos
+    ov = max(0, min(x1, c + size) - max(x0, c)) * max(0, min(y1, r + size) - max(y0, r))
+    return ov * 2 >= size * size
+
+
+def judge(report: dict, case: tuple[int, tuple[int, int]] | None) -> tuple[bool, int]:
+    """``(planted class flagged with a region on the mark, number of other flags)``."""
+    found, false = False, 0
+    for c in report["classes"]:
+        if not c["flagged"]:
+            continue
+        if case is not None and c["class"] == case[0] and covers(c["region"], case[1]):
+            found = True
+        else:
+            false += 1
+    return found, false
+
+
+class Cycled(Dataset):
+    """``n`` items cycling through ``inner`` (the timing's 10,000 items from the 4443 test items)."""
+
+    def __init__(self, inner: Dataset, n: int) -> None:
+        self.inner, self.n = inner, n
+        self.classes = getattr(inner, "classes", None)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+        return self.inner[i % len(self.inner)]  # type: ignore[arg-type]
+
+
+def time_audit(model: torch.nn.Module, data: Path, work: Path, n: int) -> float:
+    """Seconds to audit ``n`` items (explained beforehand, off the clock), explorer included."""
+    import camlens
+    from camlens.demo.sources import IDXDataset
+
+    ds = Cycled(IDXDataset(data, "test"), n)
+    camlens.explain_dataset(model, ds, work / "maps", methods=["hirescam", "gradcam"], layers=["seq.4"],
+                            device="cpu", progress=False)  # fmt: skip
+    t0 = time.perf_counter()
+    camlens.audit(work / "maps", work / "audit", data=ds, method="hirescam", layer="seq.4")
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    p = harness.parser(__doc__, rounds=1)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--items", type=int, default=10_000, help="items of the timed audit")
+    p.add_argument("--timing-only", action="store_true")
+    p.add_argument("--no-timing", action="store_true")
+    args = p.parse_args()
+    harness.set_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        root = Path(tmp)
+        if not args.timing_only:
+            detected, runs, false_planted, false_clean = 0, 0, 0, 0
+            for seed in args.seeds:
+                for case in (*CASES, None):
+                    name = "clean" if case is None else f"class {case[0]} mark at {case[1]}"
+                    work = root / f"s{seed}-{'clean' if case is None else case[0]}"
+                    data = planted_folder(work / "data", case)
+                    t0 = time.perf_counter()
+                    model = train_model(data, seed, args.epochs)
+                    report = explain_and_audit(model, data, work)
+                    found, false = judge(report, case)
+                    flags = [(c["class"], c["region"]) for c in report["classes"] if c["flagged"]]
+                    print(f"seed {seed} {name}: found={found} false flags={false} flags={flags} "
+                          f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+                    if case is None:
+                        false_clean += false
+                    else:
+                        runs += 1
+                        detected += found
+                        false_planted += false
+            print(f"\ndetected {detected} of {runs} planted runs; false flags: {false_planted} on the planted "
+                  f"models, {false_clean} on {len(args.seeds)} clean models ({args.epochs} epochs each)")  # fmt: skip
+        if not args.no_timing:
+            work = root / "timing"
+            data = planted_folder(work / "data", CASES[0])
+            model = train_model(data, 0, 1)
+            s = time_audit(model, data, work, args.items)
+            print(f"audit of {args.items} items (explorer included) on {args.threads} thread(s): {s:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
