@@ -4,8 +4,9 @@ predictors and assessing what machines really learn", Nature Communications 2019
 Each map is average-pooled to :data:`SIDE` x :data:`SIDE` cells and scaled to
 sum 1. The affinity of two maps is a Gaussian of their Euclidean distance
 with self-tuning scales (Zelnik-Manor and Perona 2004: ``sigma_i`` is the
-distance from map ``i`` to its 7th nearest neighbour), kept only between the
-``k`` nearest neighbours and made symmetric. With ``D`` the degree matrix, the
+distance from map ``i`` to its 7th nearest neighbour), between all pairs
+(:data:`KNN` = 0; a k-nearest-neighbour graph made the eigengap pick too many
+clusters on maps that vary smoothly, such as one blob shifted by a pixel). With ``D`` the degree matrix, the
 normalized Laplacian is ``L = I - D^-1/2 W D^-1/2``; its smallest eigenvalues
 ``l_1 <= l_2 <= ...`` count the groups: the number of clusters ``k`` is where
 the gap ``l_{k+1} - l_k`` is largest (the eigengap), and k-means on the rows
@@ -36,6 +37,8 @@ MAX_CLUSTERS = 8
 MAX_SPECTRAL = 1500
 #: fewer items than this are one cluster (too few for a graph to say anything).
 MIN_ITEMS = 12
+#: neighbours kept in the affinity graph (0: all, a dense graph)
+KNN = 0
 
 
 @dataclass
@@ -55,15 +58,16 @@ def features(maps: Tensor) -> Tensor:
 
 
 def _affinity(x: Tensor, k: int) -> Tensor:
-    """The symmetric k-nearest-neighbour Gaussian affinity with self-tuning scales, ``(n, n)``."""
+    """The Gaussian affinity with self-tuning scales, ``(n, n)``; with ``k > 0`` only between k nearest neighbours."""
     d = torch.cdist(x.double(), x.double())
     n = d.shape[0]
-    nearest = d.topk(min(k + 1, n), dim=1, largest=False)
+    nearest = d.topk(min(max(k, 7) + 1, n), dim=1, largest=False)
     sigma = nearest.values[:, min(7, n - 1)].clamp(min=1e-9)
     w = torch.exp(-(d**2) / (sigma[:, None] * sigma[None, :]))
-    keep = torch.zeros_like(w, dtype=torch.bool)
-    keep.scatter_(1, nearest.indices, True)
-    w = torch.where(keep | keep.T, w, torch.zeros_like(w))
+    if k > 0:
+        keep = torch.zeros_like(w, dtype=torch.bool)
+        keep.scatter_(1, nearest.indices[:, : k + 1], True)
+        w = torch.where(keep | keep.T, w, torch.zeros_like(w))
     w.fill_diagonal_(0)
     return w
 
@@ -103,7 +107,7 @@ def cluster_maps(maps: Tensor, seed: int = 0) -> Clustering:
     gen = torch.Generator().manual_seed(seed)
     sample = torch.randperm(n, generator=gen)[:MAX_SPECTRAL].sort().values if n > MAX_SPECTRAL else torch.arange(n)
     xs = x[sample]
-    w = _affinity(xs, k=max(10, int(round(len(xs) ** 0.5))))
+    w = _affinity(xs, k=KNN)
     deg = w.sum(dim=1).clamp(min=1e-12)
     lap = torch.eye(len(xs), dtype=w.dtype) - w / deg.sqrt()[:, None] / deg.sqrt()[None, :]
     values, vectors = torch.linalg.eigh(lap)

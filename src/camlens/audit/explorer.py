@@ -37,7 +37,7 @@ _STYLE = (
     ".protos img{width:112px;height:112px;image-rendering:pixelated;display:block}"
     ".panel{width:112px;height:112px;overflow:hidden}.panel img{max-width:none;image-rendering:pixelated;display:block}"
     ".card.wrong{border-color:#d33}.pics,.protos{display:flex;flex-wrap:wrap;gap:8px}"
-    ".pics figure,.protos figure{margin:0;font-size:11px}#item{border:2px solid #447;padding:.5em;margin:1em 0}"
+    ".pics figure,.protos figure{margin:0;font-size:11px;width:170px}#item{border:2px solid #447;padding:.5em;margin:1em 0}"
     ".why{font-size:12px;text-align:left;max-width:40em}"
 )
 
