@@ -120,7 +120,7 @@ def test_object_mask_is_what_differs_from_the_frame() -> None:
 
 def _read_png(data: bytes) -> tuple[int, int, int, bytes]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    w, h, depth, colour = struct.unpack(">IIBB", data[16:26])
+    w, h, _depth, colour = struct.unpack(">IIBB", data[16:26])
     idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
     return w, h, colour, zlib.decompress(idat)
 

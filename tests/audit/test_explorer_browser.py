@@ -64,7 +64,9 @@ def test_explorer_opens_filters_and_shows_an_item(small_audit, tmp_path: Path) -
             page.select_option("#f-sort", "border")
             page.check("#f-desc")
             shown = page.locator("#grid .card").evaluate_all("cs => cs.map(c => +c.dataset.id)")
-            border = dict(zip(*page.evaluate("[CAMLENS_AUDIT.items.id, CAMLENS_AUDIT.items.stats.border]"), strict=True))
+            border = dict(
+                zip(*page.evaluate("[CAMLENS_AUDIT.items.id, CAMLENS_AUDIT.items.stats.border]"), strict=True)
+            )
             values = [border[i] for i in shown if border[i] is not None]
             assert values == sorted(values, reverse=True) and len(values) > 1
 

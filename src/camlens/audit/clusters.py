@@ -34,7 +34,7 @@ SIDE = 8
 #: the most clusters the eigengap may choose.
 MAX_CLUSTERS = 8
 #: the most items clustered spectrally per class (the rest are assigned to the nearest cluster).
-MAX_SPECTRAL = 1500
+MAX_SPECTRAL = 1000
 #: fewer items than this are one cluster (too few for a graph to say anything).
 MIN_ITEMS = 12
 #: neighbours kept in the affinity graph (0: all, a dense graph)
@@ -59,7 +59,7 @@ def features(maps: Tensor) -> Tensor:
 
 def _affinity(x: Tensor, k: int) -> Tensor:
     """The Gaussian affinity with self-tuning scales, ``(n, n)``; with ``k > 0`` only between k nearest neighbours."""
-    d = torch.cdist(x.double(), x.double())
+    d = torch.cdist(x, x)
     n = d.shape[0]
     nearest = d.topk(min(max(k, 7) + 1, n), dim=1, largest=False)
     sigma = nearest.values[:, min(7, n - 1)].clamp(min=1e-9)
@@ -120,7 +120,9 @@ def cluster_maps(maps: Tensor, seed: int = 0) -> Clustering:
         emb = vectors[:, :k].float()
         emb = emb / emb.norm(dim=1, keepdim=True).clamp(min=1e-12)
         sample_labels = _kmeans(emb, k, gen)
-        centres = torch.stack([xs[sample_labels == j].mean(dim=0) for j in range(k) if bool((sample_labels == j).any())])
+        centres = torch.stack(
+            [xs[sample_labels == j].mean(dim=0) for j in range(k) if bool((sample_labels == j).any())]
+        )
         labels = torch.cdist(x, centres).argmin(dim=1)
         labels[sample] = _compact(sample_labels)
     return _by_size(labels, [float(v) for v in values[: top + 1]])

@@ -147,10 +147,12 @@ def collect(results: Results, key: str, data: Any | None, pictures: Any | None, 
                 shown = None
             if pictures is not None:
                 pictures.write(ids[sel], shown, {m: v[sel] for m, v in maps.items()})
-    cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
+    if not parts["ids"]:
+        raise DataError(f"the run in {results.folder} explained no items; there is nothing to audit")
+    cat = {k: torch.cat(v) for k, v in parts.items() if v}
     return Collected(
         ids=cat["ids"], labels=cat["labels"], preds=cat["preds"], targets=cat["targets"], probs=cat["probs"],
-        maps=cat["maps"], empty=cat["empty"], objects=cat["objects"], inside=cat["inside"],
+        maps=cat["maps"], empty=cat["empty"], objects=cat.get("objects"), inside=cat.get("inside"),
         input_size=input_size, map_size=map_size, mean_images={k: s / n for k, (s, n) in sums.items()},
     )  # fmt: skip
 

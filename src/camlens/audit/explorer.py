@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from camlens._util.files import atomic_write_text
@@ -37,12 +36,13 @@ _STYLE = (
     ".protos img{width:112px;height:112px;image-rendering:pixelated;display:block}"
     ".panel{width:112px;height:112px;overflow:hidden}.panel img{max-width:none;image-rendering:pixelated;display:block}"
     ".card.wrong{border-color:#d33}.pics,.protos{display:flex;flex-wrap:wrap;gap:8px}"
-    ".pics figure,.protos figure{margin:0;font-size:11px;width:170px}#item{border:2px solid #447;padding:.5em;margin:1em 0}"
+    ".pics figure,.protos figure{margin:0;font-size:11px;width:170px}"
+    "#item{border:2px solid #447;padding:.5em;margin:1em 0}"
     ".why{font-size:12px;text-align:left;max-width:40em}"
 )
 
 
-def _columns(c: Collected, per_item: dict[str, Tensor]) -> dict[str, Any]:
+def _columns(c: Collected, per_item: dict[str, Tensor], paths: list[str | None] | None) -> dict[str, Any]:
     """The items as columns of plain numbers (rounded: the page shows 3 digits)."""
 
     def col(t: Tensor, digits: int = 3) -> list[Any]:
@@ -53,6 +53,7 @@ def _columns(c: Collected, per_item: dict[str, Tensor]) -> dict[str, Any]:
         "id": c.ids.tolist(), "label": c.labels.tolist(), "pred": c.preds.tolist(), "target": c.targets.tolist(),
         "confidence": col(c.probs), "cluster": per_item["cluster"].tolist(),
         "atypical": [int(v) for v in per_item["atypical"].tolist()], "stats": stats,
+        "path": paths,
     }  # fmt: skip
 
 
@@ -60,8 +61,10 @@ def _skeleton(report: dict[str, Any]) -> str:
     a = report["audited"]
     return page(
         "camlens audit",
-        paragraph(f"Audited map: {a['map']} (chosen by: {a['chosen_by']}); {report['n_items']} items; images: "
-                  f"{report['images']}."),  # fmt: skip
+        paragraph(
+            f"Audited map: {a['map']} (chosen by: {a['chosen_by']}); {report['n_items']} items; images: "
+            f"{report['images']}."
+        ),
         element("p", "This page needs JavaScript: it reads data.js beside it.", id="status"),
         section("Classes", element("div", id="overview")),
         section("Class", element("div", id="classview")),
@@ -74,13 +77,16 @@ def _skeleton(report: dict[str, Any]) -> str:
 
 
 def write_explorer(out: Path, report: dict[str, Any], c: Collected, per_item: dict[str, Tensor],
-                   map_keys: list[str], has_images: bool) -> Path:  # fmt: skip
+                   map_keys: list[str], has_images: bool, paths: list[str | None] | None = None) -> Path:  # fmt: skip
     """Write ``index.html``, ``data.js`` and ``explorer.js`` into ``out`` (pictures: :mod:`camlens.audit.pictures`)."""
-    classes = [{k: v for k, v in cl.items() if k != "clusters"} | {"clusters": [
-        {k: v for k, v in k_.items() if k != "members"} for k_ in cl["clusters"]]} for cl in report["classes"]]
+    classes = [
+        {k: v for k, v in cl.items() if k != "clusters"}
+        | {"clusters": [{k: v for k, v in k_.items() if k != "members"} for k_ in cl["clusters"]]}
+        for cl in report["classes"]
+    ]
     data = {
         "audited": report["audited"], "maps": map_keys, "audited_index": map_keys.index(report["audited"]["map"]),
-        "has_images": has_images, "classes": classes, "items": _columns(c, per_item),
+        "has_images": has_images, "classes": classes, "items": _columns(c, per_item, paths),
         "stat_names": sorted(k for k in per_item if k not in ("cluster", "atypical")),
     }  # fmt: skip
     atomic_write_text(out / "data.js", "window.CAMLENS_AUDIT = " + dumps(data) + ";\n")
@@ -121,8 +127,8 @@ SCRIPT = Markup(r"""'use strict';
     return el('div', {class: 'panel'}, img);
   }
   function overview() {
-    const head = el('tr', {}, ...['class', 'name', 'items', 'accuracy', 'confidence', 'flagged', 'region', 'clusters', 'why']
-      .map((h) => el('th', {}, h)));
+    const heads = ['class', 'name', 'items', 'accuracy', 'confidence', 'flagged', 'region', 'clusters', 'why'];
+    const head = el('tr', {}, ...heads.map((h) => el('th', {}, h)));
     const rows = D.classes.map((c) => el('tr', {class: 'pick' + (c.flagged ? ' flagged' : ''), 'data-class': c.class,
       on: {click: () => { setFilter('cls', String(c.class)); showClass(c); }}},
       el('td', {}, c.class), el('td', {}, c.name), el('td', {}, c.n), el('td', {}, fmt(c.accuracy)),
@@ -206,8 +212,9 @@ SCRIPT = Markup(r"""'use strict';
     const pages = Math.max(1, Math.ceil(rows.length / PAGE));
     state.page = Math.min(state.page, pages - 1);
     const shown = rows.slice(state.page * PAGE, (state.page + 1) * PAGE);
-    const cards = shown.map((i) => el('div', {class: 'card' + (it.label[i] >= 0 && it.label[i] !== it.pred[i] ? ' wrong' : ''),
-      'data-id': it.id[i], on: {click: () => itemView(i)}},
+    const wrong = (i) => it.label[i] >= 0 && it.label[i] !== it.pred[i];
+    const cards = shown.map((i) => el('div', {class: 'card' + (wrong(i) ? ' wrong' : ''), 'data-id': it.id[i],
+      on: {click: () => itemView(i)}},
       pic(it.id[i], D.audited_index, 'item ' + it.id[i], true),
       el('div', {}, '#' + it.id[i] + ' ' + (it.label[i] >= 0 ? (names[it.label[i]] || it.label[i]) : '?') + ' → ' +
         (names[it.pred[i]] || it.pred[i])),
@@ -215,7 +222,8 @@ SCRIPT = Markup(r"""'use strict';
         ', ' + state.sort + ' ' + fmt(value(i)) : ''))));
     $('grid').replaceChildren(...cards);
     const nav = (label, p, id) => el('button', {id: id, on: {click: () => setFilter('page', p)}}, label);
-    $('pager').replaceChildren(el('span', {id: 'count'}, rows.length + ' items; page ' + (state.page + 1) + ' of ' + pages + ' '),
+    const count = rows.length + ' items; page ' + (state.page + 1) + ' of ' + pages + ' ';
+    $('pager').replaceChildren(el('span', {id: 'count'}, count),
       ...(state.page > 0 ? [nav('previous', state.page - 1, 'prev')] : []),
       ...(state.page < pages - 1 ? [nav('next', state.page + 1, 'next')] : []));
   }
@@ -231,7 +239,9 @@ SCRIPT = Markup(r"""'use strict';
       el('h3', {}, 'Item ' + id),
       el('p', {}, 'label ' + (it.label[i] >= 0 ? it.label[i] + ' ' + (names[it.label[i]] || '') : 'none') +
         '; predicted ' + it.pred[i] + ' ' + (names[it.pred[i]] || '') + '; explained class ' + it.target[i] +
-        ' with confidence ' + fmt(it.confidence[i]) + '; cluster ' + it.cluster[i] + (it.atypical[i] ? '; atypical' : '')),
+        ' with confidence ' + fmt(it.confidence[i]) + '; cluster ' + it.cluster[i] +
+        (it.atypical[i] ? '; atypical' : '')),
+      ...(it.path && it.path[i] ? [el('p', {class: 'path'}, 'file: ' + it.path[i])] : []),
       el('div', {class: 'pics'}, ...figs),
       el('table', {}, el('tbody', {}, ...stats)),
       el('button', {id: 'close', on: {click: () => { box.hidden = true; }}}, 'close'));

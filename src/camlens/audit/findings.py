@@ -23,8 +23,17 @@ from camlens.audit.clusters import Clustering, features
 from camlens.audit.collect import Collected
 from camlens.audit.spread import Region, hot_regions, region_evidence
 
-__all__ = ["MIN_CONSISTENCY", "MIN_ITEMS", "MIN_LIFT", "MIN_MASS", "THRESHOLDS", "atypical", "judge_class",
-           "overlap", "cluster_findings"]  # fmt: skip
+__all__ = [
+    "MIN_CONSISTENCY",
+    "MIN_ITEMS",
+    "MIN_LIFT",
+    "MIN_MASS",
+    "THRESHOLDS",
+    "atypical",
+    "cluster_findings",
+    "judge_class",
+    "overlap",
+]  # fmt: skip
 
 MIN_MASS = 0.2
 MIN_LIFT = 4.0
@@ -62,8 +71,10 @@ def judge_class(c: Collected, rows: Tensor, mean: Tensor) -> tuple[bool, Region 
     strong = [r for r in regions if r.mass >= MIN_MASS and r.consistency >= MIN_CONSISTENCY]
     best = max(strong or regions, key=lambda r: r.lift or 0.0)
     lift = best.lift or 0.0
-    said = (f"{best.mass:.0%} of the mean map's mass lies in the region, which holds {best.object_share:.1%} of the "
-            f"object's pixels (lift {lift:.1f}); {best.consistency:.0%} of the items put at least half that there")  # fmt: skip
+    said = (
+        f"{best.mass:.0%} of the mean map's mass lies in the region, which holds {best.object_share:.1%} of the "
+        f"object's pixels (lift {lift:.1f}); {best.consistency:.0%} of the items put at least half that there"
+    )
     if strong and lift >= MIN_LIFT:
         return True, best, f"decided away from the object: {said}"
     if not strong:
@@ -95,7 +106,7 @@ def cluster_findings(c: Collected, rows: Tensor, clustering: Clustering) -> list
 
 
 def atypical(c: Collected, rows: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
-    """``(overlap of each item's map with its class's mean map (NaN if empty), atypical mask)``, both ``(len(rows),)``."""
+    """``(overlap of each item's map with its class's mean map (NaN if empty), atypical)``, ``(len(rows),)`` each."""
     x = features(c.maps[rows])
     m = features(mean[None])[0]
     ov = torch.where(c.empty[rows], torch.full((len(rows),), float("nan")), overlap(x, m[None]))

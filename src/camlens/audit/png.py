@@ -34,8 +34,11 @@ def encode_png(pixels: np.ndarray, level: int = 6) -> bytes:
     rows = np.ascontiguousarray(pixels).reshape(h, -1)
     raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
     header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, level)) + _chunk(
-        b"IEND", b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw, level))
+        + _chunk(b"IEND", b"")
     )
 
 
@@ -47,7 +50,7 @@ def jet(values: Tensor) -> Tensor:
 
 
 def blend(image: Tensor, heat: Tensor, alpha: float = 0.5) -> Tensor:
-    """Images ``(N, 3, H, W)`` in [0, 1] under maps ``(N, H, W)`` in [0, 1] coloured by :func:`jet`: ``(N, 3, H, W)``."""
+    """Images ``(N, 3, H, W)`` in [0, 1] under maps ``(N, H, W)`` in [0, 1] coloured by :func:`jet`: ``(N, 3, H, W)``"""
     return (1 - alpha) * image + alpha * jet(heat).permute(0, 3, 1, 2)
 
 

@@ -65,7 +65,7 @@ def class_figure(out: Path, name: str, background: Tensor | None, mean_map: Tens
         ih, iw = input_size or tuple(mean_map.shape[-2:])
         sy, sx = big[0] / ih, big[1] / iw
         x0, y0 = int(box[0] * sx), int(box[1] * sy)
-        x1, y1 = min(max(int(round(box[2] * sx)), x0 + 1), big[1]), min(max(int(round(box[3] * sy)), y0 + 1), big[0])
+        x1, y1 = min(max(round(box[2] * sx), x0 + 1), big[1]), min(max(round(box[3] * sy), y0 + 1), big[0])
         draw_box(rgb, (x0, y0, x1, y1))
     rel = f"{CLASSES}/{name}.png"
     atomic_write_bytes(out / rel, encode_png(to_uint8(rgb[None])[0]))

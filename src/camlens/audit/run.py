@@ -90,7 +90,7 @@ def _open_data(data: Any, results: Results) -> tuple[Any | None, str]:
 
         try:
             return load_dataset(str(spec))[0], f"read from {spec!r}, the data the results name"
-        except Exception as e:  # noqa: BLE001 - any failure to reopen means: audit without images, and say why
+        except Exception as e:
             return None, f"not read: the data the results name ({spec!r}) could not be opened ({e})"
     if isinstance(data, (str, Path)):
         from camlens.sources import load_dataset
@@ -155,7 +155,7 @@ def audit(
             if pictures is not None:
                 from camlens.audit.explorer import write_explorer
 
-                write_explorer(folder, report, c, per_item, res.map_keys, pictures.has_images)
+                write_explorer(folder, report, c, per_item, res.map_keys, pictures.has_images, _paths(res, c))
                 pictures.commit()
         finally:
             if pictures is not None:
@@ -163,10 +163,21 @@ def audit(
     return AuditReport(folder, report)
 
 
+def _paths(res: Results, c: Collected) -> list[str | None] | None:
+    """Each item's file, when the results keep them (``results.paths``: a list, or a method returning one);
+    ``None`` when they do not (datasets of tensors, such as Fashion-MNIST, have none)."""
+    paths = getattr(res, "paths", None)
+    if callable(paths):
+        paths = paths()
+    if not isinstance(paths, (list, tuple)) or len(paths) != len(res):
+        return None
+    return [None if paths[i] is None else str(paths[i]) for i in c.ids.tolist()]
+
+
 def _class_names(res: Results, ds: Any) -> dict[int, str]:
     try:
         return {int(k): str(v.get("name", k)) for k, v in res.stats().get("classes", {}).items()}
-    except Exception:  # noqa: BLE001 - names are a nicety; the audit goes on without them
+    except Exception:
         return {}
 
 
@@ -246,9 +257,12 @@ def _findings_of(entry: dict[str, Any]) -> list[dict[str, Any]]:
                     "evidence": entry["evidence"]})  # fmt: skip
     for cl in entry["clusters"]:
         if cl["differs"]:
+            why = (
+                f"cluster {cl['cluster']} ({cl['size']} items, {cl['share']:.0%} of the class) shares only "
+                f"{cl['overlap_with_rest']:.0%} of its prototype's mass with the rest of the class"
+            )
             out.append({"kind": "cluster", "class": entry["class"], "cluster": cl["cluster"], "size": cl["size"],
-                        "why": f"cluster {cl['cluster']} ({cl['size']} items, {cl['share']:.0%} of the class) shares "
-                               f"only {cl['overlap_with_rest']:.0%} of its prototype's mass with the rest of the class"})  # fmt: skip
+                        "why": why})  # fmt: skip
     odd = entry["atypical_items"]
     if odd["count"]:
         out.append({"kind": "items", "class": entry["class"], "count": odd["count"], "ids": odd["ids"][:20],

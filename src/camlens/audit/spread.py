@@ -28,9 +28,8 @@ def _bands(grid: tuple[int, int]) -> dict[str, Tensor]:
     border = torch.ones(grid, dtype=torch.bool)
     border[bh : gh - bh, bw : gw - bw] = False
     out = {"border": border}
-    for name, (rows, cols) in zip(CORNERS, ((slice(0, ch), slice(0, cw)), (slice(0, ch), slice(gw - cw, gw)),
-                                            (slice(gh - ch, gh), slice(0, cw)), (slice(gh - ch, gh), slice(gw - cw, gw))),
-                                  strict=True):  # fmt: skip
+    top, bottom, left, right = slice(0, ch), slice(gh - ch, gh), slice(0, cw), slice(gw - cw, gw)
+    for name, (rows, cols) in zip(CORNERS, ((top, left), (top, right), (bottom, left), (bottom, right)), strict=True):
         m = torch.zeros(grid, dtype=torch.bool)
         m[rows, cols] = True
         out[name] = m
@@ -99,7 +98,7 @@ class Region:
         """``[x0, y0, x1, y1]`` in input pixels (end exclusive; map cells when the input size is unknown)."""
         y0, y1, x0, x1 = self.cells
         sy, sx = _scale(c)
-        return [int(x0 * sx), int(y0 * sy), int(round(x1 * sx)), int(round(y1 * sy))]
+        return [int(x0 * sx), int(y0 * sy), round(x1 * sx), round(y1 * sy)]
 
 
 def hot_regions(mean: Tensor, most: int = 3, level: float = 0.5) -> list[tuple[int, int, int, int]]:
