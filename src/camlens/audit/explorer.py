@@ -158,7 +158,7 @@ SCRIPT = Markup(r"""'use strict';
   }
   function filters() {
     const cls = [['all', 'all']].concat(D.classes.map((c) => [String(c.class), c.class + ' ' + c.name]));
-    const maxk = Math.max(0, ...it.cluster);
+    const maxk = it.cluster.reduce((m, k) => (k > m ? k : m), 0);  // no spread: 100,000 arguments overflow
     const clus = [['all', 'all']].concat([...Array(maxk + 1).keys()].map((k) => [String(k), String(k)]));
     const sorts = [['id', 'id'], ['confidence', 'confidence']].concat(D.stat_names.map((s) => [s, s]));
     const num = (id, key, v) => el('input', {id: id, type: 'number', step: '0.05', min: 0, max: 1, value: v,
