@@ -170,6 +170,7 @@ def test_the_map_audited_is_chosen_and_recorded(small_run: Path, tmp_path: Path)
     assert r.report["audited"]["chosen_by"] == "evaluation verdict: x" and r.report["audited"]["map"] == "gradcam/seq.4"
     assert r.report["images"] == "not read (data=False)" and not (tmp_path / "b" / "index.html").exists()
     assert all(c["why"].startswith("not judged") and not c["flagged"] for c in r.report["classes"])
+    assert "nothing judged: images not read (data=False)" in str(r)
 
 
 class _Hostile(Dataset):

@@ -42,7 +42,9 @@ class AuditReport:
         for c in self.report["classes"]:
             if c["flagged"]:
                 lines.append(f"  FLAGGED class {c['class']} ({c['name']}): region {c['region']}: {c['why']}")
-        if not self.flagged:
+        if self.report["images"].startswith("not read"):
+            lines.append(f"  nothing judged: images {self.report['images']}")
+        elif not self.flagged:
             lines.append("  no class flagged")
         more = [f for f in self.report["findings"] if f["kind"] != "class"]
         lines.append(f"  {len(more)} other finding(s) (clusters, atypical items) in {self.out / 'audit.json'}")
@@ -174,7 +176,8 @@ def _paths(res: Results, c: Collected) -> list[str | None] | None:
     return [None if paths[i] is None else str(paths[i]) for i in c.ids.tolist()]
 
 
-def _class_names(res: Results, ds: Any) -> dict[int, str]:
+def _class_names(res: Results) -> dict[int, str]:
+    """Class index -> name, from the run's statistics (which take them from the data); empty if unreadable."""
     try:
         return {int(k): str(v.get("name", k)) for k, v in res.stats().get("classes", {}).items()}
     except Exception:
@@ -184,7 +187,7 @@ def _class_names(res: Results, ds: Any) -> dict[int, str]:
 def _analyse(res: Results, c: Collected, key: str, chosen_by: str, images_note: str, folder: Path,
              seed: int) -> tuple[dict[str, Any], dict[str, Tensor]]:  # fmt: skip
     """Per class: spread, judgement, clusters, atypical items, figure; the report and per-item columns."""
-    names = _class_names(res, None)
+    names = _class_names(res)
     group = torch.where(c.labels >= 0, c.labels, c.targets.long())
     stats = item_stats(c)
     n = len(c)
