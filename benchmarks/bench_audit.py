@@ -120,6 +120,30 @@ def judge(report: dict, case: tuple[int, tuple[int, int]] | None) -> tuple[bool,
     return found, false
 
 
+def reliance(model: torch.nn.Module, data: Path, case: tuple[int, tuple[int, int]]) -> tuple[float, float]:
+    """Accuracy on the planted class's test items with the mark, and with the mark blanked (set to 0).
+
+    A model that reads only the mark falls to about 0 without it; one that also reads the object keeps
+    much of its accuracy, and an audit that flags nothing on it may be right.
+    """
+    from camlens.demo.data import load_split
+
+    images, labels = load_split(data, "test")
+    cls, (r, c) = case
+    x = images[labels == cls].float().div(255)[:, None]
+    blank = x.clone()
+    blank[:, :, r : r + MARK, c : c + MARK] = 0
+    with torch.inference_mode():
+        return tuple(float((model(v).argmax(1) == cls).float().mean()) for v in (x, blank))  # type: ignore[return-value]
+
+
+def lifts(report: dict, case: tuple[int, tuple[int, int]] | None) -> str:
+    """The planted class's lift and the largest other one, for the log."""
+    by = {c["class"]: (c["evidence"] or {}).get("lift") or 0.0 for c in report["classes"]}
+    planted = f"planted class lift {by.pop(case[0]):.1f}, " if case is not None else ""
+    return f"{planted}largest other lift {max(by.values()):.1f}"
+
+
 class Cycled(Dataset):
     """``n`` items cycling through ``inner`` (the timing's 10,000 items from the 4443 test items)."""
 
@@ -173,8 +197,12 @@ def main() -> int:
                     report = explain_and_audit(model, data, work, explorer=False)
                     found, false = judge(report, case)
                     flags = [(c["class"], c["region"]) for c in report["classes"] if c["flagged"]]
-                    print(f"seed {seed} {name}: found={found} false flags={false} flags={flags} "
-                          f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
+                    relied = ""
+                    if case is not None:
+                        kept, blanked = reliance(model, data, case)
+                        relied = f"; accuracy on the class with/without the mark {kept:.2f}/{blanked:.2f}"
+                    print(f"seed {seed} {name}: found={found} false flags={false} flags={flags}; {lifts(report, case)}"
+                          f"{relied} ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
                     if case is None:
                         false_clean += false
                     else:
