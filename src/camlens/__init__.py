@@ -11,6 +11,7 @@ Plumbing stays importable from its module (``camlens.core.capture.capture``,
 from __future__ import annotations
 
 from camlens._util.version import VERSION as __version__
+from camlens.audit import audit
 from camlens.core.autolayer import choose_layer
 from camlens.core.layers import list_layers
 from camlens.core.targets_extra import DetectionTarget, EmbeddingTarget, SegmentationTarget, detection_output
@@ -101,6 +102,7 @@ __all__ = [
     "TargetError",
     "XGradCAM",
     "__version__",
+    "audit",
     "channels_last_to_maps",
     "choose_layer",
     "detection_output",

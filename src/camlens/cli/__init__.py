@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("explain", "explain a model's predictions on dataset items or image files, with figures"),
     "evaluate": ("evaluate", "faithfulness and sanity metrics for methods and layers"),
     "explain-dataset": ("explain_dataset", "explain a whole dataset into resumable shards (torchrun-ready)"),
+    "audit": ("audit", "find the classes a model decides from the wrong place; an explorer of the maps"),
     "layers": ("layers", "list a model's candidate layers with their output shapes"),
     "methods": ("methods", "list the registered CAM methods"),
 }

@@ -1,0 +1,118 @@
+"""The audit's judgements, each with its evidence: a class decided from a place away from the object,
+a cluster that differs from the rest of its class, items whose map disagrees with their class.
+
+A class is **flagged** when one region (:func:`camlens.audit.spread.hot_regions` of the
+class's mean map) holds at least :data:`MIN_MASS` of the mean map's mass, at least
+:data:`MIN_LIFT` times the share of the object's pixels it holds (the *lift*: about 1
+when the maps follow the object, measured at most 2.2 on the clean tutorial ConvNet and
+from 10 on a planted mark, see docs/audit.md), and at least half that mass in at least
+:data:`MIN_CONSISTENCY` of the class's items. The object is known from the images
+(:func:`camlens.audit.collect.object_mask`); without them nothing is flagged, and the
+class's ``why`` says so. Clusters and atypical items are reported as findings; they do
+not flag a class (every class has some spread).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from camlens.audit.clusters import Clustering, features
+from camlens.audit.collect import Collected
+from camlens.audit.spread import Region, hot_regions, region_evidence
+
+__all__ = [
+    "MIN_CONSISTENCY",
+    "MIN_ITEMS",
+    "MIN_LIFT",
+    "MIN_MASS",
+    "THRESHOLDS",
+    "atypical",
+    "cluster_findings",
+    "judge_class",
+    "overlap",
+]  # fmt: skip
+
+MIN_MASS = 0.2
+MIN_LIFT = 4.0
+MIN_CONSISTENCY = 0.5
+#: a class with fewer items with a map is not judged.
+MIN_ITEMS = 10
+#: a cluster is a finding when it holds this share of its class or more and overlaps the rest by less than ...
+CLUSTER_MIN_SHARE = 0.05
+CLUSTER_MAX_OVERLAP = 0.6
+#: an item is atypical when its overlap with its class's mean map is this many MADs under the median, and < 0.5.
+ITEM_MADS = 3.0
+
+THRESHOLDS = {"min_mass": MIN_MASS, "min_lift": MIN_LIFT, "min_consistency": MIN_CONSISTENCY, "min_items": MIN_ITEMS,
+              "cluster_min_share": CLUSTER_MIN_SHARE, "cluster_max_overlap": CLUSTER_MAX_OVERLAP,
+              "item_mads": ITEM_MADS}  # fmt: skip
+
+
+def overlap(p: Tensor, q: Tensor) -> Tensor:
+    """The mass two distributions share, ``sum(min(p, q))`` over the last dimension: 1 same, 0 disjoint."""
+    return torch.minimum(p, q).sum(dim=-1)
+
+
+def judge_class(c: Collected, rows: Tensor, mean: Tensor) -> tuple[bool, Region | None, str]:
+    """``(flagged, the region of the evidence, why)`` for one class's items ``rows`` and its mean map."""
+    n = int((~c.empty[rows]).sum())
+    if n < MIN_ITEMS:
+        return False, None, f"not judged: {n} item(s) with a non-empty map, fewer than {MIN_ITEMS}"
+    regions = [region_evidence(c, rows, mean, cells) for cells in hot_regions(mean)]
+    if not regions:
+        return False, None, "not judged: the mean map is zero"
+    if c.objects is None:
+        r = regions[0]
+        return False, r, (f"not judged: the images were not read (pass the data), so the object is unknown; the "
+                          f"hottest region holds {r.mass:.0%} of the mean map's mass")  # fmt: skip
+    strong = [r for r in regions if r.mass >= MIN_MASS and r.consistency >= MIN_CONSISTENCY]
+    best = max(strong or regions, key=lambda r: r.lift or 0.0)
+    lift = best.lift or 0.0
+    said = (
+        f"{best.mass:.0%} of the mean map's mass lies in the region, which holds {best.object_share:.1%} of the "
+        f"object's pixels (lift {lift:.1f}); {best.consistency:.0%} of the items put at least half that there"
+    )
+    if strong and lift >= MIN_LIFT:
+        return True, best, f"decided away from the object: {said}"
+    if not strong:
+        return False, best, f"no region holds {MIN_MASS:.0%} of the mass consistently; the largest: {said}"
+    return False, best, f"the maps follow the object (lift under {MIN_LIFT:g}): {said}"
+
+
+def cluster_findings(c: Collected, rows: Tensor, clustering: Clustering) -> list[dict[str, Any]]:
+    """Per cluster: size, share, accuracy, mean confidence, overlap of its prototype with the rest's, a finding."""
+    keep = rows[~c.empty[rows]]
+    x = features(c.maps[keep])
+    out = []
+    for j in range(clustering.k):
+        member = clustering.labels == j
+        ids = keep[member]
+        proto = x[member].mean(dim=0)
+        rest = x[~member].mean(dim=0) if bool((~member).any()) else proto
+        ov = float(overlap(proto, rest))
+        share = float(member.float().mean())
+        labelled = c.labels[ids] >= 0
+        acc = float((c.preds[ids] == c.labels[ids])[labelled].float().mean()) if bool(labelled.any()) else None
+        out.append({
+            "cluster": j, "size": int(member.sum()), "share": share, "accuracy": acc,
+            "mean_confidence": float(c.probs[ids].mean()), "overlap_with_rest": ov,
+            "differs": clustering.k > 1 and share >= CLUSTER_MIN_SHARE and ov < CLUSTER_MAX_OVERLAP,
+            "members": [int(i) for i in c.ids[ids]],
+        })  # fmt: skip
+    return out
+
+
+def atypical(c: Collected, rows: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+    """``(overlap of each item's map with its class's mean map (NaN if empty), atypical)``, ``(len(rows),)`` each."""
+    x = features(c.maps[rows])
+    m = features(mean[None])[0]
+    ov = torch.where(c.empty[rows], torch.full((len(rows),), float("nan")), overlap(x, m[None]))
+    ok = ov[~ov.isnan()]
+    if len(ok) < MIN_ITEMS:
+        return ov, torch.zeros(len(rows), dtype=torch.bool)
+    med = ok.median()
+    mad = (ok - med).abs().median().clamp(min=1e-6)
+    return ov, (ov < med - ITEM_MADS * mad) & (ov < 0.5)
