@@ -210,7 +210,7 @@ def explain_and_check(model: nn.Module, x: torch.Tensor, zero_head: bool) -> str
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_every_torchvision_classifier_gets_an_image_dependent_map(name: str) -> None:
     model = build_torchvision(name)
-    x = two_images(SIZES.get(name, 64))
+    x = two_images(KWARGS.get(name, {}).get("image_size", SIZES.get(name, 64)))
     explain_and_check(model, x, name in ZERO_HEAD)
 
 
