@@ -62,6 +62,11 @@ class LayerInfo:
         real_grid: whether the map's spatial size is a grid of the input
             (always true for tokens and channels-last outputs, whose grid is
             found from the input's size).
+        passed_on: whether the output is a tensor an earlier module (not one
+            inside this one) returned, handed on unchanged (``nn.Identity``;
+            timm CoaT's parallel blocks returning their stage-1 input): the
+            producer is the layer to hook, since what uses the tensor may have
+            run before this module.
     """
 
     name: str
@@ -72,6 +77,7 @@ class LayerInfo:
     same_as: str | None = None
     varies: bool = True
     real_grid: bool = True
+    passed_on: bool = False
 
     @property
     def spatial(self) -> bool:
@@ -81,7 +87,7 @@ class LayerInfo:
     @property
     def candidate(self) -> bool:
         """Whether the automatic choice may take it: image-dependent maps on a real grid, on the score's path."""
-        return self.spatial and self.varies and self.real_grid and bool(self.on_path)
+        return self.spatial and self.varies and self.real_grid and not self.passed_on and bool(self.on_path)
 
 
 def _positions(map_shape: tuple[int, ...]) -> int:
@@ -162,6 +168,7 @@ def scan_layers(
     for name, (kind, t) in outs.items():
         owner = first_by_id.setdefault(id(t), name)
         same_as = owner if owner != name and owner.startswith(name + ".") else None
+        passed_on = owner != name and same_as is None
         m = _as_maps(t.detach(), x)
         on_path: bool | None = None
         real = True
@@ -173,7 +180,7 @@ def scan_layers(
             real = m.shape != t.shape or plausible_grid(m.shape[2:], x.shape[2:])
         varies = name in varying or not xg.requires_grad
         shape = None if m is None else tuple(m.shape)
-        infos.append(LayerInfo(name, kind, tuple(t.shape), shape, on_path, same_as, varies, real))
+        infos.append(LayerInfo(name, kind, tuple(t.shape), shape, on_path, same_as, varies, real, passed_on))
     return infos
 
 
@@ -211,7 +218,11 @@ def choose_layer(
     # A module whose maps do not reach the score, but whose insides partly do (the
     # last ViT block: only its class token is read). A container merely passing a
     # child's output on (nn.Sequential of blocks) is judged by that child instead.
-    dead = [i.name for i in infos if i.map_shape is not None and i.on_path is False and i.same_as is None and i.varies]
+    dead = [
+        i.name
+        for i in infos
+        if i.map_shape is not None and i.on_path is False and i.same_as is None and i.varies and not i.passed_on
+    ]
 
     def inside_dead(name: str) -> bool:
         return any(name.startswith(d + ".") for d in dead)

@@ -208,7 +208,8 @@ def plausible_grid(grid: Sequence[int], image: Sequence[int]) -> bool:
     Each side ``g`` of an image side ``S`` allows the strides ``s`` with
     ``g - 1 <= S / s <= g + BORDER_CELLS + BORDER_FRACTION * g`` (rounding up by
     padding, or losing border cells to unpadded convolutions); the grid is
-    plausible when one stride of at least 1/2 fits every side. A 7x7 map of a
+    plausible when one stride of at least 1 fits every side (a map no larger
+    than the image, give or take its border cells). A 7x7 map of a
     224x224 image is (stride 32), and so is 13x19 of 400x600 (32, padded); the
     50x40 "map" that a ``(N, heads, tokens, head_dim)`` attention tensor would
     read as for a 224x224 image is not.
@@ -219,7 +220,7 @@ def plausible_grid(grid: Sequence[int], image: Sequence[int]) -> bool:
     """
     if len(grid) != len(image):
         return False
-    low, high = 0.5, float("inf")
+    low, high = 1.0, float("inf")
     for g, size in zip(grid, image, strict=True):
         low = max(low, size / (g + BORDER_CELLS + BORDER_FRACTION * g))
         high = min(high, size / max(g - 1, 0.5))
