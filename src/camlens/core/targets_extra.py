@@ -84,16 +84,29 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
 
 
-def detection_output(boxes: str = "boxes", scores: str = "logits") -> Any:
+def detection_output(
+    boxes: str = "boxes", scores: str = "logits", labels: str | None = None, num_classes: int | None = None
+) -> Any:
     """An ``output=`` callable packing a detector's boxes and class scores into one ``(N, M, 4 + K)`` tensor.
 
     Args:
         boxes: the key (or attribute) of the ``(N, M, 4)`` boxes, (x1, y1, x2, y2).
         scores: the key of the ``(N, M, K)`` class scores (or ``(N, M)`` for one class).
+        labels: the key of the ``(M,)`` class labels of detectors that return
+            one score per box with its label (torchvision: ``boxes``,
+            ``labels``, ``scores``); each box's score is put in its label's
+            column of K = ``num_classes`` columns, the others 0.
+        num_classes: K, needed with ``labels`` (torchvision's COCO detectors: 91).
 
     Handles a dict (or object) of batched tensors, and a list of per-image
     dicts with differing M (torchvision style), padded with empty boxes of score 0.
+
+    Example (a torchvision detector):
+        ``output=detection_output(boxes="boxes", scores="scores", labels="labels", num_classes=91)``
     """
+    if labels is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise TargetError(f"detection_output(labels={labels!r}) needs num_classes=K, the number of classes; "
+                          f"got num_classes={num_classes!r}")
 
     def get(o: Any, key: str) -> Tensor:
         v = o[key] if isinstance(o, Mapping) else getattr(o, key, None)
@@ -103,6 +116,11 @@ def detection_output(boxes: str = "boxes", scores: str = "logits") -> Any:
 
     def pack_one(o: Any) -> Tensor:
         b, s = get(o, boxes), get(o, scores)
+        if labels is not None:
+            lab = get(o, labels).long()
+            if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= int(num_classes or 0)):
+                raise TargetError(f"detection labels reach {int(lab.max())}, beyond num_classes={num_classes}")
+            s = torch.nn.functional.one_hot(lab, int(num_classes or 0)).to(s.dtype) * s.unsqueeze(-1)
         s = s.unsqueeze(-1) if s.ndim == b.ndim - 1 else s
         return torch.cat([b.to(s.dtype), s], dim=-1)
 
@@ -134,12 +152,15 @@ class DetectionTarget:
             in the coordinates the model predicts in.
         labels: ``(G,)`` or ``(N, G)`` class indices, or ``None``.
         iou_threshold: the least IoU for a match.
+        same_label: only predicted boxes with a non-zero score for the given
+            box's label can match (detectors that label each box, packed by
+            ``detection_output(labels=...)``: a box of another class has 0 there).
 
     A given box with no match adds 0 (its map is then all zeros).
     """
 
     def __init__(self, boxes: Tensor | Sequence[Sequence[float]], labels: Tensor | Sequence[int] | None = None,
-                 iou_threshold: float = 0.5) -> None:
+                 iou_threshold: float = 0.5, same_label: bool = False) -> None:
         b = torch.as_tensor(boxes, dtype=torch.float32) if not isinstance(boxes, Tensor) else boxes
         if b.ndim not in (2, 3) or b.shape[-1] != 4:
             raise TargetError(f"DetectionTarget boxes must be (G, 4) or (N, G, 4), got shape {tuple(b.shape)}")
@@ -150,7 +171,9 @@ class DetectionTarget:
             raise TargetError(
                 f"DetectionTarget labels have shape {tuple(lab.shape)}, expected {tuple(b.shape[:-1])} (one per box)"
             )
-        self.boxes, self.labels, self.iou_threshold = b, lab, float(iou_threshold)
+        if same_label and lab is None:
+            raise TargetError("DetectionTarget(same_label=True) needs labels, one per given box")
+        self.boxes, self.labels, self.iou_threshold, self.same_label = b, lab, float(iou_threshold), same_label
 
     def __call__(self, packed: Tensor) -> Tensor:
         if packed.ndim != 3 or packed.shape[-1] < 5:
@@ -165,18 +188,20 @@ class DetectionTarget:
         if given.shape[0] != n:
             raise TargetError(f"DetectionTarget has boxes for {given.shape[0]} images but the batch has {n}")
         iou = box_iou(pred_boxes.detach(), given)  # (N, M, G)
-        best_iou, best = iou.max(dim=1)  # (N, G)
-        matched = best_iou >= self.iou_threshold
-        idx = best.unsqueeze(-1).expand(n, best.shape[1], cls.shape[-1])
-        cls_best = cls.gather(1, idx)  # (N, G, K)
-        if self.labels is None:
-            picked = cls_best.amax(dim=-1)
-        else:
+        lab = None
+        if self.labels is not None:
             lab = self.labels.to(packed.device)
             lab = lab.expand(n, -1) if lab.ndim == 1 else lab
             if int(lab.max()) >= cls.shape[-1] or int(lab.min()) < 0:
                 raise TargetError(f"DetectionTarget labels must be in 0..{cls.shape[-1] - 1}")
-            picked = cls_best.gather(2, lab.unsqueeze(-1)).squeeze(-1)
+            if self.same_label:  # a predicted box of another class cannot match: its IoU counts as -1
+                own = cls.detach().gather(2, lab.unsqueeze(1).expand(n, cls.shape[1], lab.shape[1])) != 0
+                iou = torch.where(own, iou, torch.full_like(iou, -1.0))
+        best_iou, best = iou.max(dim=1)  # (N, G)
+        matched = best_iou >= self.iou_threshold
+        idx = best.unsqueeze(-1).expand(n, best.shape[1], cls.shape[-1])
+        cls_best = cls.gather(1, idx)  # (N, G, K)
+        picked = cls_best.amax(dim=-1) if lab is None else cls_best.gather(2, lab.unsqueeze(-1)).squeeze(-1)
         return (picked * matched.to(picked.dtype)).sum(dim=1)
 
 

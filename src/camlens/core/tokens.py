@@ -10,23 +10,41 @@ extra tokens and move channels first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from torch import Tensor
 
 from camlens.errors import LayerShapeError
 
-__all__ = ["MAX_PREFIX_TOKENS", "auto_reshape", "channels_last_to_maps", "find_grid", "tokens_to_maps"]
+__all__ = [
+    "MAX_PREFIX_TOKENS",
+    "auto_reshape",
+    "channels_last_to_maps",
+    "find_grid",
+    "plausible_grid",
+    "tokens_to_maps",
+]
 
 #: the most extra tokens searched for before the patch grid (class + distillation + up to 8 registers).
 MAX_PREFIX_TOKENS = 10
 
 
-def _patch_for(size: Sequence[int], grid: Sequence[int], exact: bool = False) -> int | None:
-    """The smallest patch size P with ``size[i] // P == grid[i]`` for every i (and no remainder if ``exact``)."""
-    for p in range(1, min(size) + 1):
-        if all(s // p == g and (not exact or s % p == 0) for s, g in zip(size, grid, strict=True)):
+#: how a patch size P may tile an image side S into g patches: exactly, cropping the edge, or padding it.
+_TILINGS: dict[str, Callable[[int, int], int]] = {
+    "exact": lambda s, p: s // p if s % p == 0 else -1,
+    "crop": lambda s, p: s // p,  # the last partial patch is dropped (timm, torchvision)
+    # the image is padded to a multiple of P (Hugging Face Swin): only for strides made by halving,
+    # P = 2^k, or 49 tokens of a 32x32 image would read as a padded 7x7 grid of 5-pixel patches
+    "pad": lambda s, p: -(-s // p) if p & (p - 1) == 0 else -1,
+}
+
+
+def _patch_for(size: Sequence[int], grid: Sequence[int], tiling: str = "crop") -> int | None:
+    """The smallest patch size P that tiles ``size`` into ``grid`` the ``tiling`` way (see :data:`_TILINGS`)."""
+    rule = _TILINGS[tiling]
+    for p in range(1, max(size) + 1):
+        if all(rule(s, p) == g for s, g in zip(size, grid, strict=True)):
             return p
     return None
 
@@ -37,7 +55,10 @@ def find_grid(tokens: int, image_size: Sequence[int], max_prefix: int = MAX_PREF
     Searches the fewest extra tokens ``p`` (0 up to ``max_prefix``) such that
     ``tokens - p = h * w`` and one square patch size ``P`` tiles the image
     exactly, ``H = h P`` and ``W = w P``; only if none does, the same search
-    allows a remainder, ``H // P == h`` and ``W // P == w`` (cropped edges).
+    allows a remainder, ``H // P == h`` and ``W // P == w`` (cropped edges),
+    and then padding, ``ceil(H / P) == h`` and ``ceil(W / P) == w`` (Hugging
+    Face Swin pads a 400x600 image to 13x19 patches of 32 in its last stage;
+    padded patches are powers of two, the strides that halving makes).
     Exact tiling first keeps 1 class + 8 register tokens on a 32x32 image with
     8x8 patches (25 tokens) from being read as a 5x5 grid of 6-pixel patches.
 
@@ -64,11 +85,11 @@ def _find_grid(tokens: int, image_size: tuple[int, ...], max_prefix: int) -> tup
             f"{tuple(image_size)}; pass reshape=fn turning (N, T, C) into (N, C, *spatial)"
         )
     height, width = int(image_size[0]), int(image_size[1])
-    for exact in (True, False):
+    for tiling in _TILINGS:
         for prefix in range(0, min(max_prefix, tokens - 1) + 1):
             g = tokens - prefix
             for h in range(1, g + 1):
-                if g % h == 0 and _patch_for((height, width), (h, g // h), exact) is not None:
+                if g % h == 0 and _patch_for((height, width), (h, g // h), tiling) is not None:
                     return prefix, h, g // h
     raise LayerShapeError(
         f"cannot find a patch grid in {tokens} tokens for a {height}x{width} input "
@@ -126,7 +147,7 @@ def _fits(image_size: Sequence[int], grid: Sequence[int]) -> bool:
 @lru_cache(maxsize=1024)
 def _fits_cached(image_size: tuple[int, ...], grid: tuple[int, ...]) -> bool:
     """Cached :func:`_patch_for` test: it runs on every 4-D layer output of every call, a loop over patch sizes."""
-    return _patch_for(image_size, grid) is not None
+    return any(_patch_for(image_size, grid, tiling) is not None for tiling in ("crop", "pad"))
 
 
 def auto_reshape(t: Tensor, input_shape: Sequence[int]) -> Tensor:
@@ -174,3 +195,33 @@ def _could_be_maps(image: Sequence[int], hw: Sequence[int]) -> bool:
         return False
     r = (h / w) / (big_h / big_w)
     return max(r, 1 / r) <= ASPECT_SLACK
+
+
+#: how many cells a side may lose to unpadded convolutions and pooling, on top of a fraction of the side.
+BORDER_CELLS = 2
+BORDER_FRACTION = 0.15
+
+
+def plausible_grid(grid: Sequence[int], image: Sequence[int]) -> bool:
+    """Whether ``grid`` (a map's spatial size) can be the image's spatial size shrunk by one common stride.
+
+    Each side ``g`` of an image side ``S`` allows the strides ``s`` with
+    ``g - 1 <= S / s <= g + BORDER_CELLS + BORDER_FRACTION * g`` (rounding up by
+    padding, or losing border cells to unpadded convolutions); the grid is
+    plausible when one stride of at least 1 fits every side (a map no larger
+    than the image, give or take its border cells). A 7x7 map of a
+    224x224 image is (stride 32), and so is 13x19 of 400x600 (32, padded); the
+    50x40 "map" that a ``(N, heads, tokens, head_dim)`` attention tensor would
+    read as for a 224x224 image is not.
+
+    Example:
+        >>> plausible_grid((7, 7), (224, 224)), plausible_grid((50, 40), (224, 224))
+        (True, False)
+    """
+    if len(grid) != len(image):
+        return False
+    low, high = 1.0, float("inf")
+    for g, size in zip(grid, image, strict=True):
+        low = max(low, size / (g + BORDER_CELLS + BORDER_FRACTION * g))
+        high = min(high, size / max(g - 1, 0.5))
+    return low <= high

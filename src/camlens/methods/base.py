@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from camlens.core.capture import capture, target_gradients
+from camlens.core.inputs import check_image_batch
 from camlens.core.layers import LayerSpec, resolve_layers
 from camlens.core.ops import FUSIONS, fuse, minmax_normalize, upsample
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
@@ -348,8 +349,9 @@ def check_input(model: nn.Module, x: Tensor) -> None:
     Raises:
         InputError: ``x`` is not a tensor, is an inference tensor, is on
             another device than ``model``, either of them is on the meta device
-            (shapes without data), or some images hold NaN or infinite values
-            (named by their index in the batch).
+            (shapes without data), does not fit the model's first convolution
+            (:func:`camlens.core.inputs.check_image_batch`), or some images hold
+            NaN or infinite values (named by their index in the batch).
     """
     if not isinstance(x, Tensor):
         raise InputError(f"x must be a torch.Tensor batch (N, C, H, W), got {type(x).__name__}")
@@ -375,6 +377,7 @@ def check_input(model: nn.Module, x: Tensor) -> None:
             f"move one of them, e.g. x.to({str(ref.device)!r})"
         )
     _check_finite(x)
+    check_image_batch(model, x)  # integer pixels, no batch dimension, grayscale or channels-last images
 
 
 def _check_finite(x: Tensor) -> None:
