@@ -58,6 +58,7 @@ from camlens.methods import (
     get_method,
 )
 from camlens.preprocess import Geometry, Preprocess
+from camlens.sources import load_model
 from camlens.viz.figures import overlay
 
 __all__ = [
@@ -110,6 +111,7 @@ __all__ = [
     "explain_dataset",
     "get_method",
     "list_layers",
+    "load_model",
     "open_results",
     "overlay",
 ]

@@ -166,14 +166,18 @@ def audit(
 
 
 def _paths(res: Results, c: Collected) -> list[str | None] | None:
-    """Each item's file, when the results keep them (``results.paths``: a list, or a method returning one);
-    ``None`` when they do not (datasets of tensors, such as Fashion-MNIST, have none)."""
-    paths = getattr(res, "paths", None)
-    if callable(paths):
-        paths = paths()
-    if not isinstance(paths, (list, tuple)) or len(paths) != len(res):
+    """Each audited item's file, relative to the data folder, when the results keep them (explain-dataset on
+    an image folder); ``None`` when they do not (datasets of tensors, such as Fashion-MNIST, have none)."""
+    n_shards = -(-len(res) // res.shard_size)
+    paths: list[str | None] = []
+    for k in range(n_shards):
+        names = res.paths(k)
+        if names is None:
+            return None
+        paths += names
+    if len(paths) != len(res):
         return None
-    return [None if paths[i] is None else str(paths[i]) for i in c.ids.tolist()]
+    return [paths[i] for i in c.ids.tolist()]
 
 
 def _class_names(res: Results) -> dict[int, str]:
