@@ -91,14 +91,28 @@ def _open_data(data: Any, results: Results) -> tuple[Any | None, str]:
         from camlens.sources import load_dataset
 
         try:
-            return load_dataset(str(spec))[0], f"read from {spec!r}, the data the results name"
+            return _as_explained(load_dataset(str(spec))[0], results), f"read from {spec!r}, the data the results name"
         except Exception as e:
             return None, f"not read: the data the results name ({spec!r}) could not be opened ({e})"
     if isinstance(data, (str, Path)):
         from camlens.sources import load_dataset
 
-        return load_dataset(str(data))[0], f"read from {str(data)!r}"
+        return _as_explained(load_dataset(str(data))[0], results), f"read from {str(data)!r}"
     return data, f"read from the dataset given ({type(data).__name__})"
+
+
+def _as_explained(ds: Any, results: Results) -> Any:
+    """An image folder read as the run read it: the recorded resize, crop and channels (not the
+    normalization: the audit looks at the pictures), so its images line up with the maps."""
+    from dataclasses import replace
+
+    from camlens.preprocess import Preprocess
+    from camlens.sources import ImageFolder
+
+    recorded = results.config.get("preprocess")
+    if isinstance(ds, ImageFolder) and ds.preprocess is None and isinstance(recorded, dict):
+        ds.preprocess = replace(Preprocess.from_dict(recorded), mean=None, std=None)
+    return ds
 
 
 def audit(
