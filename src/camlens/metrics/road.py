@@ -157,7 +157,9 @@ def road_noise(
     return torch.randn(n, 2 * k, c, h, w, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def road_images(x: Tensor, rank: Tensor, counts: Tensor, noise: float, eps: Tensor) -> Tensor:
+def road_images(
+    x: Tensor, rank: Tensor, counts: Tensor, noise: float, eps: Tensor, budget: int = 256 * 2**20
+) -> Tensor:
     """The imputed images of ROAD's curves: ``(N*2P, C, H, W)``, per image MoRF at each count, then LeRF.
 
     Args:
@@ -166,6 +168,7 @@ def road_images(x: Tensor, rank: Tensor, counts: Tensor, noise: float, eps: Tens
         counts: ``(P,)`` removed pixels per fraction (:func:`road_counts`).
         noise: standard deviation of the noise added to imputed pixels.
         eps: ``(N, 2P, C, H, W)`` standard normal noise (:func:`road_noise`).
+        budget: bytes of imputation work at once (:func:`noisy_linear_impute`).
     """
     n, c, h, w = x.shape
     hw, k = h * w, counts.numel()
@@ -174,7 +177,7 @@ def road_images(x: Tensor, rank: Tensor, counts: Tensor, noise: float, eps: Tens
     least = r >= (hw - counts).view(1, k, 1, 1)
     masks = torch.cat([most, least], dim=1).reshape(n * 2 * k, h, w)
     imgs = x.unsqueeze(1).expand(n, 2 * k, c, h, w).reshape(n * 2 * k, c, h, w)
-    filled = noisy_linear_impute(imgs, masks, noise=0.0)
+    filled = noisy_linear_impute(imgs, masks, noise=0.0, budget=budget)
     if noise:
         filled = filled + (noise * eps.reshape(filled.shape)).to(filled.dtype) * masks.unsqueeze(1).to(filled.dtype)
     return filled
@@ -204,7 +207,8 @@ def plan_road(
 
     def build(rows: slice) -> Tensor:
         return road_images(
-            x[rows].repeat(g, 1, 1, 1), flat[:, rows].flatten(0, 1), counts, noise, eps[rows].repeat(g, 1, 1, 1, 1)
+            x[rows].repeat(g, 1, 1, 1), flat[:, rows].flatten(0, 1), counts, noise, eps[rows].repeat(g, 1, 1, 1, 1),
+            runner.budget // 2,
         )
 
     probe = runner.add(build, g, 2 * k)
