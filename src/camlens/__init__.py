@@ -25,7 +25,7 @@ from camlens.errors import (
     LayerShapeError,
     TargetError,
 )
-from camlens.evaluation import Evaluation, evaluate
+from camlens.evaluation import Evaluation, evaluate, recommend
 from camlens.methods import (
     CAM,
     METHODS,
@@ -95,4 +95,5 @@ __all__ = [
     "list_layers",
     "open_results",
     "overlay",
+    "recommend",
 ]
