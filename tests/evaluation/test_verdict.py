@@ -40,7 +40,7 @@ def test_the_method_that_beats_every_baseline_is_recommended():
     })  # fmt: skip
     v = ev.verdict()
     assert v.recommended == ("hirescam", "l")
-    assert [r.entry for r in v.ranking][0] == "hirescam@l"
+    assert next(r.entry for r in v.ranking) == "hirescam@l"
     grad = next(r for r in v.ranking if r.entry == "gradcam@l")
     assert grad.against["random"] == {"deletion": "better", "insertion": "worse", "road": "worse"}
     assert not grad.beats_baselines and not grad.beats("random")
