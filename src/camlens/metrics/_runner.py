@@ -112,7 +112,8 @@ class ProbeRunner:
         widest = max((p.groups * p.width for p in self._probes), default=1)
         image_bytes = self.x[:1].numel() * self.x.element_size()
         fit = max(1, self.budget // max(1, 2 * widest * image_bytes))  # the built images and their batches
-        return max(1, min(self.chunk_images or n, fit, n))
+        steps = -(-n // 20)  # at least 20 chunks when there are that many images: progress to report
+        return max(1, min(self.chunk_images or n, fit, steps))
 
     def run(self, progress: Callable[[int], None] | None = None) -> None:
         """Build and score every planned image, a chunk of input images at a time.
