@@ -58,7 +58,7 @@ __all__ = [
     "road",
     "saliency_rank",
     "sanity_check",
-    "spearman",
     "sparseness",
+    "spearman",
     "ssim",
 ]
