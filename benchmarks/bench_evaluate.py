@@ -147,7 +147,7 @@ def _forward_floor(model: nn.Module, x: torch.Tensor, count: int, batch: int) ->
     return per_image * count, per_image
 
 
-def photo_bar(methods: list[str], layer: str, sanity: bool) -> None:
+def photo_bar(methods: list[str], layer: str, sanity: bool, n: int = 8) -> None:
     """Issue 12's bar: evaluate's wall time over the forward passes its metrics make, and peak memory."""
     import resource
 
@@ -164,7 +164,7 @@ def photo_bar(methods: list[str], layer: str, sanity: bool) -> None:
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
-    x = _photos()
+    x = _photos(n)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ev, total = harness.timed(lambda: evaluate(model, x, methods=methods, layers=[layer], seeds=(0,), sanity=sanity))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -220,7 +220,8 @@ def main() -> None:
     args = ap.parse_args()
     threads = harness.set_threads(args.threads)
     if args.photos:
-        photo_bar(args.methods or ["gradcam", "hirescam"], "layer4", not args.no_sanity)
+        n = 8 if args.n_images == 500 else args.n_images  # the bar's 8 photos unless --n-images says otherwise
+        photo_bar(args.methods or ["gradcam", "hirescam"], "layer4", not args.no_sanity, n)
         return
 
     ckpt = Path(args.checkpoint)
