@@ -137,3 +137,13 @@ def test_cli_takes_data_as_an_argument_and_ends_with_the_verdict(tmp_path, capsy
     page = (out / "evaluation.html").read_text()
     assert "camlens evaluation of " in page and "build_convnet" in page and 'class="verdict' in page
     assert page.index("Verdict:") < page.index("Deletion AUC")
+
+
+def test_progress_bars_over_methods_images_and_sanity_checks(capsys):
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    evaluate(no_pool_model(), x, methods=["gradcam"], layers=["1"], steps=2, road_percentages=(0.5,), n_boot=50,
+             sanity_images=2, progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    assert "maps (methods)" in err and "1/1" in err
+    assert "metrics, seed 0 (images)" in err and "5/5" in err
+    assert "sanity checks" in err and "2/2" in err  # one method x two modes x one seed
