@@ -115,7 +115,8 @@ class Verdict:
                     "do not read these maps as the model's reasons.")  # fmt: skip
         method, layer = self.recommended
         return (f"For {model}, use {method} at {layer}: it beats every model-free baseline "
-                f"({', '.join(self.baselines)}) on deletion, insertion and ROAD, and ranks best among those that do.")
+                f"({', '.join(self.baselines)}; better on deletion, insertion or ROAD and worse on none) "
+                "and ranks best among the methods that do.")
 
     def setting_line(self) -> str:
         """What was scored: model, data, images, seeds and settings, in one line."""
