@@ -11,9 +11,9 @@ The hierarchy is algebraic in its coarse operators: grids halve (vertex
 centred, ``n -> n // 2 + 1``), prolongation ``P`` is bilinear and masked to
 the active unknowns of the finer grid, restriction is ``P^T`` and every coarse
 operator is the Galerkin product ``P^T A P`` (a 9-point stencil again, read off
-by probing with nine colourings). Smoothing is damped Jacobi, the same number
-of sweeps before and after, and the coarsest grid (at most 5x5) is solved
-directly, so the V-cycle is a symmetric positive definite preconditioner and
+by probing with nine colourings). Smoothing is damped Jacobi on the fine grid
+and l1-Jacobi on the coarse ones, the same number of sweeps before and after,
+and the coarsest grid (at most 5x5) is solved directly, so the V-cycle is a symmetric positive definite preconditioner and
 CG converges for every mask with a known pixel.
 """
 
@@ -84,7 +84,7 @@ def _restrict(r: Tensor, coarse: tuple[int, int], k: Tensor) -> Tensor:
 class _Level:
     stencil: Tensor  # (B, 9, h, w); inactive unknowns have diagonal 1 and no couplings
     active: Tensor  # (B, 1, h, w) 1.0 where the unknown is coupled
-    inv_diag: Tensor  # (B, 1, h, w) omega / diagonal
+    inv_diag: Tensor  # (B, 1, h, w) the l1-Jacobi smoother: 1 / sum_j |a_ij|
 
 
 @dataclass
@@ -123,7 +123,9 @@ def _make_level(stencil: Tensor) -> _Level:
     active = (diag > 0).to(stencil.dtype)
     stencil = stencil * active
     stencil[:, 4:5] = torch.where(diag > 0, diag, torch.ones_like(diag))
-    return _Level(stencil, active, _OMEGA / stencil[:, 4:5])
+    # l1-Jacobi, 1 / sum_j |a_ij|: convergent for any symmetric positive definite operator (2 M - A is
+    # diagonally dominant), where a damped Jacobi step can overshoot on a Galerkin operator's spectrum
+    return _Level(stencil, active, 1.0 / stencil.abs().sum(dim=1, keepdim=True))
 
 
 def _dense(stencil: Tensor) -> Tensor:
