@@ -13,8 +13,9 @@ the active unknowns of the finer grid, restriction is ``P^T`` and every coarse
 operator is the Galerkin product ``P^T A P`` (a 9-point stencil again, read off
 by probing with nine colourings). Smoothing is damped Jacobi on the fine grid
 and l1-Jacobi on the coarse ones, the same number of sweeps before and after,
-and the coarsest grid (at most 5x5) is solved directly, so the V-cycle is a symmetric positive definite preconditioner and
-CG converges for every mask with a known pixel.
+and the coarsest grid (at most 5x5) is solved directly, so the V-cycle is a
+symmetric positive definite preconditioner and CG converges for every mask
+with a known pixel.
 """
 
 from __future__ import annotations
