@@ -9,6 +9,16 @@ the final linear layer).
     PYTHONPATH=src python benchmarks/bench_evaluate.py --threads 2
     PYTHONPATH=src python benchmarks/bench_evaluate.py --seeds 0 --n-images 500   # the timing bar, one seed
     PYTHONPATH=src python benchmarks/bench_evaluate.py --compare 3 --n-images 100  # metric phase before/after
+    PYTHONPATH=src python benchmarks/bench_evaluate.py --photos   # issue 12's bar: ResNet-18, 8 photos at 224x224
+
+``--photos`` evaluates a ResNet-18 (torchvision, random weights) on 8 RGB
+224x224 photos (scikit-image's sample images), Grad-CAM and HiResCAM at
+``layer4``, one seed, the default metrics and sanity checks, and in the same
+run times the floor: the forward passes the faithfulness metrics make (counted
+from the same plans, timed as batches of the runner's size) and the
+forward+backward passes of the sanity checks (one explainer call per
+randomization step, timed on the unmodified model). It prints evaluate's wall
+time over the floor and the peak resident memory (``resource.getrusage``).
 
 The before/after comparison runs through benchmarks/harness.py: interleaved,
 order alternating, each phase timed once per round.
@@ -106,6 +116,90 @@ def compare(ckpt: Path, n_images: int, reps: int, steps: int) -> None:
           f"before {med['before']:.2f} s, after {med['after']:.2f} s, speed-up {med['before'] / med['after']:.2f}x")
 
 
+def _photos(n: int = 8, size: int = 224) -> torch.Tensor:
+    """``n`` RGB photos from scikit-image, resized to ``size`` x ``size``, ImageNet-normalized."""
+    import skimage.data as sk
+    import torch.nn.functional as F
+
+    names = ["astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "retina", "colorwheel"]
+    out = []
+    for name in (names * n)[:n]:
+        img = torch.from_numpy(getattr(sk, name)()[..., :3].copy()).permute(2, 0, 1).float()[None] / 255
+        out.append(F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    x = torch.cat(out)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _forward_floor(model: nn.Module, x: torch.Tensor, count: int, batch: int) -> tuple[float, float]:
+    """Seconds for ``count`` forward passes (channels-last, as the runner feeds them) timed on 2 full batches."""
+    net = __import__("copy").deepcopy(model).to(memory_format=torch.channels_last)
+    imgs = x.repeat((batch + len(x) - 1) // len(x), 1, 1, 1)[:batch].contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        net(imgs[:2])
+        for _ in range(2):
+            t0 = time.perf_counter()
+            net(imgs)
+            times.append(time.perf_counter() - t0)
+    per_image = min(times) / batch
+    return per_image * count, per_image
+
+
+def photo_bar(methods: list[str], layer: str, sanity: bool, n: int = 8) -> None:
+    """Issue 12's bar: evaluate's wall time over the forward passes its metrics make, and peak memory."""
+    import resource
+
+    import torchvision
+
+    from camlens.evaluation import evaluate
+    from camlens.evaluation.run import _forward_batch, collect_maps
+    from camlens.metrics import BASELINES, make_baseline
+    from camlens.metrics._runner import DEFAULT_BUDGET, ProbeRunner
+    from camlens.metrics.confidence import plan_confidence
+    from camlens.metrics.perturbation import plan_curves
+    from camlens.metrics.road import plan_road
+    from camlens.metrics.sanity import layers_from_top
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = _photos(n)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ev, total = harness.timed(lambda: evaluate(model, x, methods=methods, layers=[layer], seeds=(0,), sanity=sanity))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(ev.table())
+
+    # the floor: count the faithfulness passes from the same plans, on a runner that is planned and not run
+    maps, _ = collect_maps(model, x, methods, [layer], 8)
+    stacked = torch.stack([*maps.values(), *(BASELINES[b](x, 0) for b in BASELINES)])
+    planned = ProbeRunner(model, x, torch.zeros(len(x), dtype=torch.long))
+    ranks = saliency_rank(stacked, 0)
+    plan_curves(planned, x, make_baseline(x, "zero"), ranks, 16)
+    plan_curves(planned, make_baseline(x, "blur"), x, ranks, 16)
+    plan_road(planned, x, ranks, ROAD_PERCENTAGES, 0.01, 0)
+    plan_confidence(planned, x, stacked)
+    passes = planned.forward_passes + len(x)  # + the predicted class of each image
+    batch = ProbeRunner(model, x, torch.zeros(len(x), dtype=torch.long), budget=DEFAULT_BUDGET).batch_size
+    forward_s, per_image = _forward_floor(model, x, passes, batch)
+    sanity_calls, sanity_s = 0, 0.0
+    if sanity:
+        steps = len(layers_from_top(model, x[:1]))
+        sanity_calls = len(methods) * 2 * (steps + 1)  # two modes, one call on the model and one per randomized step
+        gc = GradCAM(model, layer)
+        gc(x)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            gc(x[: _forward_batch(x, 512, DEFAULT_BUDGET)])
+        sanity_s = (time.perf_counter() - t0) / 3 * sanity_calls
+    floor = forward_s + sanity_s
+    print(f"\nBAR photos: evaluate {total:.1f} s (timings {', '.join(f'{k} {v:.1f}' for k, v in ev.timings.items())})")
+    print(f"  floor {floor:.1f} s = {passes} forward passes x {per_image * 1000:.1f} ms ({forward_s:.1f} s, "
+          f"batch {batch}) + {sanity_calls} sanity explainer calls on {len(x)} images ({sanity_s:.1f} s)")
+    print(f"  evaluate / floor = {total / floor:.2f} (bar: at most 3); peak RSS {rss:.0f} MiB "
+          f"(before evaluate {rss0:.0f} MiB; bar: under 2048 MiB); {torch.get_num_threads()} threads")
+
+
 def main() -> None:
     ap = harness.parser(__doc__, rounds=3)
     ap.set_defaults(threads=2)
@@ -122,8 +216,13 @@ def main() -> None:
     ap.add_argument("--compare", type=int, nargs="?", const=0, default=None, metavar="REPS",
                     help="instead: time the metric phase before/after batching on --n-images, "
                          "REPS interleaved rounds (default --rounds)")  # fmt: skip
+    ap.add_argument("--photos", action="store_true", help="instead: issue 12's ResNet-18 bar on 8 photos")
     args = ap.parse_args()
     threads = harness.set_threads(args.threads)
+    if args.photos:
+        n = 8 if args.n_images == 500 else args.n_images  # the bar's 8 photos unless --n-images says otherwise
+        photo_bar(args.methods or ["gradcam", "hirescam"], "layer4", not args.no_sanity, n)
+        return
 
     ckpt = Path(args.checkpoint)
     if not (ckpt / "meta.json").is_file():

@@ -26,7 +26,7 @@ from camlens.errors import (
     LayerShapeError,
     TargetError,
 )
-from camlens.evaluation import Evaluation, evaluate
+from camlens.evaluation import Evaluation, evaluate, recommend
 from camlens.methods import (
     CAM,
     METHODS,
@@ -114,4 +114,5 @@ __all__ = [
     "load_model",
     "open_results",
     "overlay",
+    "recommend",
 ]

@@ -73,6 +73,7 @@ def write_report(
         The path.
     """
     from camlens._util.files import atomic_write_text
+    from camlens.evaluation.render import PAGE_STYLE
     from camlens.viz import html as h
     from camlens.viz.figures import figure_bytes
 
@@ -87,6 +88,7 @@ def write_report(
                   h.image(figure_bytes(per_class_figure(per_class, class_names)), "per-class accuracy")),
         h.section("Where the model looks (Grad-CAM)", *(h.figure(png, caption) for caption, png in figures)),
         *sections,
+        style=PAGE_STYLE,  # the evaluation page's stylesheet: the verdict at the head of the evaluation section
     )
     path = Path(path)
     atomic_write_text(path, text)

@@ -24,6 +24,7 @@ __all__ = [
     "sanity_figure",
     "save_figures",
     "text_table",
+    "verdict_block",
     "write_json",
 ]
 
@@ -46,9 +47,26 @@ def _difference(r: dict[str, Any]) -> str:
     return f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] {r['verdict']}"
 
 
+#: the standalone page's stylesheet, on top of :data:`camlens.viz.html.STYLE` (a constant; nothing is interpolated).
+PAGE_STYLE = h.STYLE + (
+    "body{max-width:1200px;padding:0 1em;line-height:1.45}h1{font-size:1.6em;border-bottom:2px solid #335}"
+    "h2{color:#335;margin-top:1.6em}h3{color:#446}"
+    "table{font-size:.88em;font-variant-numeric:tabular-nums}th{background:#eef0f6;text-align:center}"
+    "tr:nth-child(even) td{background:#f8f8fb}"
+    ".verdict{border-left:6px solid #2a7;background:#effaf3;padding:.6em 1em;margin:1em 0}"
+    ".verdict.none{border-left-color:#c63;background:#fdf3ee}.verdict p{margin:.3em 0}"
+    ".verdict ol{margin:.3em 0 .3em 1.2em;padding:0}.scored{color:#555;font-size:.9em}"
+    "figcaption{color:#555;font-size:.9em}"
+)
+
+
+def _shown(ev: Evaluation) -> list[str]:
+    return [m for m in SHOWN if m in ev.metrics]
+
+
 def _summary_rows(ev: Evaluation) -> list[list[str]]:
     summary = {(r["entry"], r["metric"]): r for r in ev.summary()}
-    return [[e, *(_interval(summary[(e, m)]) for m in SHOWN)] for e in ev.entries]
+    return [[e, *(_interval(summary[(e, m)]) for m in _shown(ev))] for e in ev.entries]
 
 
 def _comparison_rows(ev: Evaluation) -> list[list[str]]:
@@ -67,7 +85,7 @@ def format_rows(head: list[str], rows: list[list[str]]) -> str:
 
 def text_table(ev: Evaluation) -> str:
     """The plain-text report: metrics per entry, differences against the random map, sanity checks."""
-    head = ["entry"] + [METRICS[m][0] + (" ^" if METRICS[m][1] else " v") for m in SHOWN]
+    head = ["entry"] + [METRICS[m][0] + (" ^" if METRICS[m][1] else " v") for m in _shown(ev)]
     first = (f"{ev.n_images} images x {len(ev.config['seeds'])} seed(s); "
              "mean [95% bootstrap interval]; ^ higher is better, v lower is better")
     out = [first]
@@ -84,6 +102,7 @@ def text_table(ev: Evaluation) -> str:
         ]
         out.append(format_rows(["entry", "mode", "randomized", "Spearman", "Spearman |.|", "SSIM"], rows))
     out.append("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in ev.timings.items()))
+    out.append("\n" + ev.verdict().text())
     return "\n".join(out)
 
 
@@ -171,15 +190,31 @@ def save_figures(ev: Evaluation, folder: str | Path) -> list[Path]:
     return paths
 
 
+def verdict_block(ev: Evaluation) -> h.Element:
+    """The verdict as HTML: the headline, what was scored, the ranking and the skipped methods."""
+    v = ev.verdict()
+    cls = "verdict" if v.recommended is not None else "verdict none"
+    return h.element(
+        "div",
+        h.paragraph(h.element("strong", "Verdict: "), v.headline),
+        h.element("p", "Scored: " + v.setting_line(), class_="scored"),
+        h.element("ol", *(h.element("li", line.split(". ", 1)[1]) for line in v.lines() if line[0].isdigit())),
+        *(h.paragraph(f"Skipped {m}: {why}") for m, why in v.skipped),
+        class_=cls,
+    )
+
+
 def html_section(ev: Evaluation, *, figures: bool = True) -> h.Element:
-    """The report's ``<section class="camlens-evaluation">``: the tables, the figures (embedded), a caveat."""
+    """The report's ``<section class="camlens-evaluation">``: the verdict, the tables, the figures, a caveat."""
     parts: list[h.Node] = [
+        verdict_block(ev),
         h.paragraph(
             f"{ev.n_images} test images, {len(ev.config['seeds'])} seed(s); mean and 95\u00a0% bootstrap interval "
             "over images. \u2191 higher is better, \u2193 lower is better. Baselines (random, intensity, edge) "
             "know nothing of the model: a method should beat them."
         ),
-        h.table(["entry", *(f"{METRICS[m][0]} {'↑' if METRICS[m][1] else '↓'}" for m in SHOWN)], _summary_rows(ev)),
+        h.table(["entry", *(f"{METRICS[m][0]} {'↑' if METRICS[m][1] else '↓'}" for m in _shown(ev))],
+                _summary_rows(ev)),
     ]
     if "random" in ev.values:
         parts.append(h.heading("Against the random map (paired differences)", 3))
@@ -190,6 +225,9 @@ def html_section(ev: Evaluation, *, figures: bool = True) -> h.Element:
     return h.section("Is the map right? Faithfulness and sanity", *parts, class_="camlens-evaluation")
 
 
-def html_page(ev: Evaluation, title: str = "camlens evaluation") -> str:
-    """A whole self-contained HTML page holding :func:`html_section`."""
-    return h.page(title, html_section(ev))
+def html_page(ev: Evaluation, title: str | None = None) -> str:
+    """A whole self-contained, styled HTML page holding :func:`html_section`; the title names the model scored."""
+    if title is None:
+        model = ev.config.get("model") or ev.config.get("model_name") or "a model"
+        title = f"camlens evaluation of {model}"
+    return h.page(title, html_section(ev), style=PAGE_STYLE)

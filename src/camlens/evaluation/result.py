@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from camlens.errors import InputError
+
+if TYPE_CHECKING:
+    from camlens.evaluation.verdict import Verdict
 
 __all__ = ["COMPARED", "METRICS", "SANITY_STATS", "Evaluation", "bootstrap_ci"]
 
@@ -89,6 +92,11 @@ class Evaluation:
     # ---- statistics ------------------------------------------------------------------------
 
     @property
+    def metrics(self) -> list[str]:
+        """The metrics scored, in :data:`METRICS` order (the pointing game only when an object was known)."""
+        return [m for m in METRICS if m in self.values[self.entries[0]]]
+
+    @property
     def n_images(self) -> int:
         """How many images every entry was scored on."""
         return int(self.values[self.entries[0]]["deletion"].shape[1])
@@ -103,7 +111,7 @@ class Evaluation:
         """One row per entry and metric: mean and 95 % bootstrap interval over images (seeds averaged)."""
         rows = []
         for e in self.entries:
-            for m in METRICS:
+            for m in self.metrics:
                 v = self._per_image(e, m)
                 lo, hi = self._ci(v)
                 rows.append({"entry": e, "metric": m, "mean": float(v.mean()), "low": lo, "high": hi, "n": v.numel()})
@@ -124,7 +132,8 @@ class Evaluation:
         for e in self.entries:
             if e == reference:
                 continue
-            for m, (_, higher) in METRICS.items():
+            for m in self.metrics:
+                higher = METRICS[m][1]
                 d = self._per_image(e, m) - self._per_image(reference, m)
                 lo, hi = self._ci(d)
                 better = lo > 0 if higher else hi < 0
@@ -155,7 +164,8 @@ class Evaluation:
         }
         return {
             "config": self.config,
-            "metrics": {m: {"label": lab, "higher_is_better": hi} for m, (lab, hi) in METRICS.items()},
+            "verdict": self.verdict().to_dict(),
+            "metrics": {m: {"label": METRICS[m][0], "higher_is_better": METRICS[m][1]} for m in self.metrics},
             "summary": self.summary(),
             "vs_random": self.comparisons("random") if "random" in self.values else [],
             "per_seed_means": per_seed,
@@ -169,6 +179,12 @@ class Evaluation:
         }
 
     # ---- output: thin calls into camlens.evaluation.render ------------------------------------
+
+    def verdict(self) -> Verdict:
+        """Which method to use for this model, or that none beats the baselines (:mod:`camlens.evaluation.verdict`)."""
+        from camlens.evaluation.verdict import verdict
+
+        return verdict(self)
 
     def table(self) -> str:
         """The plain-text report (:func:`camlens.evaluation.render.text_table`)."""

@@ -10,15 +10,16 @@ returns an :class:`~camlens.evaluation.result.Evaluation`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from camlens.errors import InputError
-from camlens.evaluation.result import METRICS, SANITY_STATS, Evaluation
+from camlens._util.progress import progress_bar
+from camlens.errors import CamlensError, InputError
+from camlens.evaluation.result import SANITY_STATS, Evaluation
 from camlens.methods import METHODS, get_method
 from camlens.metrics import (
     BASELINES,
@@ -31,6 +32,7 @@ from camlens.metrics import (
     object_mask,
     sanity_check,
 )
+from camlens.metrics._runner import DEFAULT_BUDGET
 from camlens.metrics.batched import faithfulness
 from camlens.metrics.perturbation import _pixel_counts
 from camlens.metrics.sanity import image_map
@@ -48,6 +50,7 @@ class Scoring:
     road_percentages: Sequence[float] = ROAD_PERCENTAGES
     road_noise: float = 0.01
     batch_size: int = 512
+    budget: int = DEFAULT_BUDGET
 
 
 def default_layers(model: nn.Module, x: Tensor, batch_size: int) -> list[str]:
@@ -78,10 +81,23 @@ def _method_maps(model: nn.Module, x: Tensor, method: str, layers: list[str], ba
     return {key: torch.cat(v) for key, v in out.items()}
 
 
+def _skip_reason(err: Exception) -> str:
+    """The first line of a method's error, as the one line the verdict shows for a skipped method."""
+    text = str(err.args[0]) if err.args else type(err).__name__
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def collect_maps(
-    model: nn.Module, x: Tensor, methods: Sequence[str], layers: list[str], batch_size: int
+    model: nn.Module, x: Tensor, methods: Sequence[str], layers: list[str], batch_size: int, *,
+    skipped: list[tuple[str, str]] | None = None, progress: bool = False,
 ) -> tuple[dict[str, Tensor], list[tuple[str, str]]]:
-    """Every method's maps at every layer.
+    """Every method's maps at every layer; a method that cannot apply to the model is skipped.
+
+    Args:
+        skipped: when given, a method whose construction or call raises a camlens error
+            (CAM without a linear head, a callable target, ...) is appended as
+            ``(method, one-line reason)`` and left out; when ``None`` the error propagates.
+        progress: show a bar over the methods.
 
     Returns:
         ``({"method@key": (N, H, W)}, [(method, key), ...])`` in entry order,
@@ -89,20 +105,35 @@ def collect_maps(
     """
     maps: dict[str, Tensor] = {}
     explained: list[tuple[str, str]] = []
+    bar = progress_bar(len(methods), "maps (methods)", enabled=progress)
     for m in methods:
-        for key, mp in _method_maps(model, x, m, layers, batch_size).items():
+        try:
+            got = _method_maps(model, x, m, layers, batch_size)
+        except CamlensError as err:
+            if skipped is None:
+                raise
+            skipped.append((m, _skip_reason(err)))
+            got = {}
+        for key, mp in got.items():
             maps[f"{m}@{key}"] = mp
             explained.append((m, key))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return maps, explained
 
 
 def score_seed(
-    model: nn.Module, x: Tensor, maps: dict[str, Tensor], mask: Tensor, seed: int, scoring: Scoring
+    model: nn.Module, x: Tensor, maps: dict[str, Tensor], mask: Tensor | None, seed: int, scoring: Scoring,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Tensor]], Tensor, Tensor]:
     """Every metric of every map for one seed, for the predicted class.
 
     Args:
-        maps: entry -> ``(N, H, W)`` map; mask: ``(N, H, W)`` object mask for the pointing game.
+        maps: entry -> ``(N, H, W)`` map; mask: ``(N, H, W)`` object mask for the pointing game
+            (``None``: no object is known and the pointing game is left out).
+        progress: called with the number of images finished (see :func:`~camlens.metrics.batched.faithfulness`).
 
     Returns:
         ``(values, curves, fractions, percentages)``: entry -> metric -> ``(N,)``;
@@ -111,7 +142,7 @@ def score_seed(
     classes, scores = faithfulness(
         model, x, maps, seed=seed, steps=scoring.steps, deletion_baseline=scoring.deletion_baseline,
         insertion_baseline=scoring.insertion_baseline, percentages=scoring.road_percentages,
-        noise=scoring.road_noise, batch_size=scoring.batch_size,
+        noise=scoring.road_noise, batch_size=scoring.batch_size, budget=scoring.budget, progress=progress,
     )  # fmt: skip
     hw = x.shape[2] * x.shape[3]
     fr = _pixel_counts(hw, scoring.steps, x.device).to(x.dtype) / hw
@@ -126,15 +157,16 @@ def score_seed(
         values[e] = {
             "deletion": dele.auc, "insertion": ins.auc, "road": rd.score, "road_morf": rd.morf_score,
             "road_lerf": rd.lerf_score, "average_drop": 100.0 * conf.drop, "increase": 100.0 * conf.increase,
-            "pointing": energy_pointing_game(maps[e], mask),
         }  # fmt: skip
+        if mask is not None:
+            values[e]["pointing"] = energy_pointing_game(maps[e], mask)
         curves[e] = {"deletion": dele.curves, "insertion": ins.curves, "road_morf": rd.morf, "road_lerf": rd.lerf}
     return values, curves, fr, qs
 
 
 def run_sanity(
     model: nn.Module, x: Tensor, explained: list[tuple[str, str]], layers: list[str], seeds: list[int],
-    modes: Sequence[str],
+    modes: Sequence[str], *, batch_size: int = 512, progress: bool = False,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """The randomization checks (Adebayo et al. 2018) of every explained ``(method, key)`` on ``x``.
 
@@ -143,14 +175,21 @@ def run_sanity(
     """
     order = layers_from_top(model, x[:1])
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    bar = progress_bar(len(explained) * len(modes) * len(seeds), "sanity checks", enabled=progress)
     for m, where in explained:
         layer = where if where in layers else layers[0]  # an input-sized map ignores the layer
         for mode in modes:
-            runs = [sanity_check(model, x, m, layer, mode=mode, layers=order, seed=s) for s in seeds]
+            runs = []
+            for s in seeds:
+                runs.append(sanity_check(model, x, m, layer, mode=mode, layers=order, seed=s, batch_size=batch_size))
+                if bar is not None:
+                    bar.update(1)
             out.setdefault(f"{m}@{where}", {})[mode] = {
                 "layers": runs[0].layers,
                 **{s: torch.stack([getattr(r, s) for r in runs]).cpu() for s in SANITY_STATS},
             }
+    if bar is not None:
+        bar.close()
     return out
 
 
@@ -174,11 +213,42 @@ def _check(model: nn.Module, x: Tensor, methods: list[str], baselines: Sequence[
         raise InputError("seeds=[] gives no run; pass at least one seed, e.g. seeds=(0,)")
 
 
+def resolve_objects(x: Tensor, objects: Tensor | str | None) -> tuple[Tensor | None, str]:
+    """The object masks of the pointing game and how they were found.
+
+    Args:
+        objects: ``(N, H, W)`` bool masks; ``"nonzero"`` (the nonzero pixels, :func:`camlens.metrics.object_mask`);
+            ``"auto"``: the nonzero pixels when every image has a background of exact zeros (a quarter of
+            its pixels or more, as Fashion-MNIST), else none; ``None``: no object known, no pointing game.
+
+    Returns:
+        ``(mask or None, description)``.
+
+    Raises:
+        InputError: a mask of the wrong shape, or an unknown string.
+    """
+    if objects is None:
+        return None, "none (no pointing game)"
+    if isinstance(objects, Tensor):
+        if objects.shape != (x.shape[0], *x.shape[2:]):
+            raise InputError(f"objects must be (N, H, W) = {(x.shape[0], *x.shape[2:])} masks, "
+                             f"got shape {tuple(objects.shape)}")  # fmt: skip
+        return objects.to(device=x.device, dtype=torch.bool), "given masks"
+    if objects == "nonzero":
+        return object_mask(x), "the nonzero pixels"
+    if objects == "auto":
+        zero_share = (x.abs().sum(dim=1) == 0).flatten(1).double().mean(dim=1)
+        if bool((zero_share >= 0.25).all()):
+            return object_mask(x), "the nonzero pixels (a zero background was found)"
+        return None, "none (no pointing game: no masks or boxes given and no zero background)"
+    raise InputError(f"objects={objects!r} must be (N, H, W) masks, 'nonzero', 'auto' or None")
+
+
 def _config(x: Tensor, scoring: Scoring, sanity_images: int, sanity_modes: Sequence[str]) -> dict[str, Any]:
     """The rest of an evaluation's recorded arguments, after methods, layers, seeds and baselines."""
     return {
-        "n_images": int(x.shape[0]), "steps": scoring.steps, "insertion_baseline": scoring.insertion_baseline,
-        "deletion_baseline": scoring.deletion_baseline,
+        "n_images": int(x.shape[0]), "image_size": list(x.shape[1:]), "steps": scoring.steps,
+        "insertion_baseline": scoring.insertion_baseline, "deletion_baseline": scoring.deletion_baseline,
         "road_percentages": [float(q) for q in scoring.road_percentages], "road_noise": scoring.road_noise,
         "sanity_images": min(sanity_images, int(x.shape[0])), "sanity_modes": list(sanity_modes),
         "target": "predicted class", "device": str(x.device),
@@ -187,21 +257,24 @@ def _config(x: Tensor, scoring: Scoring, sanity_images: int, sanity_modes: Seque
 
 def _score_all(
     model: nn.Module, x: Tensor, maps: dict[str, Tensor], entries: list[str], seeds: list[int], scoring: Scoring,
-    timings: dict[str, float],
+    timings: dict[str, float], mask: Tensor | None = None, progress: bool = False,
 ) -> tuple[dict[str, dict[str, Tensor]], dict[str, dict[str, Tensor]], Tensor, Tensor]:
     """Every seed's scores stacked ``(S, N)`` and the curves averaged over seeds and images; times in ``timings``."""
     t0 = time.perf_counter()
-    mask = object_mask(x)
-    values: dict[str, dict[str, list[Tensor]]] = {e: {k: [] for k in METRICS} for e in entries}
+    values: dict[str, dict[str, list[Tensor]]] = {e: {} for e in entries}
     sums: dict[str, dict[str, Any]] = {}
     fractions = percentages = torch.empty(0)
     for seed in seeds:
         t_seed = time.perf_counter()
         seed_maps = {e: maps[e] if e in maps else BASELINES[e](x, seed) for e in entries}
-        vals, curves, fractions, percentages = score_seed(model, x, seed_maps, mask, seed, scoring)
+        bar = progress_bar(x.shape[0], f"metrics, seed {seed} (images)", enabled=progress)
+        tick = bar.update if bar is not None else None
+        vals, curves, fractions, percentages = score_seed(model, x, seed_maps, mask, seed, scoring, tick)
+        if bar is not None:
+            bar.close()
         for e in entries:
             for k, t in vals[e].items():
-                values[e][k].append(t)
+                values[e].setdefault(k, []).append(t)
             acc = sums.setdefault(e, {})
             for k, t in curves[e].items():
                 acc[k] = acc.get(k, 0) + t.double().mean(dim=0) / len(seeds)
@@ -212,6 +285,12 @@ def _score_all(
     return stacked, means, fractions.cpu(), percentages.cpu()
 
 
+def _forward_batch(x: Tensor, batch_size: int, budget: int) -> int:
+    """Images per explainer call: ``batch_size``, fewer for large images (a backward pass keeps the activations)."""
+    image_bytes = x[:1].numel() * x.element_size()
+    return max(1, min(batch_size, budget // max(1, 64 * image_bytes)))
+
+
 def evaluate(
     model: nn.Module,
     x: Tensor,
@@ -220,27 +299,26 @@ def evaluate(
     layers: Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
     baselines: Sequence[str] = tuple(BASELINES),
-    steps: int = 16,
-    insertion_baseline: str = "blur",
-    deletion_baseline: str = "zero",
-    road_percentages: Sequence[float] = ROAD_PERCENTAGES,
-    road_noise: float = 0.01,
+    objects: Tensor | str | None = "auto",
     sanity: bool = True,
     sanity_images: int = 100,
     sanity_modes: Sequence[str] = ("cascading", "independent"),
-    batch_size: int = 512,
     n_boot: int = 2000,
+    progress: bool = False,
+    **scoring: Any,
 ) -> Evaluation:
     """Score methods at layers, beside model-free baselines, on images ``x``.
 
     For each seed, every entry (``method@layer`` and each baseline) gets the
     deletion and insertion AUC, ROAD, Average Drop and Increase in
-    Confidence, and the area-normalized energy pointing game (object = the
-    nonzero pixels), all for the class the model predicts. Seeds change the
+    Confidence, and, when an object is known (``objects``), the area-normalized
+    energy pointing game, all for the class the model predicts. Seeds change the
     random map, the tie-breaking order of equal saliencies, the ROAD noise and
     the re-initialization of the sanity checks; the images stay the same, so
     intervals are bootstrapped over images (seeds averaged per image) and
-    differences to the random map are paired per image.
+    differences to the baselines are paired per image. A method that cannot
+    apply to the model (CAM without a linear head, ...) is skipped, with its
+    reason in ``config["skipped"]``; :meth:`Evaluation.verdict` says which method to use.
 
     Args:
         model: a classifier in eval mode (it is not changed).
@@ -249,18 +327,20 @@ def evaluate(
         layers: layer names (default: the automatic choice, :func:`default_layers`).
         seeds: one or more seeds.
         baselines: names in :data:`camlens.metrics.BASELINES`.
-        steps: deletion/insertion steps.
-        insertion_baseline, deletion_baseline: see :func:`camlens.metrics.insertion` / ``deletion``.
-        road_percentages, road_noise: see :func:`camlens.metrics.road`.
+        objects: object masks for the pointing game (see :func:`resolve_objects`; default ``"auto"``).
         sanity, sanity_images, sanity_modes: run the randomization checks (``"cascading"`` and/or
             ``"independent"``) on the first ``sanity_images`` images.
-        batch_size: images per forward pass; n_boot: bootstrap resamples.
+        n_boot: bootstrap resamples; progress: show progress bars (maps, each seed's images, sanity checks).
+        **scoring: the fields of :class:`Scoring`: ``steps`` (16), ``insertion_baseline`` ("blur"),
+            ``deletion_baseline`` ("zero"), ``road_percentages``, ``road_noise`` (0.01), ``batch_size``
+            (512, images per forward pass, fewer for large images) and ``budget`` (bytes of perturbed images
+            held at once, 512 MiB; see :class:`camlens.metrics._runner.ProbeRunner`).
 
     Returns:
         An :class:`~camlens.evaluation.result.Evaluation`.
 
     Raises:
-        InputError: a model in training mode, unknown methods, layers or baselines, no seeds.
+        InputError: a model in training mode, unknown methods, layers, baselines or settings, no seeds.
         LayerNotUsedError: ``layers=None`` and no layer can be chosen automatically.
 
     Example:
@@ -275,19 +355,41 @@ def evaluate(
     methods = sorted(METHODS) if methods is None else list(methods)
     seeds = [int(s) for s in seeds]
     _check(model, x, methods, baselines, seeds)
-    layers = default_layers(model, x, batch_size) if layers is None else list(layers)
-    scoring = Scoring(steps, insertion_baseline, deletion_baseline, road_percentages, road_noise, batch_size)
+    try:
+        sc = Scoring(**scoring)
+    except TypeError:
+        raise InputError(
+            f"evaluate() got unknown settings {sorted(scoring)}; the settings are the fields of "
+            "camlens.evaluation.run.Scoring"
+        ) from None
+    layers = default_layers(model, x, sc.batch_size) if layers is None else list(layers)
+    mask, found = resolve_objects(x, objects)
     config = {"methods": methods, "layers": layers, "seeds": seeds, "baselines": list(baselines),
-              **_config(x, scoring, sanity_images if sanity else 0, sanity_modes if sanity else ())}
+              "model_name": type(model).__name__, "objects": found,
+              **_config(x, sc, sanity_images if sanity else 0, sanity_modes if sanity else ())}  # fmt: skip
+    return _run(model, x, methods, layers, seeds, list(baselines), sc, mask, config,
+                (sanity_images, list(sanity_modes)) if sanity else None, n_boot, progress)  # fmt: skip
+
+
+def _run(
+    model: nn.Module, x: Tensor, methods: list[str], layers: list[str], seeds: list[int], baselines: list[str],
+    sc: Scoring, mask: Tensor | None, config: dict[str, Any], sanity: tuple[int, list[str]] | None, n_boot: int,
+    progress: bool,
+) -> Evaluation:
+    """The phases of :func:`evaluate` after its checks: maps, metrics per seed, sanity checks."""
     t0 = time.perf_counter()
-    maps, explained = collect_maps(model, x, methods, layers, batch_size)
+    skipped: list[tuple[str, str]] = []
+    batch = _forward_batch(x, sc.batch_size, sc.budget)
+    maps, explained = collect_maps(model, x, methods, layers, batch, skipped=skipped, progress=progress)
+    config["skipped"] = skipped
     timings = {"maps": time.perf_counter() - t0}
-    entries = list(maps) + list(baselines)
-    values, curves, fractions, percentages = _score_all(model, x, maps, entries, seeds, scoring, timings)
+    entries = list(maps) + baselines
+    values, curves, fractions, percentages = _score_all(model, x, maps, entries, seeds, sc, timings, mask, progress)
     sanity_out: dict[str, dict[str, dict[str, Any]]] = {}
-    if sanity:
+    if sanity is not None and explained:
         t0 = time.perf_counter()
-        sanity_out = run_sanity(model, x[:sanity_images], explained, layers, seeds, sanity_modes)
+        sanity_out = run_sanity(model, x[: sanity[0]], explained, layers, seeds, sanity[1], batch_size=batch,
+                                progress=progress)  # fmt: skip
         timings["sanity"] = time.perf_counter() - t0
     return Evaluation(entries=entries, values=values, curves=curves, fractions=fractions, percentages=percentages,
                       sanity=sanity_out, config=config, timings=timings, n_boot=n_boot)

@@ -13,6 +13,7 @@ single-metric functions (:func:`deletion`, :func:`road`, ...) plan one map,
 
 from camlens.metrics._common import saliency_rank
 from camlens.metrics.baselines import BASELINES, edge_map, intensity_map, random_map
+from camlens.metrics.complexity import effective_complexity, pointing_game_hit, relevance_rank_accuracy, sparseness
 from camlens.metrics.confidence import ConfidenceResult, confidence_change
 from camlens.metrics.perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
 from camlens.metrics.pointing import boxes_to_mask, energy_pointing_game, object_mask
@@ -40,6 +41,7 @@ __all__ = [
     "confidence_change",
     "deletion",
     "edge_map",
+    "effective_complexity",
     "energy_pointing_game",
     "insertion",
     "intensity_map",
@@ -48,12 +50,15 @@ __all__ = [
     "noisy_linear_impute",
     "object_mask",
     "perturbation_curve",
+    "pointing_game_hit",
     "random_map",
     "randomized_models",
     "rank_average",
+    "relevance_rank_accuracy",
     "road",
     "saliency_rank",
     "sanity_check",
+    "sparseness",
     "spearman",
     "ssim",
 ]

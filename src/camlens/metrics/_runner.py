@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from camlens.core.targets import OutputSpec
 from camlens.metrics._common import class_probs
 
-__all__ = ["ProbeRunner"]
+__all__ = ["DEFAULT_BUDGET", "ProbeRunner"]
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,29 @@ class _Probe:
     width: int
 
 
+#: bytes of perturbed images (and imputation work) built at once by default.
+DEFAULT_BUDGET = 512 * 2**20
+
+#: a forward pass holds about this many times its input in activations (a ResNet-18 at 224x224: 5-10x).
+_ACTIVATION_FACTOR = 16
+
+
 class ProbeRunner:
     """Collects the perturbed images the metrics plan and scores them together, chunk by chunk.
+
+    Memory stays within ``budget``: the images of one probe for a chunk of
+    input images are built, scored in forward batches and dropped before the
+    next probe's, the chunk is as many input images as fit, and a forward batch
+    is at most ``budget / (16 * one image's bytes)`` images.
 
     Args:
         model: the classifier (run under ``torch.inference_mode``; its state is not changed).
         x: ``(N, C, H, W)`` the images being explained.
         classes: ``(N,)`` the explained class of each image.
-        output, batch_size: where the logits are in the output; images per forward pass.
-        chunk_images: input images whose perturbations are built at once (default:
-            as many as fill one forward batch of ``batch_size``).
+        output, batch_size: where the logits are in the output; images per forward pass (at most).
+        chunk_images: input images whose perturbations are built at once (at most; default: as many as fit).
         channels_last: feed the model channels-last batches (for a channels-last model).
+        budget: bytes of perturbed images and imputation work held at once (about; at least one image's).
     """
 
     def __init__(
@@ -56,10 +68,13 @@ class ProbeRunner:
         batch_size: int = 512,
         chunk_images: int | None = None,
         channels_last: bool = False,
+        budget: int = DEFAULT_BUDGET,
     ) -> None:
         self.model, self.x, self.classes = model, x, classes
-        self.output, self.batch_size, self.chunk_images = output, batch_size, chunk_images
-        self.channels_last = channels_last
+        self.output, self.chunk_images = output, chunk_images
+        self.channels_last, self.budget = channels_last, int(budget)
+        image_bytes = x[:1].numel() * x.element_size()
+        self.batch_size = max(1, min(batch_size, self.budget // max(1, _ACTIVATION_FACTOR * image_bytes)))
         self._probes: list[_Probe] = []
         self._shared: dict[int, int] = {}  # id of an (N, C, H, W) tensor -> its probe
         self._results: list[Tensor] | None = None
@@ -87,24 +102,43 @@ class ProbeRunner:
             raise RuntimeError("ProbeRunner.run() must be called before reading results")
         return self._results[handle]
 
-    def run(self) -> None:
-        """Build and score every planned image, ``chunk_images`` input images at a time."""
+    @property
+    def forward_passes(self) -> int:
+        """How many images :meth:`run` sends through the model."""
+        return self.x.shape[0] * sum(p.groups * p.width for p in self._probes)
+
+    def _chunk(self) -> int:
+        n = self.x.shape[0]
+        widest = max((p.groups * p.width for p in self._probes), default=1)
+        image_bytes = self.x[:1].numel() * self.x.element_size()
+        fit = max(1, self.budget // max(1, 2 * widest * image_bytes))  # the built images and their batches
+        steps = -(-n // 20)  # at least 20 chunks when there are that many images: progress to report
+        return max(1, min(self.chunk_images or n, fit, steps))
+
+    def run(self, progress: Callable[[int], None] | None = None) -> None:
+        """Build and score every planned image, a chunk of input images at a time.
+
+        Args:
+            progress: called with the number of input images finished after each chunk.
+        """
         n, c, h, w = self.x.shape
         probes = self._probes
         live = [j for j, p in enumerate(probes) if p.groups * p.width > 0]
-        per_image = sum(probes[j].groups * probes[j].width for j in live)
-        chunk = self.chunk_images or max(1, self.batch_size // max(1, per_image))
+        chunk = self._chunk()
         parts: list[list[Tensor]] = [[] for _ in probes]
         for i in range(0, n, chunk) if live else ():
             rows = slice(i, min(i + chunk, n))
             m = rows.stop - rows.start
-            imgs = torch.cat([probes[j].build(rows).reshape(-1, c, h, w) for j in live])
-            cls = torch.cat([self.classes[rows].repeat_interleave(probes[j].width).repeat(probes[j].groups)
-                             for j in live])  # fmt: skip
-            probs = class_probs(self.model, imgs, cls, self.output, self.batch_size, channels_last=self.channels_last)
-            sizes = [probes[j].groups * m * probes[j].width for j in live]
-            for j, got in zip(live, probs.split(sizes), strict=True):
-                parts[j].append(got.view(probes[j].groups, m, probes[j].width))
+            for j in live:
+                p = probes[j]
+                imgs = p.build(rows).reshape(-1, c, h, w)
+                cls = self.classes[rows].repeat_interleave(p.width).repeat(p.groups)
+                probs = class_probs(self.model, imgs, cls, self.output, self.batch_size,
+                                    channels_last=self.channels_last)  # fmt: skip
+                parts[j].append(probs.view(p.groups, m, p.width))
+                del imgs
+            if progress is not None:
+                progress(m)
         dtype = self.x.dtype if self.x.is_floating_point() else torch.float32
         self._results = [
             torch.cat(got, dim=1) if got else torch.empty(p.groups, n, p.width, dtype=dtype, device=self.x.device)

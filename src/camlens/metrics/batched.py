@@ -18,7 +18,7 @@ map at once:
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from camlens.core.targets import OutputSpec
 from camlens.errors import InputError
 from camlens.metrics._common import check_images_maps, resolve_classes, saliency_rank
-from camlens.metrics._runner import ProbeRunner
+from camlens.metrics._runner import DEFAULT_BUDGET, ProbeRunner
 from camlens.metrics.confidence import plan_confidence
 from camlens.metrics.perturbation import Baseline, _pixel_counts, make_baseline, plan_curves
 from camlens.metrics.road import ROAD_PERCENTAGES, check_percentages, plan_road
@@ -66,8 +66,10 @@ def faithfulness(
     noise: float = 0.01,
     output: OutputSpec = None,
     batch_size: int = 512,
-    chunk_images: int = 32,
+    chunk_images: int | None = None,
     channels_last: bool | None = None,
+    budget: int = DEFAULT_BUDGET,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, dict[str, MapScores]]:
     """Deletion, insertion, ROAD and confidence curves of several maps of the same images, batched.
 
@@ -88,8 +90,11 @@ def faithfulness(
         steps, deletion_baseline, insertion_baseline: as in :func:`~camlens.metrics.deletion`.
         percentages, noise: as in :func:`~camlens.metrics.road`.
         batch_size: images per forward pass.
-        chunk_images: images whose perturbations of every map are built at once
-            (memory: about ``chunk_images * len(maps) * (2 * steps + 2 * P) * C*H*W`` values).
+        chunk_images: at most this many images' perturbations are built at once (default: as many as
+            ``budget`` holds).
+        budget: bytes of perturbed images, imputation work and forward batches held at once (about):
+            see :class:`~camlens.metrics._runner.ProbeRunner`.
+        progress: called with the number of images finished, after each chunk.
         channels_last: run a channels-last copy of the model (default: on the CPU only, where it is faster).
 
     Returns:
@@ -103,22 +108,22 @@ def faithfulness(
     for mp in maps.values():
         check_images_maps(x, mp, unit=True)
     qs = check_percentages(percentages)
-    if not isinstance(chunk_images, int) or chunk_images < 1:
-        raise InputError(f"chunk_images={chunk_images!r} must be a positive int, e.g. 32")
+    if chunk_images is not None and (not isinstance(chunk_images, int) or chunk_images < 1):
+        raise InputError(f"chunk_images={chunk_images!r} must be a positive int, e.g. 32, or None")
     _pixel_counts(x.shape[2] * x.shape[3], steps, x.device)  # checks steps before any forward pass
     cl = x.device.type == "cpu" if channels_last is None else channels_last
-    net = copy.deepcopy(model).to(memory_format=torch.channels_last) if cl else model  # type: ignore[call-overload]
+    net = copy.deepcopy(model).to(memory_format=torch.channels_last) if cl else model
     classes = resolve_classes(net, x, None, output, batch_size)
 
     names = list(maps)
     stacked = torch.stack([maps[e] for e in names])  # (G, N, H, W)
     ranks = saliency_rank(stacked, seed)
     runner = ProbeRunner(net, x, classes, output=output, batch_size=batch_size, chunk_images=chunk_images,
-                         channels_last=cl)  # fmt: skip
+                         channels_last=cl, budget=budget)  # fmt: skip
     dele = plan_curves(runner, x, make_baseline(x, deletion_baseline), ranks, steps)
     ins = plan_curves(runner, make_baseline(x, insertion_baseline), x, ranks, steps)
     rd = plan_road(runner, x, ranks, qs, noise, seed)
     conf = plan_confidence(runner, x, stacked)
-    runner.run()
+    runner.run(progress)
     (d, i), (morf, lerf), (full, masked) = (dele(), ins()), rd(), conf()
     return classes, {e: MapScores(d[j], i[j], morf[j], lerf[j], full, masked[j]) for j, e in enumerate(names)}

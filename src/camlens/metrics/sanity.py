@@ -167,11 +167,14 @@ class SanityResult:
     ssim: Tensor
 
 
-def _signed_maps(method: str, model: nn.Module, layer: LayerSpec, x: Tensor, classes: Tensor) -> Tensor:
+def _signed_maps(
+    method: str, model: nn.Module, layer: LayerSpec, x: Tensor, classes: Tensor, batch_size: int
+) -> Tensor:
     cls = get_method(method)
     # The signed, unnormalized maps where the method has these switches (a declared capability); else its defaults.
     explainer = cls(model, layer, relu=False, normalize=False) if cls.accepts_postprocess else cls(model, layer)
-    return image_map(explainer(x, classes).map.detach())
+    return torch.cat([image_map(explainer(xc, cc).map.detach())
+                      for xc, cc in zip(x.split(batch_size), classes.split(batch_size), strict=True)])  # fmt: skip
 
 
 def image_map(m: Tensor) -> Tensor:
@@ -199,6 +202,7 @@ def sanity_check(
     mode: str = "cascading",
     layers: list[str] | None = None,
     seed: int = 0,
+    batch_size: int = 512,
 ) -> SanityResult:
     """Model-randomization test: how similar are a method's maps before and after destroying the weights?
 
@@ -225,16 +229,17 @@ def sanity_check(
         mode: ``"cascading"`` or ``"independent"``.
         layers: layers to randomize, top first; default :func:`layers_from_top`.
         seed: seeds the re-initialization.
+        batch_size: images per explainer call (the maps do not depend on it).
 
     Returns:
         A :class:`SanityResult`.
     """
-    classes = resolve_classes(model, x, target)
+    classes = resolve_classes(model, x, target, batch_size=batch_size)
     order = layers_from_top(model, x[:1]) if layers is None else list(layers)
-    original = _signed_maps(method, model, layer, x, classes)
+    original = _signed_maps(method, model, layer, x, classes, batch_size)
     rho, rho_abs, sim, names = [], [], [], []
     for name, rand_model in randomized_models(model, order, mode, seed):
-        maps = _signed_maps(method, rand_model, layer, x, classes)
+        maps = _signed_maps(method, rand_model, layer, x, classes, batch_size)
         names.append(name)
         rho.append(spearman(original, maps))
         rho_abs.append(spearman(original.abs(), maps.abs()))
