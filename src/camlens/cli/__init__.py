@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(f"camlens.cli.{COMMANDS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"camlens {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    # intermixed: positionals may follow options (`camlens evaluate MODEL --weights none DATA`)
+    args = parser.parse_intermixed_args(rest)
     try:
         return int(module.run(args) or 0)
     except CamlensError as e:

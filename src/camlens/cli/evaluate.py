@@ -20,7 +20,11 @@ DATA_HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a checkpoint folder (from `camlens train`) or a factory 'module:function'")
+    from camlens.cli._model_args import add_model_arguments
+
+    parser.add_argument("model", help="a checkpoint folder (from `camlens train`), 'torchvision:NAME', 'timm:NAME', "
+                        "'hf:ID', a save_pretrained folder, or a factory 'module:function' / 'file.py:function'")
+    add_model_arguments(parser)
     parser.add_argument("data_pos", nargs="?", default=None, metavar="DATA",
                         help="the data to score on (the same as --data): " + DATA_HELP)  # fmt: skip
     parser.add_argument(
@@ -104,9 +108,15 @@ def _evaluate_into(out: Path, args: argparse.Namespace) -> int:
     from camlens._util.files import atomic_write_text, writing
     from camlens.evaluation.render import html_page
 
+    from camlens.cli._model_args import preprocess_flags
+
     extra = {} if args.baselines is None else {"baselines": args.baselines}
+    flags = {k: v for k, v in preprocess_flags(args).items() if v is not None}
+    if args.fast_decode:
+        flags["fast_decode"] = True
     result = evaluate_spec(
         args.model, data_spec(args.data or args.data_pos, args.split), n_images=args.n_images, device=args.device,
+        weights=args.weights, preprocess=flags,
         methods=args.methods, layers=args.layers, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size,
         budget=args.memory * 2**20, sanity=not args.no_sanity, sanity_images=args.sanity_images,
         objects=args.objects, progress=not args.no_progress, **extra,

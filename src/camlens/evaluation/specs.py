@@ -125,7 +125,7 @@ def objects_for(
 
 def evaluate_spec(
     model: str | nn.Module, data: str = "fashion-mnist:test", *, n_images: int = 500, device: str = "auto",
-    objects: str | None = None, **kwargs: Any,
+    objects: str | None = None, weights: str | None = None, preprocess: Any = None, **kwargs: Any,
 ) -> Evaluation:
     """:func:`camlens.evaluation.evaluate` a model spec on ``n_images`` items of a dataset spec.
 
@@ -138,6 +138,9 @@ def evaluate_spec(
         n_images: how many items (at most the dataset's size).
         device: ``auto``, ``cpu``, ``cuda``, ... (:func:`camlens._util.device.select_device`).
         objects: see :func:`objects_for`.
+        weights: ``--weights`` of :func:`camlens.sources.load_model` (``"none"``, a file, or the model's own).
+        preprocess: for a folder of images: a :class:`camlens.preprocess.Preprocess`, or a mapping of
+            :func:`camlens.sources.resolve_preprocess` settings over the model's own (default: the model's own).
         **kwargs: passed to :func:`camlens.evaluation.evaluate` (methods, layers, seeds, ...).
 
     Returns:
@@ -154,8 +157,9 @@ def evaluate_spec(
     if isinstance(model, nn.Module):
         net, info, name = model, {"kind": "module"}, type(model).__name__
     else:
-        (net, info), name = load_model(model, dev), model
+        (net, info), name = load_model(model, dev, weights=weights), model
     dataset, data_info = load_dataset(data)
+    pre = _folder_preprocess(dataset, info, preprocess)
     seeds = list(kwargs.get("seeds", (0,)))
     images, labels, idx = draw(dataset, n_images, int(seeds[0]) if seeds else 0)
     x = images.to(dev)
@@ -169,8 +173,28 @@ def evaluate_spec(
     result.config.update({
         "model": name, "checkpoint": name if info.get("kind") == "checkpoint" else None,
         "architecture": info.get("architecture"), "data": data, "accuracy_on_images": accuracy,
+        **({"preprocess": pre.describe()} if pre is not None else {}),
     })  # fmt: skip
     return result
+
+
+def _folder_preprocess(dataset: Any, info: dict[str, Any], preprocess: Any) -> Any:
+    """A folder of images is read through the model's preprocessing (overridden by ``preprocess``), as every
+    command reads one; other datasets' tensors are used as they are. Returns the preprocessing used, or None."""
+    from camlens.preprocess import Preprocess
+    from camlens.sources import ImageFolder, resolve_preprocess
+
+    if not isinstance(dataset, ImageFolder):
+        return None
+    if isinstance(preprocess, Preprocess):
+        pre = preprocess
+    else:
+        settings = dict(preprocess or {})
+        fast = bool(settings.pop("fast_decode", False))
+        pre = resolve_preprocess(info, **settings)
+        pre = pre.override(fast_decode=True) if fast else pre
+    dataset.preprocess = pre
+    return pre
 
 
 def recommend(
