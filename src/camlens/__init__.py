@@ -28,7 +28,9 @@ from camlens.errors import (
 from camlens.evaluation import Evaluation, evaluate
 from camlens.methods import (
     CAM,
+    ISCAM,
     METHODS,
+    SSCAM,
     AblationCAM,
     BaseCAM,
     CAMResult,
@@ -54,7 +56,9 @@ from camlens.viz.figures import overlay
 
 __all__ = [
     "CAM",
+    "ISCAM",
     "METHODS",
+    "SSCAM",
     "AblationCAM",
     "BaseCAM",
     "CAMResult",

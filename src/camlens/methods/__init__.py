@@ -11,17 +11,21 @@ from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcampp import GradCAMPlusPlus
 from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.hirescam import HiResCAM
+from camlens.methods.iscam import ISCAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.protocol import CAPABILITIES, Explainer
 from camlens.methods.registry import METHODS, get_method, register
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.smooth import NoiseSmooth, TTASmooth
+from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
     "CAM",
     "CAPABILITIES",
+    "ISCAM",
     "METHODS",
+    "SSCAM",
     "AblationCAM",
     "BaseCAM",
     "CAMContext",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +174,11 @@ class ScoreCAM(BaseCAM):
     def _variants(self) -> int:
         return 1
 
-    def _vary(self, masks: Tensor, variant: Tensor, ctx: CAMContext) -> Tensor:
+    def _prepare(self, ctx: CAMContext) -> Any:
+        """What :meth:`_vary` needs, made once per call (SS-CAM: the noise fields)."""
+        return None
+
+    def _vary(self, masks: Tensor, variant: Tensor, state: Any) -> Tensor:
         """The masks ``(rows, *S)`` of each row's ``variant`` ``(rows,)``; Score-CAM: the masks themselves."""
         return masks
 
@@ -236,13 +240,14 @@ class ScoreCAM(BaseCAM):
         if self.batch_size is None and runner is not self.model:
             per = min(per, CPU_MAX_ROWS)
         up = _mask_upsampler(spatial, x.shape[2:], keys.dtype, x.device)
+        state = self._prepare(ctx)
         for sl in chunks(len(img) * v, per):
             r = torch.arange(sl.start, sl.stop, device=x.device)
             mask_of, variant = r // v, r % v  # rows are mask-major: a mask's variants are consecutive
             lo = sl.start // v
             distinct = torch.arange(lo, (sl.stop - 1) // v + 1, device=x.device)
             masks = minmax_normalize(up(keys[img[distinct], ch[distinct]].view(-1, *spatial)), start_dim=1)
-            masks = self._vary(masks[mask_of - lo], variant, ctx)  # (rows, *S)
+            masks = self._vary(masks[mask_of - lo], variant, state)  # (rows, *S)
             masked = x.index_select(0, img[mask_of]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
             masked = layout(masked, cl)
             s = row_scores(ctx, runner(masked), img[mask_of], self.output, self._prob)
@@ -263,6 +268,4 @@ class ScoreCAM(BaseCAM):
         return torch.where(live, s, torch.zeros_like(s)).transpose(1, 2)
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
-        return {
-            name: combine(self.channel_weights(ctx, a).to(a.dtype), a) for name, a in ctx.activations.items()
-        }
+        return {name: combine(self.channel_weights(ctx, a).to(a.dtype), a) for name, a in ctx.activations.items()}
