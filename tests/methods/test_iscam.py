@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _perturb_refs import (
+    CLASSES,
+    DT,
+    channel_softmax,
+    full_res_model,
+    inputs,
+    masks_loop,
+    pooled_model,
+    score_loop,
+    weighted_map,
+)
 
 import camlens
-from _perturb_refs import CLASSES, DT, channel_softmax, full_res_model, inputs, masks_loop, pooled_model
-from _perturb_refs import score_loop, weighted_map
 from camlens.methods.iscam import path_coefficients
 
 

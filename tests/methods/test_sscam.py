@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _perturb_refs import (
+    CLASSES,
+    DT,
+    channel_softmax,
+    full_res_model,
+    inputs,
+    masks_loop,
+    pooled_model,
+    score_loop,
+    weighted_map,
+)
 
 import camlens
-from _perturb_refs import CLASSES, DT, channel_softmax, full_res_model, inputs, masks_loop, pooled_model
-from _perturb_refs import score_loop, weighted_map
 
 
 @pytest.mark.parametrize("weighting", ["probability", "channel-softmax"])
@@ -25,7 +34,8 @@ def test_sscam_matches_loop(weighting: str) -> None:
             if mask is None:  # constant channel: weight 0 (skip_constant=True)
                 scores.append(None)
                 continue
-            runs = [score_loop(model, x[n : n + 1] * (mask + noise[t]), c, weighting == "probability") for t in range(3)]
+            prob = weighting == "probability"
+            runs = [score_loop(model, x[n : n + 1] * (mask + noise[t]), c, prob) for t in range(3)]
             scores.append(sum(runs) / 3)
         live = [s for s in scores if s is not None]
         if weighting == "channel-softmax":
