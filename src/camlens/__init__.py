@@ -28,7 +28,9 @@ from camlens.errors import (
 from camlens.evaluation import Evaluation, evaluate
 from camlens.methods import (
     CAM,
+    FEM,
     ISCAM,
+    KPCACAM,
     METHODS,
     SSCAM,
     AblationCAM,
@@ -47,7 +49,9 @@ from camlens.methods import (
     HiResCAM,
     LayerCAM,
     NoiseSmooth,
+    RandomCAM,
     ScoreCAM,
+    ShapleyCAM,
     TTASmooth,
     XGradCAM,
     get_method,
@@ -56,7 +60,9 @@ from camlens.viz.figures import overlay
 
 __all__ = [
     "CAM",
+    "FEM",
     "ISCAM",
+    "KPCACAM",
     "METHODS",
     "SSCAM",
     "AblationCAM",
@@ -84,8 +90,10 @@ __all__ = [
     "LayerNotUsedError",
     "LayerShapeError",
     "NoiseSmooth",
+    "RandomCAM",
     "ScoreCAM",
     "SegmentationTarget",
+    "ShapleyCAM",
     "TTASmooth",
     "TargetError",
     "XGradCAM",

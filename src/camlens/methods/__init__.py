@@ -5,6 +5,7 @@ from camlens.methods.base import BaseCAM, CAMContext, CAMResult, combine
 from camlens.methods.cam import CAM
 from camlens.methods.counterfactual import CounterfactualCAM
 from camlens.methods.eigencam import EigenCAM, EigenGradCAM
+from camlens.methods.fem import FEM
 from camlens.methods.fullgrad import FullGrad
 from camlens.methods.gradcam import GradCAM
 from camlens.methods.gradcam_elementwise import GradCAMElementWise
@@ -12,10 +13,13 @@ from camlens.methods.gradcampp import GradCAMPlusPlus
 from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.hirescam import HiResCAM
 from camlens.methods.iscam import ISCAM
+from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.protocol import CAPABILITIES, Explainer
+from camlens.methods.random_map import RandomCAM
 from camlens.methods.registry import METHODS, get_method, register
 from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.shapleycam import ShapleyCAM
 from camlens.methods.smooth import NoiseSmooth, TTASmooth
 from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
@@ -23,7 +27,9 @@ from camlens.methods.xgradcam import XGradCAM
 __all__ = [
     "CAM",
     "CAPABILITIES",
+    "FEM",
     "ISCAM",
+    "KPCACAM",
     "METHODS",
     "SSCAM",
     "AblationCAM",
@@ -43,7 +49,9 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "NoiseSmooth",
+    "RandomCAM",
     "ScoreCAM",
+    "ShapleyCAM",
     "TTASmooth",
     "XGradCAM",
     "combine",
