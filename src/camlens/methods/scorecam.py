@@ -54,6 +54,38 @@ def _mask_upsampler(
     return lambda k: uh @ k @ uwt
 
 
+def distinct_masks(keys: Tensor, scored: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The distinct (image, normalized map) pairs among the ``scored`` ``(N, C)`` channels of ``keys`` ``(N, C, s)``.
+
+    Returns ``(img0, ch0, img, ch, inverse)``: every scored (image, channel),
+    the first of each distinct pair, and for each scored pair the index of its
+    distinct one (so ``scores_of_distinct[inverse]`` fills every scored channel).
+    """
+    img0, ch0 = scored.nonzero().unbind(1)
+    # float32 holds bf16/half keys and image indices exactly.
+    keyed = torch.cat([img0[:, None].to(keys.dtype), keys[img0, ch0]], dim=1)  # (scored, 1 + s)
+    _, inverse = torch.unique(keyed, dim=0, return_inverse=True)
+    first = torch.full((len(keyed),), len(img0), dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=keys.device), "amin")
+    first = first[first < len(img0)]  # (R,) the first scored channel of each distinct mask
+    return img0, ch0, img0[first], ch0[first], inverse
+
+
+def scores_to_weights(s: Tensor, weighting: str, live: Tensor | None) -> Tensor:
+    """Weights ``(N, K, C)`` from channel scores ``(N, C, K)``; channels not ``live`` ``(N, C)`` get 0.
+
+    With ``"channel-softmax"`` the softmax runs over the live channels only, and
+    an image with none gets zero weights.
+    """
+    if live is None:
+        return (s.softmax(dim=1) if weighting == "channel-softmax" else s).transpose(1, 2)
+    live = live[..., None]  # (N, C, 1)
+    if weighting == "channel-softmax":
+        s = s.masked_fill(~live, float("-inf")).softmax(dim=1)
+        s = torch.where(live.any(dim=1, keepdim=True), s, torch.zeros_like(s))
+    return torch.where(live, s, torch.zeros_like(s)).transpose(1, 2)
+
+
 def _non_constant(activations: Tensor, keys: Tensor | None = None) -> Tensor:
     """``(N, C)``: whether each channel's min-max normalized map is not all zero (the channel is not constant)."""
     keys = minmax_normalize(activations.flatten(2)) if keys is None else keys
@@ -204,29 +236,22 @@ class ScoreCAM(BaseCAM):
         dead = not self.skip_constant and not bool(live.all())
         shared_zero = dead and self.zero_stays_zero  # constant channels: the all-zero input, once
         scored = live if not dead or shared_zero else torch.ones_like(live)
-        img0, ch0 = scored.nonzero().unbind(1)  # every scored (image, channel)
-        # One row per distinct (image, key); float32 holds bf16/half keys and image indices exactly.
         exact = keys.to(torch.float64 if keys.dtype == torch.float64 else torch.float32)
-        keyed = torch.cat([img0[:, None].to(exact.dtype), exact[img0, ch0]], dim=1)  # (scored, 1 + s)
-        _, inverse = torch.unique(keyed, dim=0, return_inverse=True)
-        first = torch.full((len(keyed),), len(img0), dtype=torch.long, device=x.device)
-        first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=x.device), "amin")
-        first = first[first < len(img0)]  # (R,) the first scored channel of each distinct mask
-        img, ch = img0[first], ch0[first]
+        img0, ch0, img, ch, inverse = distinct_masks(exact, scored)
         rows = len(img) * self._variants() + shared_zero
         runner = self.inference_copy.module(self.model, x, ctx.logits, self.output, rows=rows)
         if shared_zero:
             zero_scores = row_scores(
-                ctx, runner(torch.zeros_like(x[:1])), torch.arange(n, device=x.device), self.output, self._prob
+                ctx,
+                runner(torch.zeros_like(x[:1])),
+                torch.arange(n, device=x.device),
+                self.output,
+                self.weighting == "probability",
             )
             out[:] = zero_scores[:, None, :].to(out.dtype)
         if len(img):
             out[img0, ch0] = self._masked_scores(ctx, runner, exact, img, ch, activations.shape[2:])[inverse]
         return out
-
-    @property
-    def _prob(self) -> bool:
-        return self.weighting == "probability"
 
     def _masked_scores(
         self, ctx: CAMContext, runner: nn.Module, keys: Tensor, img: Tensor, ch: Tensor, spatial: Sequence[int]
@@ -250,22 +275,14 @@ class ScoreCAM(BaseCAM):
             masks = self._vary(masks[mask_of - lo], variant, state)  # (rows, *S)
             masked = x.index_select(0, img[mask_of]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
             masked = layout(masked, cl)
-            s = row_scores(ctx, runner(masked), img[mask_of], self.output, self._prob)
+            s = row_scores(ctx, runner(masked), img[mask_of], self.output, self.weighting == "probability")
             sums.index_add_(0, mask_of, s.to(sums.dtype))
         return sums / v if v > 1 else sums
 
     def channel_weights(self, ctx: CAMContext, activations: Tensor) -> Tensor:
         """Channel weights ``(N, K, C)`` from :meth:`channel_scores` and ``weighting``."""
-        s = self.channel_scores(ctx, activations)  # (N, C, K)
-        if not self.skip_constant:
-            w = s.softmax(dim=1) if self.weighting == "channel-softmax" else s
-            return w.transpose(1, 2)
-        live = _non_constant(activations)[..., None]  # (N, C, 1)
-        if self.weighting == "channel-softmax":
-            # The softmax runs over the scored channels only; an image with none gets zero weights.
-            s = s.masked_fill(~live, float("-inf")).softmax(dim=1)
-            s = torch.where(live.any(dim=1, keepdim=True), s, torch.zeros_like(s))
-        return torch.where(live, s, torch.zeros_like(s)).transpose(1, 2)
+        live = _non_constant(activations) if self.skip_constant else None
+        return scores_to_weights(self.channel_scores(ctx, activations), self.weighting, live)
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
         return {name: combine(self.channel_weights(ctx, a).to(a.dtype), a) for name, a in ctx.activations.items()}
