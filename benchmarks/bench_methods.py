@@ -141,6 +141,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--samples", type=int, default=4, help="SS-CAM noise samples / IS-CAM steps, on both sides")
     p.add_argument("--only", default="", help="comma-separated method names (gradcam is always timed)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls of each contender first (default 1)")
     p.add_argument(
         "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
     )
@@ -156,8 +157,11 @@ def main() -> None:
     warnings.simplefilter("ignore")
     # One call per contender and round ("once"): the peers' calls take seconds; the order flips every round.
     sub = f"resnet_small b{args.batch}"
-    bench = harness.SideBySide(runs, mode="once", alternate=True, label="methods", sub_label=sub)
-    run = bench.run(args.rounds, warmup=1)
+    bench = harness.SideBySide(
+        runs, mode="once", alternate=True, label="methods", sub_label=sub,
+        after_each=lambda r, name, t: print(f"# round {r}: {name} {t:.3f} s", flush=True),
+    )  # fmt: skip
+    run = bench.run(args.rounds, warmup=args.warmup)
     med = run.medians()
     ratios = peer_ratios(med)
     cpu = platform.processor() or platform.machine()
