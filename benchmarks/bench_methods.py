@@ -52,6 +52,7 @@ def contenders(
     only: set[str] | None,
     torchcam_batch: int = 0,
     samples: int = 4,
+    peers: bool = True,
 ):
     out: dict[str, Callable[[], object]] = {}
     for name, cls in sorted(METHODS.items()):
@@ -68,7 +69,8 @@ def contenders(
     if not only or "ablationcam" in only:
         ab = camlens.AblationCAM(model, LAYER, rerun="full")
         out["ablationcam[rerun=full]"] = lambda: ab(x, target=classes)
-    out.update(peer_contenders(model, x, classes, only, torchcam_batch, samples))
+    if peers:
+        out.update(peer_contenders(model, x, classes, only, torchcam_batch, samples))
     return out
 
 
@@ -142,6 +144,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=4, help="SS-CAM noise samples / IS-CAM steps, on both sides")
     p.add_argument("--only", default="", help="comma-separated method names (gradcam is always timed)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls of each contender first (default 1)")
+    p.add_argument("--no-peers", action="store_true", help="time camlens' methods only")
     p.add_argument(
         "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
     )
@@ -153,7 +156,7 @@ def main() -> None:
     with torch.no_grad():
         classes = model(x).argmax(1).tolist()
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
-    runs = contenders(model, x, classes, only, args.torchcam_batch, args.samples)
+    runs = contenders(model, x, classes, only, args.torchcam_batch, args.samples, peers=not args.no_peers)
     warnings.simplefilter("ignore")
     # One call per contender and round ("once"): the peers' calls take seconds; the order flips every round.
     sub = f"resnet_small b{args.batch}"
