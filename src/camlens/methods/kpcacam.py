@@ -107,8 +107,9 @@ class KPCACAM(BaseCAM):
     which is unrelated to the image and can give the inverted map;
     ``sign="max-abs"`` reproduces it. Otherwise the two agree.
 
-    Class-agnostic: no gradients and no target; every target of an image
-    gets the same map. Cost: one forward pass and an eigendecomposition of a
+    Computed in float64 (the doubly centred kernel is a small difference of
+    near-equal entries). Class-agnostic: no gradients and no target; every
+    target of an image gets the same map. Cost: one forward pass and an eigendecomposition of a
     ``(P, P)`` matrix per image (P = positions of the layer).
 
     Args:
@@ -151,7 +152,8 @@ class KPCACAM(BaseCAM):
         k = ctx.scores.shape[1]
         out = {}
         for name, a in ctx.activations.items():
-            feats = a if a.dtype == torch.float64 else a.float()
-            m = kernel_first_component(feats, self.kernel, self.gamma, self.coef0, self.degree, self.sign)
+            # In float64: the centred kernel is a small difference of near-equal entries (tanh(gamma x.y + 1)
+            # for features near zero), which float32 rounds to noise.
+            m = kernel_first_component(a.double(), self.kernel, self.gamma, self.coef0, self.degree, self.sign)
             out[name] = m.unsqueeze(1).expand(-1, k, *m.shape[1:]).to(a.dtype)
         return out
