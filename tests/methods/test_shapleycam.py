@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from _perturb_refs import DT, inputs
 from torch import nn
@@ -70,3 +71,15 @@ def test_shapleycam_matches_pytorch_grad_cam() -> None:
     ours = camlens.ShapleyCAM(model, "0")(x, target=CLASSES).maps["0"]
     theirs = PeerShapleyCAM(model, [model[0]])(x, targets=[ClassifierOutputTarget(c) for c in CLASSES])
     torch.testing.assert_close(ours, torch.from_numpy(theirs).to(DT), rtol=0, atol=1e-5)
+
+
+def test_shapleycam_names_an_op_without_second_derivatives() -> None:
+    """torch has no double backward for hardsigmoid (MobileNetV3's gates): a camlens error, not a raw one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Hardsigmoid(), nn.Conv2d(3, 4, 3, padding=1), nn.Hardsigmoid(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5),
+    ).to(DT).eval()  # fmt: skip
+    with pytest.raises(camlens.InputError, match="hardsigmoid_backward"):
+        camlens.ShapleyCAM(model, "0")(inputs(), target=CLASSES)
+    assert all(p.grad is None for p in model.parameters())

@@ -8,11 +8,26 @@ import torch
 from torch import Tensor
 
 from camlens.core.targets import TargetSpec
-from camlens.errors import LayerNotUsedError
+from camlens.errors import InputError, LayerNotUsedError
 from camlens.methods.base import BaseCAM, CAMContext
 from camlens.methods.registry import register
 
 __all__ = ["ShapleyCAM"]
+
+
+def _hessian_vector(g: Tensor, a: Tensor, name: str) -> Tensor | None:
+    """``H a``: the derivative of ``g . a`` (``a`` held as the vector) to ``a``, or an error naming the missing op."""
+    try:
+        (hvp,) = torch.autograd.grad(g, a, grad_outputs=a.detach(), retain_graph=True, allow_unused=True)
+    except RuntimeError as e:
+        if "not implemented" not in str(e):
+            raise
+        raise InputError(
+            f"Shapley-CAM needs second derivatives of the network above layer {name!r}, and torch has none for "
+            f"an op there ({str(e).splitlines()[0]}); explain a later layer, or use Grad-CAM (Shapley-CAM "
+            "without its second-order term)"
+        ) from None
+    return hvp
 
 
 @register("shapleycam")
@@ -70,7 +85,7 @@ class ShapleyCAM(BaseCAM):
                     )
                 hvp = None
                 if g.requires_grad:
-                    (hvp,) = torch.autograd.grad(g, a, grad_outputs=a.detach(), retain_graph=True, allow_unused=True)
+                    hvp = _hessian_vector(g, a, name)
                 g = g.detach()
                 corrected[name].append(g if hvp is None else g - 0.5 * hvp.detach())
         activations = {n: self._as_maps(n, a.detach(), x) for n, a in acts.items()}
