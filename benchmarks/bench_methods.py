@@ -1,20 +1,27 @@
-"""Time every registered method on the ResNet-style benchmark model, relative to plain Grad-CAM.
+"""Time every registered method on the ResNet-style benchmark model, relative to plain Grad-CAM, and the
+perturbation methods against their peers' implementations on the same input.
 
-Also times Score-CAM and Ablation-CAM against torchcam's ScoreCAM on the same
-input (torchcam is installed with --no-deps in the benchmark environment).
-Timings are interleaved by benchmarks/harness.py (one call of every contender
-per round) and the median over rounds is reported, so load from other
-processes hits all alike.
+Peers, side by side on the same model, input and classes: torchcam 0.5's ScoreCAM, SSCAM and ISCAM
+(installed with --no-deps in the benchmark environment) and pytorch-grad-cam's ScoreCAM and AblationCAM.
+SS-CAM and IS-CAM run ``--samples`` noise samples / integration steps on both sides (the peers' defaults,
+35 and 10, make a call tens of seconds on 2 cores). Timings are interleaved by benchmarks/harness.py (one
+call of every contender per round) and the median over rounds is reported, so load from other processes
+hits all alike. The last column is the peer's median over camlens' for each perturbation method (the
+issue's bar: at least 2).
 
-    PYTHONPATH=src python benchmarks/bench_methods.py [--rounds 5] [--batch 16] [--only scorecam,ablationcam]
+    PYTHONPATH=src python benchmarks/bench_methods.py [--rounds 5] [--batch 16] [--samples 4]
+        [--only scorecam,sscam,iscam,ablationcam]
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 import warnings
 from collections.abc import Callable
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's progress bars (read when tqdm is imported)
 
 import torch
 
@@ -29,15 +36,30 @@ from models import resnet_small
 
 LAYER = "layer4"
 
+#: camlens' perturbation methods -> the peers' implementations timed against them.
+PEERS = {
+    "scorecam": ("torchcam.ScoreCAM", "grad-cam.ScoreCAM"),
+    "sscam": ("torchcam.SSCAM",),
+    "iscam": ("torchcam.ISCAM",),
+    "ablationcam": ("grad-cam.AblationCAM",),
+}
+
 
 def contenders(
-    model: torch.nn.Module, x: torch.Tensor, classes: list[int], only: set[str] | None, torchcam_batch: int = 0
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    classes: list[int],
+    only: set[str] | None,
+    torchcam_batch: int = 0,
+    samples: int = 4,
+    peers: bool = True,
 ):
     out: dict[str, Callable[[], object]] = {}
     for name, cls in sorted(METHODS.items()):
         if only and name not in only and name != "gradcam":
             continue
-        method = cls(model) if name in ("fullgrad", "guided-backprop") else cls(model, LAYER)
+        kwargs = {"n_samples": samples} if name in ("sscam", "iscam") else {}
+        method = cls(model) if name in ("fullgrad", "guided-backprop") else cls(model, LAYER, **kwargs)
         out[name] = lambda m=method: m(x, target=classes)
     if not only or "scorecam" in only:
         sc = camlens.ScoreCAM(model, LAYER, weighting="channel-softmax")
@@ -47,31 +69,82 @@ def contenders(
     if not only or "ablationcam" in only:
         ab = camlens.AblationCAM(model, LAYER, rerun="full")
         out["ablationcam[rerun=full]"] = lambda: ab(x, target=classes)
-    try:
-        from torchcam.methods import ScoreCAM as TorchcamScoreCAM
-    except ImportError as e:  # the bar needs it: say so loudly
-        raise SystemExit(f"torchcam is not installed ({e}); pip install --no-deps torchcam==0.5.0") from None
-
-    def torchcam_scorecam(batch_size: int = 32) -> object:
-        extractor = TorchcamScoreCAM(model, LAYER, batch_size=batch_size, input_shape=tuple(x.shape[1:]))
-        try:
-            with torch.no_grad():
-                scores = model(x)
-            return extractor(class_idx=classes, scores=scores)
-        finally:
-            extractor.remove_hooks()
-
-    if not only or {"scorecam", "ablationcam"} & only:
-        out["torchcam.ScoreCAM"] = torchcam_scorecam
-        if torchcam_batch:
-            out[f"torchcam.ScoreCAM[bs={torchcam_batch}]"] = lambda: torchcam_scorecam(torchcam_batch)
+    if peers:
+        out.update(peer_contenders(model, x, classes, only, torchcam_batch, samples))
     return out
+
+
+def peer_contenders(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    classes: list[int],
+    only: set[str] | None,
+    torchcam_batch: int,
+    samples: int,
+) -> dict[str, Callable[[], object]]:
+    """The peers' implementations of the perturbation methods asked for (all of them when ``only`` is None)."""
+    try:
+        from pytorch_grad_cam import AblationCAM as GcAblationCAM
+        from pytorch_grad_cam import ScoreCAM as GcScoreCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+        from torchcam.methods import ISCAM as TorchcamISCAM
+        from torchcam.methods import SSCAM as TorchcamSSCAM
+        from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+    except ImportError as e:  # the bar needs them: say so loudly
+        raise SystemExit(
+            f"a peer is not installed ({e}); pip install --no-deps torchcam==0.5.0 grad-cam==1.5.7"
+        ) from None
+    module = dict(model.named_modules())[LAYER]
+    targets = [ClassifierOutputTarget(c) for c in classes]
+
+    def torchcam(cls: type, **kw: object) -> Callable[[], object]:
+        def run() -> object:
+            extractor = cls(model, LAYER, input_shape=tuple(x.shape[1:]), **kw)
+            try:
+                with torch.no_grad():
+                    scores = model(x)
+                return extractor(class_idx=classes, scores=scores)
+            finally:
+                extractor.remove_hooks()
+
+        return run
+
+    def grad_cam(cls: type) -> Callable[[], object]:
+        def run() -> object:
+            return cls(model, [module])(x, targets=targets)
+
+        return run
+
+    every = {
+        "torchcam.ScoreCAM": torchcam(TorchcamScoreCAM, batch_size=32),
+        "grad-cam.ScoreCAM": grad_cam(GcScoreCAM),
+        "torchcam.SSCAM": torchcam(TorchcamSSCAM, batch_size=32, num_samples=samples),
+        "torchcam.ISCAM": torchcam(TorchcamISCAM, batch_size=32, num_samples=samples),
+        "grad-cam.AblationCAM": grad_cam(GcAblationCAM),
+    }
+    wanted = {peer for ours, peers in PEERS.items() if not only or ours in only for peer in peers}
+    out = {name: fn for name, fn in every.items() if name in wanted}
+    if torchcam_batch and "torchcam.ScoreCAM" in wanted:
+        out[f"torchcam.ScoreCAM[bs={torchcam_batch}]"] = torchcam(TorchcamScoreCAM, batch_size=torchcam_batch)
+    return out
+
+
+def peer_ratios(med: dict[str, float]) -> dict[str, str]:
+    """For each of camlens' perturbation methods: "peer x.xx" per peer (the peer's median / camlens')."""
+    return {
+        ours: ", ".join(f"{peer} {med[peer] / med[ours]:.2f}" for peer in peers if peer in med)
+        for ours, peers in PEERS.items()
+        if ours in med
+    }
 
 
 def main() -> None:
     p = harness.parser(__doc__, rounds=5)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--samples", type=int, default=4, help="SS-CAM noise samples / IS-CAM steps, on both sides")
     p.add_argument("--only", default="", help="comma-separated method names (gradcam is always timed)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls of each contender first (default 1)")
+    p.add_argument("--no-peers", action="store_true", help="time camlens' methods only")
     p.add_argument(
         "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
     )
@@ -83,50 +156,63 @@ def main() -> None:
     with torch.no_grad():
         classes = model(x).argmax(1).tolist()
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
-    runs = contenders(model, x, classes, only, args.torchcam_batch)
+    runs = contenders(model, x, classes, only, args.torchcam_batch, args.samples, peers=not args.no_peers)
     warnings.simplefilter("ignore")
-    run = harness.SideBySide(runs, label="methods", sub_label=f"resnet_small b{args.batch}").run(args.rounds, warmup=1)
+    # One call per contender and round ("once"): the peers' calls take seconds; the order flips every round.
+    sub = f"resnet_small b{args.batch}"
+    bench = harness.SideBySide(
+        runs, mode="once", alternate=True, label="methods", sub_label=sub,
+        after_each=lambda r, name, t: print(f"# round {r}: {name} {t:.3f} s", flush=True),
+    )  # fmt: skip
+    run = bench.run(args.rounds, warmup=args.warmup)
     med = run.medians()
-    tc = med.get("torchcam.ScoreCAM")
+    ratios = peer_ratios(med)
     cpu = platform.processor() or platform.machine()
     print(
         f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({cpu}, "
-        f"{threads} threads), torch {torch.__version__}, median of {args.rounds} interleaved rounds"
+        f"{threads} threads), torch {torch.__version__}, SS-CAM/IS-CAM {args.samples} samples, "
+        f"median of {args.rounds} interleaved rounds"
     )
-    harness.print_table(["method", "median s", "min s", "x Grad-CAM", "torchcam/this"], [
+    harness.print_table(["method", "median s", "min s", "x Grad-CAM", "peer / this"], [
         [name, f"{t:.4f}", f"{min(run.per_round(name)):.4f}", f"{run.ratio(name, 'gradcam'):.2f}",
-         f"{tc / t:.2f}" if tc and name.startswith(("scorecam", "ablationcam", "torchcam")) else ""]
+         ratios.get(name, "")]
         for name, t in med.items()
     ])  # fmt: skip
-    if not only or "scorecam" in only:
-        sc = camlens.ScoreCAM(model, LAYER)
-        sc(x, target=classes)
-        with capture(model, {LAYER: dict(model.named_modules())[LAYER]}) as cap, torch.no_grad():
-            model(x)
-        keys = camlens.core.ops.minmax_normalize(cap.activations[LAYER].detach().flatten(2))
-        live = keys.amax(-1) > 0
-        distinct = sum(len(torch.unique(keys[i][live[i]], dim=0)) for i in range(len(x)))
-        print(
-            f"# camlens Score-CAM: {distinct} distinct masks of {live.numel()} channels x images "
-            f"({int(live.sum())} non-constant); extra passes through the {sc.inference_copy.last_used}, "
-            f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; "
-            f"torchcam: {live.numel()} masked passes, 32 rows each"
-        )
-        # How close to the CPU's arithmetic limit: multiply-adds of one pass against a large SGEMM's rate.
-        flop = 2 * pass_macs(model, x[:1])
-        a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    tc = med.get("torchcam.ScoreCAM")
+    if tc and "scorecam" in med:
+        scorecam_report(model, x, classes, med)
+
+
+def scorecam_report(model: torch.nn.Module, x: torch.Tensor, classes: list[int], med: dict[str, float]) -> None:
+    """Score-CAM's distinct masks and arithmetic rate against torchcam's, and this CPU's SGEMM rate."""
+    sc = camlens.ScoreCAM(model, LAYER)
+    sc(x, target=classes)
+    with capture(model, {LAYER: dict(model.named_modules())[LAYER]}) as cap, torch.no_grad():
+        model(x)
+    keys = camlens.core.ops.minmax_normalize(cap.activations[LAYER].detach().flatten(2))
+    live = keys.amax(-1) > 0
+    distinct = sum(len(torch.unique(keys[i][live[i]], dim=0)) for i in range(len(x)))
+    print(
+        f"# camlens Score-CAM: {distinct} distinct masks of {live.numel()} channels x images "
+        f"({int(live.sum())} non-constant); extra passes through the {sc.inference_copy.last_used}, "
+        f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; "
+        f"torchcam: {live.numel()} masked passes, 32 rows each"
+    )
+    # How close to the CPU's arithmetic limit: multiply-adds of one pass against a large SGEMM's rate.
+    flop = 2 * pass_macs(model, x[:1])
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    t0 = time.perf_counter()
+    for _ in range(5):
         torch.mm(a, b)
-        t0 = time.perf_counter()
-        for _ in range(5):
-            torch.mm(a, b)
-        sgemm = 5 * 2 * 2048**3 / (time.perf_counter() - t0)
-        for name, passes in (("scorecam", distinct), ("torchcam.ScoreCAM", live.numel())):
-            if name in med:
-                rate = passes * flop / med[name]
-                print(
-                    f"# {name}: {passes} passes x {flop / 1e6:.1f} MFLOP in {med[name]:.3f} s (whole call) = "
-                    f"{rate / 1e9:.0f} GFLOP/s, {rate / sgemm:.0%} of this CPU's SGEMM rate ({sgemm / 1e9:.0f} GFLOP/s)"
-                )
+    sgemm = 5 * 2 * 2048**3 / (time.perf_counter() - t0)
+    for name, passes in (("scorecam", distinct), ("torchcam.ScoreCAM", live.numel())):
+        if name in med:
+            rate = passes * flop / med[name]
+            print(
+                f"# {name}: {passes} passes x {flop / 1e6:.1f} MFLOP in {med[name]:.3f} s (whole call) = "
+                f"{rate / 1e9:.0f} GFLOP/s, {rate / sgemm:.0%} of this CPU's SGEMM rate ({sgemm / 1e9:.0f} GFLOP/s)"
+            )
 
 
 def pass_macs(model: torch.nn.Module, x1: torch.Tensor) -> int:

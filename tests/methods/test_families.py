@@ -13,10 +13,7 @@ from beyond_models import SwinLike, TinyDetector, TinyViT
 from camlens.methods import FAMILIES, METHODS
 
 #: (method, family) pairs a declared family does not yet run on, each with its issue; strict: fixed means remove.
-KNOWN_BROKEN = {
-    ("ablationcam", "vit"): "issue 13: Ablation-CAM writes ablated maps back in (N, C, h, w), not tokens",
-    ("ablationcam", "swin"): "issue 13: Ablation-CAM writes ablated maps back in (N, C, h, w), not channels-last",
-}
+KNOWN_BROKEN: dict[tuple[str, str], str] = {}
 
 
 class SegNet(nn.Module):

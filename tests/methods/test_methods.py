@@ -314,7 +314,7 @@ def test_scorecam_dead_channels_share_the_zero_input_score() -> None:
     with torch.no_grad():
         model[2].weight[0] = 0
         model[2].bias[0] = -1.0
-    full = camlens.ScoreCAM(model, "3", batch_size=2)
+    full = camlens.ScoreCAM(model, "3", batch_size=2, skip_constant=False)
     s = full.channel_scores(_ctx(full, x), _acts(model, x, 3))
     with torch.no_grad():
         zero = model(torch.zeros(1, 2, 6, 6, dtype=DT)).softmax(1)[0]

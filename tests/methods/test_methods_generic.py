@@ -164,4 +164,5 @@ def test_declared_capabilities_match_what_the_constructor_takes(name: str) -> No
         with pytest.raises((TypeError, camlens.InputError)):
             cls(model, layer, reshape=lambda t: t)
     uses_backward = cls.uses_gradients
-    assert uses_backward == (name not in {"cam", "scorecam", "ablationcam", "eigencam", "dff"})
+    gradient_free = {"cam", "scorecam", "ablationcam", "eigencam", "sscam", "iscam", "fem", "kpcacam", "random", "dff"}
+    assert uses_backward == (name not in gradient_free)

@@ -81,6 +81,21 @@ class Branchy(nn.Module):
         return out if bool(out.sum() > -1e9) else -out
 
 
+class SqueezeExcite(nn.Module):
+    """conv-BN-ReLU, then a squeeze-excitation gate (a broadcasting multiply oneDNN refuses at run time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 4, 1), nn.Sigmoid())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.seq(x)
+        return self.head(t * self.gate(t))
+
+
 def _training(m: SmallConvNet) -> nn.Module:
     m.seq[1].train()
     return m
@@ -98,14 +113,15 @@ def _hooked(m: SmallConvNet) -> nn.Module:
         (lambda: _hooked(bn_model()), "forward hooks"),
         (lambda: bn_model().double(), "float32"),
         (lambda: Branchy().eval(), "torch.fx could not prepare"),
+        (lambda: SqueezeExcite().eval(), "the optimized copy fails on this input"),
     ],
-    ids=["train-mode", "hooked", "float64", "untraceable"],
+    ids=["train-mode", "hooked", "float64", "untraceable", "fails-at-run-time"],
 )
 def test_where_the_copy_cannot_serve_the_model_runs_itself(make, reason: str) -> None:
     model = make()
     dtype = next(model.parameters()).dtype
     x = torch.randn(2, 1, 8, 8, dtype=dtype)
-    layer = "net.seq.5" if isinstance(model, Branchy) else LAYER
+    layer = "net.seq.5" if isinstance(model, Branchy) else "seq.2" if isinstance(model, SqueezeExcite) else LAYER
     auto = camlens.ScoreCAM(model, layer)
     result = auto(x, target=1)
     assert auto.inference_copy.last_used == "model"
@@ -206,13 +222,18 @@ def test_a_batch_of_constant_channels_needs_one_pass() -> None:
     x = torch.randn(2, 1, 8, 8)
     rows: list[int] = []
     model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
-    result = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64)(x, target=[0, 1])
+    result = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64, skip_constant=False)(x, target=[0, 1])
     assert rows == [2, 1]  # the call's own pass, then the all-zero input once
     with torch.no_grad():
         zero = model(torch.zeros(1, 1, 8, 8)).softmax(1)[0]
         a = model.seq[:6](x)
     expected = torch.relu(zero[[0, 1]][:, None, None] * a.sum(1))  # every channel weighted by the zero input's score
     torch.testing.assert_close(result.raw[LAYER], expected)
+    # The default skips constant channels, as the authors' code does: no extra pass, every weight 0.
+    rows.clear()
+    skipped = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64)(x, target=[0, 1])
+    assert rows == [2]
+    assert float(skipped.raw[LAYER].abs().max()) == 0.0
 
 
 def test_optimize_must_be_none_or_a_bool() -> None:

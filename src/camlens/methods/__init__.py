@@ -6,6 +6,7 @@ from camlens.methods.cam import CAM
 from camlens.methods.counterfactual import CounterfactualCAM
 from camlens.methods.dff import DeepFeatureFactorization, DFFResult
 from camlens.methods.eigencam import EigenCAM, EigenGradCAM
+from camlens.methods.fem import FEM
 from camlens.methods.finercam import FinerCAM
 from camlens.methods.fullgrad import FullGrad
 from camlens.methods.gradcam import GradCAM
@@ -13,21 +14,30 @@ from camlens.methods.gradcam_elementwise import GradCAMElementWise
 from camlens.methods.gradcampp import GradCAMPlusPlus
 from camlens.methods.guided import GuidedBackprop, GuidedGradCAM
 from camlens.methods.hirescam import HiResCAM
+from camlens.methods.iscam import ISCAM
+from camlens.methods.kpcacam import KPCACAM
 from camlens.methods.layercam import LayerCAM
 from camlens.methods.legrad import LeGrad
 from camlens.methods.protocol import CAPABILITIES, FAMILIES, Explainer
+from camlens.methods.random_map import RandomCAM
 from camlens.methods.refinecam import RefineCAM
 from camlens.methods.registry import METHODS, get_method, register
 from camlens.methods.scorecam import ScoreCAM
+from camlens.methods.shapleycam import ShapleyCAM
 from camlens.methods.smooth import NoiseSmooth, TTASmooth
 from camlens.methods.smoothgradcampp import SmoothGradCAMPlusPlus
+from camlens.methods.sscam import SSCAM
 from camlens.methods.xgradcam import XGradCAM
 
 __all__ = [
     "CAM",
     "CAPABILITIES",
     "FAMILIES",
+    "FEM",
+    "ISCAM",
+    "KPCACAM",
     "METHODS",
+    "SSCAM",
     "AblationCAM",
     "BaseCAM",
     "CAMContext",
@@ -49,8 +59,10 @@ __all__ = [
     "LayerCAM",
     "LeGrad",
     "NoiseSmooth",
+    "RandomCAM",
     "RefineCAM",
     "ScoreCAM",
+    "ShapleyCAM",
     "SmoothGradCAMPlusPlus",
     "TTASmooth",
     "XGradCAM",

@@ -169,8 +169,15 @@ class InferenceCopy:
         with the same model go straight to the model instead of rebuilding.
         """
         assert self._copy is not None
-        with torch.no_grad():
-            got = select_output(self._copy(x), output)
+        try:
+            with torch.no_grad():
+                # .forward, not __call__: a torch.fx module's __call__ prints the failing line to stderr
+                # before raising, and here a failure only means falling back to the model.
+                got = select_output(self._copy.forward(x), output)
+        except Exception as e:  # e.g. oneDNN refuses an op the trace kept (a broadcasting multiply)
+            self._copy = None
+            self._error = f"the optimized copy fails on this input ({type(e).__name__}: {str(e).splitlines()[0]})"
+            return False
         ref = logits.detach()
         tol = RTOL * float(ref.abs().amax().clamp_min(1.0))
         if got.shape == ref.shape and torch.allclose(got.to(ref.dtype), ref, rtol=RTOL, atol=tol):
@@ -189,6 +196,7 @@ class InferenceCopy:
             # deprecates: not the caller's concern; if a later torch drops them, this falls back.
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 words the same notice so
                 from torch.fx.experimental.optimization import optimize_for_inference
 
                 self._copy = optimize_for_inference(_explicit_padding(_copy_without_forward_hooks(model)))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -13,13 +15,13 @@ from camlens.core.capture import forward_hooks
 from camlens.core.layers import LayerSpec
 from camlens.errors import CamlensError, InputError, LayerShapeError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
-from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, as_maps, combine
 from camlens.methods.registry import register
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["RERUNS", "AblationCAM", "sequential_tail"]
+__all__ = ["RERUNS", "AblationCAM", "channel_axis", "sequential_tail"]
 
 #: how the network is re-run after ablating a channel; "auto" tries them in this order.
 RERUNS = ("auto", "sequential", "hook", "full")
@@ -49,6 +51,50 @@ def sequential_tail(model: nn.Module, name: str) -> list[nn.Module] | None:
         levels.append([m for m in list(node._modules.values())[pos + 1 :] if m is not None])
         node = node._modules[part]  # type: ignore[assignment]
     return [m for level in reversed(levels) for m in level]
+
+
+def channel_axis(name: str, shape: Sequence[int], x: Tensor, reshape: Callable[[Tensor], Tensor] | None) -> Any:
+    """Where each channel of layer ``name``'s maps lives in the layer's own output layout.
+
+    The maps are the layer's output ``(N, *shape[1:])`` after ``reshape`` (or
+    :func:`camlens.core.tokens.auto_reshape`): ``(N, C, *spatial)``. The
+    reshape is found out by running it on one row whose values are their own
+    flat positions. Channel ``k`` of the maps must be one index along one
+    axis of the output, e.g. the last axis of ``(N, T, C)`` tokens or of
+    channels-last ``(N, h, w, C)``; ablating it sets that whole slice to zero,
+    tokens the reshape leaves out (a class token, registers) included.
+
+    Returns:
+        ``(axis, index)``: the output's axis (counting the batch axis) and, for
+        each channel ``k`` of the maps, its index ``index[k]`` along that axis.
+
+    Raises:
+        LayerShapeError: the channels of the maps are not slices of one axis
+            (the reshape mixes values, e.g. interpolates).
+    """
+    numel = math.prod(int(v) for v in shape[1:])
+    probe = torch.arange(numel, dtype=torch.float64, device=x.device).view(1, *shape[1:])
+    mapped = as_maps(name, probe, x, reshape)[0].flatten(1)  # (C, P): each map value's flat position
+    flat = mapped.round().long()
+    if bool((mapped == flat.to(mapped.dtype)).all()) and bool(((flat >= 0) & (flat < numel)).all()):
+        stride = numel
+        for axis, size in enumerate(shape[1:], start=1):
+            stride //= int(size)
+            coord = (flat // stride) % int(size)  # (C, P): the position along this axis
+            if bool((coord == coord[:, :1]).all()) and len(torch.unique(coord[:, 0])) == coord.shape[0]:
+                return axis, coord[:, 0]
+    raise LayerShapeError(
+        f"Ablation-CAM cannot ablate the channels of layer {name!r}: its output {tuple(shape)} turned into maps "
+        "does not keep each channel on one axis of the output (the reshape mixes values); pass a reshape= that "
+        "only permutes, slices and reshapes, or choose another layer"
+    )
+
+
+@dataclass
+class _AblationContext(CAMContext):
+    """The call's context plus each layer's output in its own layout (what the ablated copies replace)."""
+
+    outputs: dict[str, Tensor] = field(default_factory=dict)
 
 
 class _Replace:
@@ -101,15 +147,19 @@ class AblationCAM(BaseCAM):
 
     Chunks hold ``batch_size`` ablated copies, or as many as fit
     ``memory_budget`` bytes (measured from one copy's layer outputs).
-    ``reshape=`` layers are not supported (the ablated maps would have to be
-    turned back into the layer's layout).
+
+    Token and channels-last layers (``(N, T, C)`` of a ViT, ``(N, h, w, C)``
+    of a Swin, or any layer with ``reshape=``): the reshape is a view for the
+    maps only. The ablation is done in the layer's own layout, on the slice
+    that holds the channel (:func:`channel_axis`): for tokens, feature ``k``
+    of *every* token, the class token and registers included, as
+    pytorch-grad-cam's ViT ablation layer does.
 
     Shapes: activations ``(N, C, *s)``, ablated scores ``(N, C, K)``,
     weights ``(N, K, C)``, maps ``(N, K, *s)``.
     """
 
     uses_gradients = False
-    accepts_reshape = False
 
     def __init__(
         self,
@@ -124,13 +174,25 @@ class AblationCAM(BaseCAM):
         super().__init__(model, layers, **options)
         if rerun not in RERUNS:
             raise InputError(f"rerun={rerun!r} is not one of {list(RERUNS)}")
-        if options.get("reshape") is not None:
-            raise InputError("AblationCAM does not support reshape=; choose a layer with (N, C, *spatial) output")
         check_budget(memory_budget, batch_size)
         self.rerun = rerun
         self.batch_size = batch_size
         self.memory_budget = memory_budget
         self.rerun_used: dict[str, str] = {}
+
+    def _capture(self, x: Tensor, target: Any, top_k: int | None) -> _AblationContext:
+        """The forward pass; keeps each layer's output in its own layout besides the maps."""
+        if not self.layers:
+            from camlens.core.autolayer import choose_layer
+            from camlens.core.layers import resolve_layers
+
+            self.layers = resolve_layers(self.model, choose_layer(self.model, x, target, output=self.output))
+        logits, acts, scores, classes, multi = self._forward(x, target, top_k)
+        outputs = {n: a.detach() for n, a in acts.items()}
+        maps = {n: self._as_maps(n, a, x) for n, a in outputs.items()}
+        return _AblationContext(
+            self.model, x, logits.detach(), scores.detach(), classes, maps, None, target, multi, outputs=outputs
+        )
 
     # ---- the three ways of scoring ablated activations ------------------------------
 
@@ -170,9 +232,9 @@ class AblationCAM(BaseCAM):
 
         return run_full
 
-    def _hook_works(self, ctx: CAMContext, name: str) -> bool:
+    def _hook_works(self, ctx: _AblationContext, name: str) -> bool:
         """Whether the hook re-run reproduces the clean scores of two images' duplicated activations."""
-        a = ctx.activations[name]
+        a = ctx.outputs[name]
         img = torch.arange(min(2, a.shape[0]), device=a.device).repeat_interleave(2)
         try:
             s = self._scorer(ctx, name, "hook")(a[img], img)
@@ -185,7 +247,7 @@ class AblationCAM(BaseCAM):
             torch.allclose(s, ref, rtol=1e-4, atol=1e-5 * (1 + float(ref.abs().max())))
         )
 
-    def _choose(self, ctx: CAMContext, name: str) -> str:
+    def _choose(self, ctx: _AblationContext, name: str) -> str:
         seq_ok = sequential_tail(self.model, name) is not None
         if self.rerun == "sequential" and not seq_ok:
             raise InputError(
@@ -205,12 +267,12 @@ class AblationCAM(BaseCAM):
         )
         return "full"
 
-    def _rows_per_chunk(self, ctx: CAMContext, name: str, mode: str) -> int:
+    def _rows_per_chunk(self, ctx: _AblationContext, name: str, mode: str) -> int:
         if self.batch_size is not None:
             return self.batch_size
         x1 = ctx.x[:1]
         module = self.layers[name]
-        act_row = ctx.activations[name][:1]
+        act_row = ctx.outputs[name][:1]
         after = None if mode == "full" else module
         per_row = (
             row_bytes(self.model, lambda: self.model(x1), after=after) + 2 * act_row.numel() * act_row.element_size()
@@ -219,24 +281,27 @@ class AblationCAM(BaseCAM):
             per_row += x1.numel() * x1.element_size()
         return max(1, self.memory_budget // per_row)
 
-    def ablated_scores(self, ctx: CAMContext, name: str) -> Tensor:
+    def ablated_scores(self, ctx: _AblationContext, name: str) -> Tensor:
         """Target scores ``(N, C, K)`` with each channel of layer ``name`` set to zero in turn."""
-        a = ctx.activations[name]
-        n, c = a.shape[:2]
+        out_a = ctx.outputs[name]  # the layer's output in its own layout
+        n, c = ctx.activations[name].shape[:2]
+        fn = self.reshape.get(name) if isinstance(self.reshape, Mapping) else self.reshape
+        axis, index = channel_axis(name, out_a.shape, ctx.x, fn)
         mode = self._choose(ctx, name)
         self.rerun_used[name] = mode
         score = self._scorer(ctx, name, mode)
         per = self._rows_per_chunk(ctx, name, mode)
-        out = torch.empty(n * c, ctx.scores.shape[1], dtype=ctx.scores.dtype, device=a.device)
+        out = torch.empty(n * c, ctx.scores.shape[1], dtype=ctx.scores.dtype, device=out_a.device)
         for sl in chunks(n * c, per):
-            r = torch.arange(sl.start, sl.stop, device=a.device)
+            r = torch.arange(sl.start, sl.stop, device=out_a.device)
             img, ch = r // c, r % c
-            rows = a[img].clone()
-            rows[torch.arange(len(r), device=a.device), ch] = 0
+            rows = out_a[img].clone()
+            rows.movedim(axis, 1)[torch.arange(len(r), device=out_a.device), index[ch]] = 0  # a view: writes rows
             out[sl] = score(rows, img).to(out.dtype)
         return out.view(n, c, -1)
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
+        assert isinstance(ctx, _AblationContext)
         maps = {}
         for name, a in ctx.activations.items():
             ablated = self.ablated_scores(ctx, name)  # (N, C, K)

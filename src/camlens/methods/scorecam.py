@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +54,44 @@ def _mask_upsampler(
     return lambda k: uh @ k @ uwt
 
 
+def distinct_masks(keys: Tensor, scored: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The distinct (image, normalized map) pairs among the ``scored`` ``(N, C)`` channels of ``keys`` ``(N, C, s)``.
+
+    Returns ``(img0, ch0, img, ch, inverse)``: every scored (image, channel),
+    the first of each distinct pair, and for each scored pair the index of its
+    distinct one (so ``scores_of_distinct[inverse]`` fills every scored channel).
+    """
+    img0, ch0 = scored.nonzero().unbind(1)
+    # float32 holds bf16/half keys and image indices exactly.
+    keyed = torch.cat([img0[:, None].to(keys.dtype), keys[img0, ch0]], dim=1)  # (scored, 1 + s)
+    _, inverse = torch.unique(keyed, dim=0, return_inverse=True)
+    first = torch.full((len(keyed),), len(img0), dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=keys.device), "amin")
+    first = first[first < len(img0)]  # (R,) the first scored channel of each distinct mask
+    return img0, ch0, img0[first], ch0[first], inverse
+
+
+def scores_to_weights(s: Tensor, weighting: str, live: Tensor | None) -> Tensor:
+    """Weights ``(N, K, C)`` from channel scores ``(N, C, K)``; channels not ``live`` ``(N, C)`` get 0.
+
+    With ``"channel-softmax"`` the softmax runs over the live channels only, and
+    an image with none gets zero weights.
+    """
+    if live is None:
+        return (s.softmax(dim=1) if weighting == "channel-softmax" else s).transpose(1, 2)
+    live = live[..., None]  # (N, C, 1)
+    if weighting == "channel-softmax":
+        s = s.masked_fill(~live, float("-inf")).softmax(dim=1)
+        s = torch.where(live.any(dim=1, keepdim=True), s, torch.zeros_like(s))
+    return torch.where(live, s, torch.zeros_like(s)).transpose(1, 2)
+
+
+def _non_constant(activations: Tensor, keys: Tensor | None = None) -> Tensor:
+    """``(N, C)``: whether each channel's min-max normalized map is not all zero (the channel is not constant)."""
+    keys = minmax_normalize(activations.flatten(2)) if keys is None else keys
+    return keys.amax(dim=-1) > 0
+
+
 @register("scorecam")
 class ScoreCAM(BaseCAM):
     """Score-CAM: each channel weighted by the target's score on the input masked by that channel.
@@ -74,6 +112,17 @@ class ScoreCAM(BaseCAM):
     logit first, a shift a softmax ignores). The two weightings give
     different maps. A callable target is used as the score unchanged in both.
 
+    Constant channels. A channel whose activation is the same at every
+    position has no mask: its normalized map is 0/0, which the paper leaves
+    undefined. By default (``skip_constant=True``) such a channel gets weight
+    0, as the authors' released code does (it skips the channel); with
+    ``weighting="channel-softmax"`` the softmax runs over the other channels.
+    ``skip_constant=False`` takes its mask as all zeros (the black baseline)
+    and weights the channel by the score of the all-zero input, which is
+    what pytorch-grad-cam and torchcam do (and camlens did before); on a
+    model with a dead filter the two differ (16 % of the map in the issue
+    that added the keyword).
+
     Cost: one forward pass per channel and image, run without autograd in
     chunks of ``batch_size`` masked inputs, or as many as fit
     ``memory_budget`` bytes (measured from one row's layer outputs). Two
@@ -82,9 +131,10 @@ class ScoreCAM(BaseCAM):
     - masks are computed from each channel's min-max normalized map at layer
       resolution (upsampling commutes with that normalization), so channels
       of one image whose normalized maps are equal (say, the same single
-      active cell) share one mask and one forward pass; a channel whose
-      activation is constant has an all-zero mask, and all such channels
-      share the score of the all-zero input, computed once;
+      active cell) share one mask and one forward pass; with
+      ``skip_constant=False`` a channel whose activation is constant has an
+      all-zero mask, and all such channels share the score of the all-zero
+      input, computed once;
     - on the CPU, the passes run through an inference-optimized copy of the
       model (BatchNorm folded, oneDNN convolutions; see ``optimize``).
 
@@ -95,6 +145,8 @@ class ScoreCAM(BaseCAM):
         channels_last: feed the masked 4-D inputs in channels-last memory
             order (``None``: on CPU when the model itself runs the passes,
             where it is faster; the values agree up to float rounding).
+        skip_constant: give constant channels weight 0 (the authors' code; default)
+            instead of the all-zero input's score (the peers).
         optimize: run the masked passes through a cached deep copy of the
             model prepared by ``torch.fx.experimental.optimization.
             optimize_for_inference``. ``None`` (default): where it applies
@@ -126,12 +178,16 @@ class ScoreCAM(BaseCAM):
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         channels_last: bool | None = None,
         optimize: bool | None = None,
+        skip_constant: bool = True,
         **options: Unpack[CAMOptions],
     ) -> None:
         super().__init__(model, layers, **options)
         if weighting not in WEIGHTINGS:
             raise InputError(f"weighting={weighting!r} is not one of {list(WEIGHTINGS)}")
+        if not isinstance(skip_constant, bool):
+            raise InputError(f"skip_constant={skip_constant!r} must be True or False")
         check_budget(memory_budget, batch_size)
+        self.skip_constant = skip_constant
         self.weighting = weighting
         self.batch_size = batch_size
         self.memory_budget = memory_budget
@@ -144,54 +200,89 @@ class ScoreCAM(BaseCAM):
         per_row = row_bytes(self.model, lambda: self.model(x[:1])) + 2 * x[:1].numel() * x.element_size()
         return max(1, self.memory_budget // per_row)
 
+    # ---- the hooks SS-CAM and IS-CAM override ------------------------------------------
+
+    #: masked passes per distinct mask; their scores are averaged (SS-CAM: noise samples, IS-CAM: steps).
+    def _variants(self) -> int:
+        return 1
+
+    def _prepare(self, ctx: CAMContext) -> Any:
+        """What :meth:`_vary` needs, made once per call (SS-CAM: the noise fields)."""
+        return None
+
+    def _vary(self, masks: Tensor, variant: Tensor, state: Any) -> Tensor:
+        """The masks ``(rows, *S)`` of each row's ``variant`` ``(rows,)``; Score-CAM: the masks themselves."""
+        return masks
+
+    #: whether an all-zero mask stays all zero in every variant (then one pass scores every constant channel).
+    zero_stays_zero: bool = True
+
+    # ---- the masked passes -------------------------------------------------------------
+
     def channel_scores(self, ctx: CAMContext, activations: Tensor) -> Tensor:
-        """Target scores ``(N, C, K)`` of the input masked by each upsampled, normalized channel."""
+        """Target scores ``(N, C, K)`` of the input masked by each upsampled, normalized channel.
+
+        A constant channel's mask is all zero (its normalized map is 0/0, taken
+        as zeros); with ``skip_constant=True`` its score is not computed (it is
+        left at 0 and its weight is 0 whatever the score).
+        """
         x = ctx.x
         n, c = activations.shape[:2]
-        prob = self.weighting == "probability"
         # Normalizing first makes equal keys give bit-equal masks (min-max is affine-invariant and
         # bilinear upsampling affine-equivariant, so the mask is the same function of the key).
         keys = minmax_normalize(activations.flatten(2))  # (N, C, s)
-        live = keys.amax(dim=-1) > 0  # (N, C): the mask is not all zero
-        out = torch.empty(n, c, ctx.scores.shape[1], dtype=ctx.scores.dtype, device=x.device)
-        img0, ch0 = live.nonzero().unbind(1)  # every live (image, channel)
-        # One row per distinct (image, key); float32 holds bf16/half keys and image indices exactly.
+        live = _non_constant(activations, keys)  # (N, C): the mask is not all zero
+        out = torch.zeros(n, c, ctx.scores.shape[1], dtype=ctx.scores.dtype, device=x.device)
+        dead = not self.skip_constant and not bool(live.all())
+        shared_zero = dead and self.zero_stays_zero  # constant channels: the all-zero input, once
+        scored = live if not dead or shared_zero else torch.ones_like(live)
         exact = keys.to(torch.float64 if keys.dtype == torch.float64 else torch.float32)
-        keyed = torch.cat([img0[:, None].to(exact.dtype), exact[img0, ch0]], dim=1)  # (live, 1 + s)
-        _, inverse = torch.unique(keyed, dim=0, return_inverse=True)
-        first = torch.full((len(keyed),), len(img0), dtype=torch.long, device=x.device)
-        first.scatter_reduce_(0, inverse, torch.arange(len(img0), device=x.device), "amin")
-        first = first[first < len(img0)]  # (R,) the first live channel of each distinct mask
-        img, ch = img0[first], ch0[first]
-        dead = not bool(live.all())
-        runner = self.inference_copy.module(self.model, x, ctx.logits, self.output, rows=len(img) + dead)
-        cl = False if runner is not self.model and self.channels_last is None else self.channels_last
-        if dead:
-            # Constant channels mask the input to all zeros: one forward pass serves them all.
+        img0, ch0, img, ch, inverse = distinct_masks(exact, scored)
+        rows = len(img) * self._variants() + shared_zero
+        runner = self.inference_copy.module(self.model, x, ctx.logits, self.output, rows=rows)
+        if shared_zero:
             zero_scores = row_scores(
-                ctx, runner(torch.zeros_like(x[:1])), torch.arange(n, device=x.device), self.output, prob
+                ctx,
+                runner(torch.zeros_like(x[:1])),
+                torch.arange(n, device=x.device),
+                self.output,
+                self.weighting == "probability",
             )
             out[:] = zero_scores[:, None, :].to(out.dtype)
-        if len(img) == 0:
-            return out
-        spatial = activations.shape[2:]
-        scores = torch.empty(len(img), out.shape[2], dtype=out.dtype, device=x.device)
+        if len(img):
+            out[img0, ch0] = self._masked_scores(ctx, runner, exact, img, ch, activations.shape[2:])[inverse]
+        return out
+
+    def _masked_scores(
+        self, ctx: CAMContext, runner: nn.Module, keys: Tensor, img: Tensor, ch: Tensor, spatial: Sequence[int]
+    ) -> Tensor:
+        """Scores ``(R, K)`` of the R masks ``keys[img, ch]``, each the mean over its variants' passes."""
+        x = ctx.x
+        v = self._variants()
+        cl = False if runner is not self.model and self.channels_last is None else self.channels_last
+        sums = torch.zeros(len(img), ctx.scores.shape[1], dtype=ctx.scores.dtype, device=x.device)
         per = self._rows_per_chunk(x)
         if self.batch_size is None and runner is not self.model:
             per = min(per, CPU_MAX_ROWS)
-        up = _mask_upsampler(spatial, x.shape[2:], exact.dtype, x.device)
-        for sl in chunks(len(img), per):
-            masks = minmax_normalize(up(exact[img[sl], ch[sl]].view(-1, *spatial)), start_dim=1)  # (rows, *S)
-            masked = x.index_select(0, img[sl]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
+        up = _mask_upsampler(spatial, x.shape[2:], keys.dtype, x.device)
+        state = self._prepare(ctx)
+        for sl in chunks(len(img) * v, per):
+            r = torch.arange(sl.start, sl.stop, device=x.device)
+            mask_of, variant = r // v, r % v  # rows are mask-major: a mask's variants are consecutive
+            lo = sl.start // v
+            distinct = torch.arange(lo, (sl.stop - 1) // v + 1, device=x.device)
+            masks = minmax_normalize(up(keys[img[distinct], ch[distinct]].view(-1, *spatial)), start_dim=1)
+            masks = self._vary(masks[mask_of - lo], variant, state)  # (rows, *S)
+            masked = x.index_select(0, img[mask_of]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
             masked = layout(masked, cl)
-            scores[sl] = row_scores(ctx, runner(masked), img[sl], self.output, prob).to(out.dtype)
-        out[img0, ch0] = scores[inverse]
-        return out
+            s = row_scores(ctx, runner(masked), img[mask_of], self.output, self.weighting == "probability")
+            sums.index_add_(0, mask_of, s.to(sums.dtype))
+        return sums / v if v > 1 else sums
+
+    def channel_weights(self, ctx: CAMContext, activations: Tensor) -> Tensor:
+        """Channel weights ``(N, K, C)`` from :meth:`channel_scores` and ``weighting``."""
+        live = _non_constant(activations) if self.skip_constant else None
+        return scores_to_weights(self.channel_scores(ctx, activations), self.weighting, live)
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
-        maps = {}
-        for name, a in ctx.activations.items():
-            s = self.channel_scores(ctx, a)  # (N, C, K)
-            w = s.softmax(dim=1) if self.weighting == "channel-softmax" else s
-            maps[name] = combine(w.transpose(1, 2).to(a.dtype), a)
-        return maps
+        return {name: combine(self.channel_weights(ctx, a).to(a.dtype), a) for name, a in ctx.activations.items()}
