@@ -106,9 +106,8 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_into(out: Path, args: argparse.Namespace) -> int:
     """Evaluate as ``args`` say and write the results into ``out`` (prepared and locked by the caller)."""
     from camlens._util.files import atomic_write_text, writing
-    from camlens.evaluation.render import html_page
-
     from camlens.cli._model_args import preprocess_flags
+    from camlens.evaluation.render import html_page
 
     extra = {} if args.baselines is None else {"baselines": args.baselines}
     flags = {k: v for k, v in preprocess_flags(args).items() if v is not None}
