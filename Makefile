@@ -23,6 +23,9 @@ $(DEMO_STAMP): pyproject.toml constraints.txt Makefile
 $(TEST_STAMP): pyproject.toml constraints-test.txt Makefile
 	$(PYTHON) -m venv $(TVENV)
 	$(TPIP) install -c constraints-test.txt -e '.[test]'
+	# Quantus is the metrics tests' reference; its own requirements pull opencv-python (the GUI build) beside the
+	# headless one pytorch-grad-cam brings: install it without them (it imports and runs on what is here).
+	$(TPIP) install -c constraints-test.txt --no-deps quantus
 	touch $(TEST_STAMP)
 
 demo: $(DEMO_STAMP)

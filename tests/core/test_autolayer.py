@@ -112,7 +112,7 @@ def test_layers_command_reads_a_checkpoint_folder(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["layers", "nope"], "neither a checkpoint folder (no such folder) nor a factory 'module:function'"),
+        (["layers", "nope"], "model='nope' is neither a checkpoint folder or a save_pretrained folder (no such f"),
         (["layers", "beyond_models:SwinLike", "--input-shape", "3,a"], "--input-shape '3,a'"),
         (["layers", "beyond_models:SwinLike"], "pass --input-shape"),
         (["layers", "beyond_models:nothing"], "no callable 'nothing'"),
