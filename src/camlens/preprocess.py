@@ -85,11 +85,9 @@ def _open(path: str | Path, target: Any) -> tuple[Any, tuple[int, int]]:
     """
     Image = _pil()
     ImageOps = optional_import("PIL.ImageOps", "plot", "image files")
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"image file {path} does not exist")
-    if not path.is_file():
-        raise DataError(f"image file {path} is not a regular file; give an image file (JPEG, PNG, WebP, ...)")
+    from camlens.viz.images import image_file
+
+    path = image_file(path, "an image file (JPEG, PNG, WebP, ...)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -19,7 +19,7 @@ from torch import Tensor
 from camlens._util.optional import optional_import
 from camlens.errors import DataError
 
-__all__ = ["image_tensor", "load_image", "load_images", "open_image"]
+__all__ = ["image_file", "image_tensor", "load_image", "load_images", "open_image"]
 
 #: modes holding more than 8 bits per pixel (16-bit PNG/TIFF open as one of these); read as 0..65535.
 WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -27,6 +27,20 @@ WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
 def _pil() -> Any:
     return optional_import("PIL.Image", "plot", "PNG/JPEG files")
+
+
+def image_file(path: str | Path, kinds: str = "a PNG or JPEG file") -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it names a regular file; every image reader checks here first.
+
+    Raises:
+        DataError: it does not exist, or is not a regular file (``kinds`` says what to give instead).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"image file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"image file {path} is not a regular file; give {kinds}")
+    return path
 
 
 def open_image(path: str | Path, mode: str = "L") -> Any:
@@ -44,11 +58,7 @@ def open_image(path: str | Path, mode: str = "L") -> Any:
             that cannot become ``mode``; the message names the file.
     """
     Image = _pil()
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"image file {path} does not exist")
-    if not path.is_file():
-        raise DataError(f"image file {path} is not a regular file; give a PNG or JPEG file")
+    path = image_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
