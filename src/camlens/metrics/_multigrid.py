@@ -41,9 +41,9 @@ def neighbour_sum(u: Tensor) -> Tensor:
     pass over a zero-padded copy, far cheaper than a 1-channel ``conv2d`` on the CPU.
     """
     q = F.pad(u, (1, 1, 1, 1))
-    rows = q[..., :-2] + q[..., 2:] + 2 * q[..., 1:-1]
-    both = rows[..., :-2, :] + rows[..., 2:, :] + 2 * rows[..., 1:-1, :]
-    return (both - 4 * u) / 12
+    rows = (q[..., :-2] + q[..., 2:]).add_(q[..., 1:-1], alpha=2)  # in place: no temporaries (scaling by 2, 4 is exact)
+    both = (rows[..., :-2, :] + rows[..., 2:, :]).add_(rows[..., 1:-1, :], alpha=2)
+    return both.sub_(u, alpha=4).div_(12)
 
 
 def _stencil_apply(s: Tensor, v: Tensor) -> Tensor:
@@ -53,32 +53,54 @@ def _stencil_apply(s: Tensor, v: Tensor) -> Tensor:
     out = s[:, 4:5] * v
     for k, (dy, dx) in enumerate(_OFFSETS):
         if k != 4:
-            out = out + s[:, k : k + 1] * q[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+            out.addcmul_(s[:, k : k + 1], q[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w])
     return out
-
-
-def _kernel(dtype: torch.dtype, device: torch.device) -> Tensor:
-    t = torch.tensor([0.5, 1.0, 0.5], dtype=dtype, device=device)
-    return (t[:, None] * t[None, :]).view(1, 1, 3, 3)
 
 
 def _coarse_size(n: int) -> int:
     return n // 2 + 1
 
 
-def _prolong(e: Tensor, size: tuple[int, int], k: Tensor) -> Tensor:
+def _along(dim: int, part: slice) -> tuple[slice, ...]:
+    return (slice(None),) * dim + (part,)
+
+
+def _interp(e: Tensor, dim: int, size: int) -> Tensor:
+    """Linear interpolation along ``dim`` from ``n`` nodes to the first ``size <= 2n - 1`` nodes of the finer grid.
+
+    Fine node ``2i`` is coarse node ``i``; fine node ``2i + 1`` is the mean of coarse nodes ``i`` and ``i + 1``.
+    """
+    n = e.shape[dim]
+    shape = list(e.shape)
+    shape[dim] = 2 * n - 1
+    out = e.new_empty(shape)
+    out[_along(dim, slice(0, None, 2))] = e
+    out[_along(dim, slice(1, None, 2))] = 0.5 * (e.narrow(dim, 0, n - 1) + e.narrow(dim, 1, n - 1))
+    return out.narrow(dim, 0, size)
+
+
+def _gather(r: Tensor, dim: int, n: int) -> Tensor:
+    """The adjoint of :func:`_interp` along ``dim``: the ``n`` coarse nodes' weighted sums of the fine ones."""
+    shape = list(r.shape)
+    shape[dim] = n
+    out = r.new_zeros(shape)
+    even = r[_along(dim, slice(0, None, 2))]  # fine node 2i -> coarse node i, weight 1
+    out.narrow(dim, 0, even.shape[dim]).add_(even)
+    odd = 0.5 * r[_along(dim, slice(1, None, 2))]  # fine node 2i + 1 -> coarse nodes i and i + 1, weight 1/2 each
+    m = odd.shape[dim]
+    out.narrow(dim, 0, m).add_(odd)
+    out.narrow(dim, 1, m).add_(odd)
+    return out
+
+
+def _prolong(e: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear interpolation of ``(B, C, hc, wc)`` coarse values to the ``(h, w)`` grid (vertex centred)."""
-    b, c, hc, wc = e.shape
-    y = F.conv_transpose2d(e.reshape(b * c, 1, hc, wc), k, stride=2, padding=1)
-    return y[:, :, : size[0], : size[1]].reshape(b, c, *size)
+    return _interp(_interp(e, e.ndim - 2, size[0]), e.ndim - 1, size[1])
 
 
-def _restrict(r: Tensor, coarse: tuple[int, int], k: Tensor) -> Tensor:
+def _restrict(r: Tensor, coarse: tuple[int, int]) -> Tensor:
     """``P^T r``: the adjoint of :func:`_prolong` for ``(B, C, h, w)`` fine values."""
-    b, c, h, w = r.shape
-    hp, wp = 2 * coarse[0] - 1, 2 * coarse[1] - 1
-    y = F.pad(r.reshape(b * c, 1, h, w), (0, wp - w, 0, hp - h))
-    return F.conv2d(y, k, stride=2, padding=1).reshape(b, c, *coarse)
+    return _gather(_gather(r, r.ndim - 1, coarse[1]), r.ndim - 2, coarse[0])
 
 
 @dataclass
@@ -97,14 +119,13 @@ class Hierarchy:
     inv_diag: Tensor  # (B, 1, H, W) omega / diag on removed pixels, 0 elsewhere
     levels: list[_Level]
     coarsest: Tensor  # (B, n, n) Cholesky factor of the coarsest level (the fine grid itself when it is small)
-    kernel: Tensor
 
     def fine(self, v: Tensor) -> Tensor:
         """``A v`` for ``v`` ``(B, C, H, W)`` zero off the removed pixels."""
         return self.diag * v - self.mask * neighbour_sum(v)
 
 
-def _galerkin(apply_fine: object, fine_active: Tensor, fine_size: tuple[int, int], k: Tensor) -> Tensor:
+def _galerkin(apply_fine: object, fine_active: Tensor, fine_size: tuple[int, int]) -> Tensor:
     """The 9-point stencil ``(B, 9, hc, wc)`` of ``P^T A P`` (``P`` masked to ``fine_active``), by 9 probes."""
     hc, wc = _coarse_size(fine_size[0]), _coarse_size(fine_size[1])
     dev, dtype = fine_active.device, fine_active.dtype
@@ -112,8 +133,8 @@ def _galerkin(apply_fine: object, fine_active: Tensor, fine_size: tuple[int, int
     ix = torch.arange(wc, device=dev).view(1, wc)
     colour = (iy % 3) * 3 + (ix % 3)  # (hc, wc)
     probes = torch.stack([(colour == c).to(dtype) for c in range(9)])[:, None]  # (9, 1, hc, wc)
-    fine_probes = _prolong(probes, fine_size, k).view(1, 9, *fine_size) * fine_active  # (B, 9, h, w)
-    out = _restrict(apply_fine(fine_probes), (hc, wc), k)  # type: ignore[operator]  # (B, 9, hc, wc)
+    fine_probes = _prolong(probes, fine_size).view(1, 9, *fine_size) * fine_active  # (B, 9, h, w)
+    out = _restrict(apply_fine(fine_probes), (hc, wc))  # type: ignore[operator]  # (B, 9, hc, wc)
     # entry k of node i couples to node i + offset_k, whose colour says which probe measured it
     index = torch.stack([((iy + dy) % 3) * 3 + ((ix + dx) % 3) for dy, dx in _OFFSETS])  # (9, hc, wc)
     return out.gather(1, index.unsqueeze(0).expand(out.shape[0], -1, -1, -1))
@@ -162,23 +183,22 @@ def build_hierarchy(mask: Tensor) -> Hierarchy:
     h, w = mask.shape[-2:]
     m = mask.unsqueeze(1)
     diag = neighbour_sum(torch.ones(1, 1, h, w, dtype=mask.dtype, device=mask.device))
-    k = _kernel(mask.dtype, mask.device)
     levels: list[_Level] = []
     if max(h, w) <= _COARSEST:
         fine = _make_level(_fine_stencil(m, diag))
-        return Hierarchy(m, diag, _OMEGA * m / diag, [], _pinv(fine.stencil), k)
+        return Hierarchy(m, diag, _OMEGA * m / diag, [], _pinv(fine.stencil))
 
     def fine_op(v: Tensor) -> Tensor:
         return diag * v - m * neighbour_sum(v)
 
     apply, active, size = fine_op, m, (h, w)
     while max(size) > _COARSEST:
-        level = _make_level(_galerkin(apply, active, size, k))
+        level = _make_level(_galerkin(apply, active, size))
         levels.append(level)
         apply = (lambda lv: lambda v: _stencil_apply(lv.stencil, v))(level)
         active, size = level.active, tuple(level.stencil.shape[-2:])  # type: ignore[assignment]
     coarsest = _pinv(levels[-1].stencil)
-    return Hierarchy(m, diag, _OMEGA * m / diag, levels, coarsest, k)
+    return Hierarchy(m, diag, _OMEGA * m / diag, levels, coarsest)
 
 
 def _pinv(stencil: Tensor) -> Tensor:
@@ -223,9 +243,9 @@ def _vcycle(hier: Hierarchy, depth: int, r: Tensor) -> Tensor:
 
     v = _smooth(apply, inv_diag, r, None)
     coarse = hier.levels[depth].stencil.shape[-2:]
-    rc = _restrict(r - apply(v), (coarse[0], coarse[1]), hier.kernel)
+    rc = _restrict(r - apply(v), (coarse[0], coarse[1]))
     ec = _vcycle(hier, depth + 1, rc)
-    v = v + active * _prolong(ec, (r.shape[-2], r.shape[-1]), hier.kernel)
+    v = v + active * _prolong(ec, (r.shape[-2], r.shape[-1]))
     return _smooth(apply, inv_diag, r, v)
 
 
