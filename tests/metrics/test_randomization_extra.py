@@ -19,12 +19,14 @@ from torch import nn
 
 from camlens.errors import InputError
 from camlens.metrics import (
+    EXTRA_METRICS,
     discrete_entropy,
     efficient_mprt,
     layers_from_top,
     max_sensitivity,
     random_logit,
     randomized_models,
+    score_extra,
     smooth_mprt,
 )
 from camlens.metrics._explain import method_maps, noise_draws
@@ -171,6 +173,15 @@ def test_batch_size_does_not_change_values():
         b = fn(MODEL, X, "gradcam", LAYER, batch_size=512, **kw, **extra)
         va, vb = (v.similarity if hasattr(v, "similarity") else getattr(v, "rise", v) for v in (a, b))
         assert torch.allclose(va, vb, atol=1e-9, rtol=0)
+
+
+def test_score_extra_runs_each_metric_by_name():
+    got = score_extra(MODEL, X[:2], "gradcam", LAYER, target=Y[:2], seed=2)
+    assert list(got) == list(EXTRA_METRICS) and all(v.shape == (2,) for v in got.values())
+    assert torch.equal(got["efficient-mprt"], efficient_mprt(MODEL, X[:2], "gradcam", LAYER, Y[:2], seed=2).rise)
+    assert torch.equal(got["max-sensitivity"], max_sensitivity(MODEL, X[:2], "gradcam", LAYER, Y[:2], seed=2))
+    with pytest.raises(InputError, match=r"no extra metric 'mprt'; choose from efficient-mprt, smooth-mprt"):
+        score_extra(MODEL, X, "gradcam", LAYER, ["mprt"])
 
 
 def test_model_left_as_found():

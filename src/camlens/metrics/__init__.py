@@ -15,6 +15,7 @@ from camlens.metrics._common import saliency_rank
 from camlens.metrics.baselines import BASELINES, edge_map, intensity_map, random_map
 from camlens.metrics.complexity import effective_complexity, pointing_game_hit, relevance_rank_accuracy, sparseness
 from camlens.metrics.confidence import ConfidenceResult, confidence_change
+from camlens.metrics.extra import EXTRA_METRICS, ExtraMetric, score_extra
 from camlens.metrics.perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
 from camlens.metrics.pointing import boxes_to_mask, energy_pointing_game, object_mask
 from camlens.metrics.randomization import (
@@ -41,10 +42,12 @@ from camlens.metrics.sanity import (
 
 __all__ = [
     "BASELINES",
+    "EXTRA_METRICS",
     "ROAD_PERCENTAGES",
     "ConfidenceResult",
     "CurveResult",
     "EfficientMPRTResult",
+    "ExtraMetric",
     "ImputationError",
     "RandomLogitResult",
     "RoadResult",
@@ -77,6 +80,7 @@ __all__ = [
     "road",
     "saliency_rank",
     "sanity_check",
+    "score_extra",
     "smooth_mprt",
     "sparseness",
     "spearman",
