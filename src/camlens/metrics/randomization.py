@@ -48,6 +48,15 @@ ORDERS = ("bottom_up", "top_down")
 SIMILARITIES = ("ssim", "flat_ssim")
 
 
+def _layer_order(model: nn.Module, x: Tensor, layers: list[str] | None) -> list[str]:
+    """The layers to re-initialize, top (output) first: ``layers`` or :func:`layers_from_top`."""
+    if layers is None:
+        return layers_from_top(model, x[:1])
+    if isinstance(layers, str) or not list(layers):
+        raise InputError(f"layers={layers!r} must be a non-empty list of layer names, top (output) first")
+    return list(layers)
+
+
 def discrete_entropy(maps: Tensor, n_bins: int = 100) -> Tensor:
     """Shannon entropy (nats) of the histogram of each map's values in ``n_bins`` equal bins.
 
@@ -66,6 +75,12 @@ def discrete_entropy(maps: Tensor, n_bins: int = 100) -> Tensor:
 
     Returns:
         ``(N,)`` float64.
+
+    Example:
+        >>> import torch
+        >>> from camlens.metrics import discrete_entropy
+        >>> discrete_entropy(torch.tensor([[0.0, 1.0, 2.0, 3.0], [5.0, 5.0, 5.0, 5.0]]), n_bins=4)
+        tensor([1.3863, 0.0000], dtype=torch.float64)
     """
     n_bins = check_count("n_bins", n_bins)
     if not isinstance(maps, Tensor) or maps.ndim < 2:
@@ -83,7 +98,7 @@ def discrete_entropy(maps: Tensor, n_bins: int = 100) -> Tensor:
     idx = torch.where((a >= edges.gather(1, idx + 1)) & (idx != n_bins - 1), idx + 1, idx)
     counts = torch.zeros(a.shape[0], n_bins, dtype=a.dtype, device=a.device).scatter_add_(1, idx, torch.ones_like(a))
     p = counts / a.shape[1]
-    return -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=1)
+    return 0.0 - torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(dim=1)  # 0.0 - 0.0 is +0.0
 
 
 @dataclass
@@ -139,18 +154,27 @@ def efficient_mprt(
         layer: the layer the method explains.
         target: the explained class (default: the original model's prediction), used for both models.
         n_bins: histogram bins of :func:`discrete_entropy` (the paper's 100).
-        layers: the layers to re-initialize; default every layer with parameters (:func:`layers_from_top`).
+        layers: the layers to re-initialize, top (output) first; default every layer with parameters
+            (:func:`layers_from_top`).
         seed: seeds the re-initialization.
         batch_size: images per explainer call (the values do not depend on it).
 
     Returns:
         An :class:`EfficientMPRTResult`.
+
+    Example:
+        >>> import torch
+        >>> from camlens.metrics import efficient_mprt
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+        >>> efficient_mprt(net, torch.rand(2, 3, 8, 8), "gradcam", "0").rise.shape
+        torch.Size([2])
     """
     check_images(x)
     n_bins, batch_size = check_count("n_bins", n_bins), check_count("batch_size", batch_size)
     layer = layer_name(model, layer)
     classes = resolve_classes(model, x, target, batch_size=batch_size)
-    order = layers_from_top(model, x[:1]) if layers is None else list(layers)
+    order = _layer_order(model, x, layers)
     before = discrete_entropy(method_maps(method, model, layer, batch_size)(x, classes), n_bins)
     rand = fully_randomized(model, order, seed)
     after = discrete_entropy(method_maps(method, rand, layer, batch_size)(x, classes), n_bins)
@@ -237,7 +261,8 @@ def smooth_mprt(
         samples: ``N``, noisy inputs per map (the paper's 50).
         noise: ``sigma`` as a share of each image's value range (the paper's 0.1).
         order: ``"bottom_up"`` or ``"top_down"``.
-        layers: layers to re-initialize, in ``order``; default every layer with parameters.
+        layers: the layers to re-initialize, top (output) first (``order`` decides which comes first);
+            default every layer with parameters (:func:`layers_from_top`).
         layerwise: ``False`` scores only the fully randomized model (``L = 1``): ``N`` times cheaper
             per layer.
         absolute: correlate ``|e_bar|`` (default) or the signed maps.
@@ -247,6 +272,15 @@ def smooth_mprt(
 
     Returns:
         A :class:`SmoothMPRTResult`.
+
+    Example:
+        >>> import torch
+        >>> from camlens.metrics import smooth_mprt
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+        >>> res = smooth_mprt(net, torch.rand(2, 3, 8, 8), "gradcam", "0", samples=4)
+        >>> res.layers, tuple(res.similarity.shape)
+        (['0', '4'], (2, 2))
     """
     check_images(x)
     samples, batch_size = check_count("samples", samples), check_count("batch_size", batch_size)
@@ -257,8 +291,8 @@ def smooth_mprt(
         raise InputError(f"samples={samples} with include_clean=True leaves no noisy input; pass samples >= 2")
     layer = layer_name(model, layer)
     classes = resolve_classes(model, x, target, batch_size=batch_size)
-    top = layers_from_top(model, x[:1]) if layers is None else list(layers)
-    steps = top[::-1] if layers is None and order == "bottom_up" else top
+    top = _layer_order(model, x, layers)
+    steps = top[::-1] if order == "bottom_up" else top
     post = torch.abs if absolute else (lambda t: t)
     original = post(_smoothed(method_maps(method, model, layer, batch_size), x, classes, sigma, seed,
                               samples, include_clean, batch_size))  # fmt: skip
@@ -369,6 +403,15 @@ def random_logit(
 
     Returns:
         A :class:`RandomLogitResult`.
+
+    Example:
+        >>> import torch
+        >>> from camlens.metrics import random_logit
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+        >>> res = random_logit(net, torch.rand(2, 3, 8, 8), "gradcam", "0", target=[0, 2])
+        >>> bool((res.others != res.classes).all()), tuple(res.similarity.shape)
+        (True, (2,))
     """
     check_images(x)
     batch_size = check_count("batch_size", batch_size)

@@ -60,6 +60,14 @@ def max_sensitivity(
 
     Returns:
         ``(N,)`` float64.
+
+    Example:
+        >>> import torch
+        >>> from camlens.metrics import max_sensitivity
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        ...                           torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+        >>> max_sensitivity(net, torch.rand(2, 3, 8, 8), "gradcam", "0", samples=10, radius=0.05).shape
+        torch.Size([2])
     """
     check_images(x)
     samples, batch_size = check_count("samples", samples), check_count("batch_size", batch_size)
