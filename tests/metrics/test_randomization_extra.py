@@ -161,6 +161,21 @@ def test_max_sensitivity_equals_quantus(monkeypatch):
     assert torch.all(got > 0)
 
 
+def test_maps_blind_to_the_class_or_the_model_fail_the_tests():
+    # EigenCAM ignores the class: the random-logit maps are the same map
+    for similarity in ("ssim", "flat_ssim"):
+        rl = random_logit(MODEL, X, "eigencam", LAYER, similarity=similarity).similarity
+        assert torch.allclose(rl.double(), torch.ones(4, dtype=torch.float64), atol=1e-6)
+    # the seeded random map ignores the model and the input: no rise, full similarity, no sensitivity
+    assert torch.equal(efficient_mprt(MODEL, X, "random", LAYER).rise, torch.zeros(4, dtype=torch.float64))
+    last = smooth_mprt(MODEL, X, "random", LAYER, samples=3, layerwise=False).last
+    assert torch.allclose(last, torch.ones(4))
+    assert torch.equal(max_sensitivity(MODEL, X, "random", LAYER, samples=3), torch.zeros(4, dtype=torch.float64))
+    # Grad-CAM depends on both
+    assert torch.all(smooth_mprt(MODEL, X, "gradcam", LAYER, samples=3, layerwise=False).last < 0.9)
+    assert torch.all(random_logit(MODEL, X, "gradcam", LAYER).similarity < 0.99)
+
+
 def test_batch_size_does_not_change_values():
     kw = {"target": Y, "seed": 1}
     for fn, extra in (
@@ -207,6 +222,7 @@ def test_model_left_as_found():
         (lambda: smooth_mprt(MODEL, X, "gradcam", LAYER, order="sideways"), r"order='sideways' must be one of"),
         (lambda: smooth_mprt(MODEL, X, "gradcam", LAYER, samples=1, include_clean=True), r"samples >= 2"),
         (lambda: efficient_mprt(MODEL, X, "gradcam", LAYER, n_bins=0), r"n_bins=0 must be an integer >= 1"),
+        (lambda: efficient_mprt(MODEL, X, "gradcam", LAYER, layers=[]), r"layers=\[\] must be a non-empty list"),
         (lambda: efficient_mprt(MODEL, X, "no-such-cam", LAYER), r"method='no-such-cam': no method"),
         (lambda: efficient_mprt(MODEL, X[0], "gradcam", LAYER), r"x must be a floating image batch"),
         (lambda: random_logit(MODEL, X, "gradcam", LAYER, similarity="l2"), r"similarity='l2' must be one of"),
