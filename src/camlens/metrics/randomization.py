@@ -218,6 +218,17 @@ def _smoothed(
     return total / samples
 
 
+def _smooth_checks(x: Tensor, samples: int, noise: float, order: str, clean: bool, batch_size: int) -> Tensor:
+    """Check :func:`smooth_mprt`'s arguments; return ``sigma`` ``(N, 1, 1, 1)``."""
+    check_images(x)
+    check_count("samples", samples), check_count("batch_size", batch_size)
+    if order not in ORDERS:
+        raise InputError(f"order={order!r} must be one of {', '.join(ORDERS)}")
+    if clean and samples < 2:
+        raise InputError(f"samples={samples} with include_clean=True leaves no noisy input; pass samples >= 2")
+    return check_scale("noise", noise) * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
+
+
 def smooth_mprt(
     model: nn.Module,
     x: Tensor,
@@ -249,12 +260,10 @@ def smooth_mprt(
     (``"bottom_up"``, from the input, is the paper's recommendation; ``"top_down"`` is Adebayo's),
     and ``sigma`` is per image (the SmoothGrad convention). Lower similarity passes the test.
 
-    The same noise draws serve every model (common random numbers: only the weights differ), so
-    the result is a function of ``seed``. Departures of Quantus 0.6.0's ``SmoothMPRT``: its last
-    of the ``N`` inputs is noise-free (``include_clean=True`` does the same); it draws fresh noise
-    for every model; it reseeds every layer with ``seed + 1`` in the global RNG. Given the same
-    noise and randomized models, the values equal Quantus' (``abs=True``; its normalisation does
-    not change ranks). ``absolute=False`` correlates the signed maps.
+    The same noise serves every model (only the weights differ). Quantus 0.6.0's ``SmoothMPRT``
+    makes the last of the ``N`` inputs noise-free (``include_clean=True``), draws fresh noise for
+    every model and reseeds every layer with ``seed + 1``; given the same noise and models, the
+    values equal its (``abs=True``; its normalisation does not change ranks).
 
     Args:
         model, x, method, layer, target: as :func:`efficient_mprt`.
@@ -263,9 +272,8 @@ def smooth_mprt(
         order: ``"bottom_up"`` or ``"top_down"``.
         layers: the layers to re-initialize, top (output) first (``order`` decides which comes first);
             default every layer with parameters (:func:`layers_from_top`).
-        layerwise: ``False`` scores only the fully randomized model (``L = 1``): ``N`` times cheaper
-            per layer.
-        absolute: correlate ``|e_bar|`` (default) or the signed maps.
+        layerwise: ``False`` scores only the fully randomized model (``L = 1``).
+        absolute: correlate ``|e_bar|`` (default) or the signed maps (``False``).
         include_clean: make the last of the ``N`` inputs the clean image (Quantus' variant).
         seed: seeds the noise and the re-initialization.
         batch_size: images per explainer call (the values do not depend on it).
@@ -282,28 +290,24 @@ def smooth_mprt(
         >>> res.layers, tuple(res.similarity.shape)
         (['0', '4'], (2, 2))
     """
-    check_images(x)
-    samples, batch_size = check_count("samples", samples), check_count("batch_size", batch_size)
-    sigma = check_scale("noise", noise) * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
-    if order not in ORDERS:
-        raise InputError(f"order={order!r} must be one of {', '.join(ORDERS)}")
-    if include_clean and samples < 2:
-        raise InputError(f"samples={samples} with include_clean=True leaves no noisy input; pass samples >= 2")
+    sigma = _smooth_checks(x, samples, noise, order, include_clean, batch_size)
     layer = layer_name(model, layer)
     classes = resolve_classes(model, x, target, batch_size=batch_size)
-    top = _layer_order(model, x, layers)
-    steps = top[::-1] if order == "bottom_up" else top
-    post = torch.abs if absolute else (lambda t: t)
-    original = post(_smoothed(method_maps(method, model, layer, batch_size), x, classes, sigma, seed,
-                              samples, include_clean, batch_size))  # fmt: skip
-    # cascading copies are changed in place from step to step: score each before the next
+    steps = _layer_order(model, x, layers)
+    steps = steps[::-1] if order == "bottom_up" else steps
+
+    def denoised(f: nn.Module) -> Tensor:
+        explain = method_maps(method, f, layer, batch_size)
+        maps = _smoothed(explain, x, classes, sigma, seed, samples, include_clean, batch_size)
+        return maps.abs() if absolute else maps
+
+    original = denoised(model)
+    # cascading copies change in place from step to step: each is scored before the next is made
     pairs = randomized_models(model, steps, "cascading", seed) if layerwise else None
     names, rows = [], []
     for name, rand in pairs or [(steps[-1], fully_randomized(model, steps, seed))]:
-        maps = _smoothed(method_maps(method, rand, layer, batch_size), x, classes, sigma, seed,
-                         samples, include_clean, batch_size)  # fmt: skip
         names.append(name)
-        rows.append(spearman(original, post(maps)))
+        rows.append(spearman(original, denoised(rand)))
     return SmoothMPRTResult(order, names, torch.stack(rows))
 
 
