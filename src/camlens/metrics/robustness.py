@@ -38,10 +38,10 @@ def max_sensitivity(
     Norms are Frobenius norms of the ``(H, W)`` maps. Yeh et al. define the absolute change;
     raw maps of different methods differ in scale, so camlens divides by ``||e(x)||`` by default,
     as Quantus 0.6.0's ``MaxSensitivity`` does (``fro_norm`` over ``fro_norm``): given the same
-    noise the values equal Quantus'. Quantus skips NaN ratios (``nanmax``); here a NaN (a zero map
-    with ``relative=True``) is reported, never hidden. Lower is more robust. The noise is not
-    clipped to the data range, as in the paper and Quantus; the explained class stays that of
-    the clean image.
+    noise the values equal Quantus'. Quantus skips NaN ratios (``nanmax``); here a zero map
+    ``e(x)`` with ``relative=True`` gives ``inf`` (or NaN), reported, never hidden. Lower is more
+    robust. The noise is not clipped to the data range, as in the paper and Quantus; the
+    explained class stays that of the clean image.
 
     The ``s``-th perturbation is ``r (2 u_s - 1)`` with ``u_s = torch.rand(x.shape)`` drawn in order
     from ``torch.Generator().manual_seed(seed)``: the same for any ``batch_size`` and device.
