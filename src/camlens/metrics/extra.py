@@ -78,7 +78,7 @@ def score_extra(
     *,
     target: TargetSpec = None,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 64,
 ) -> dict[str, Tensor]:
     """Score ``method`` at ``layer`` on images ``x`` with the named :data:`EXTRA_METRICS` (default: all).
 

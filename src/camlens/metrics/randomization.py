@@ -128,7 +128,7 @@ def efficient_mprt(
     n_bins: int = 100,
     layers: list[str] | None = None,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 64,
 ) -> EfficientMPRTResult:
     """Efficient MPRT: how much more complex does a method's map get when the model is fully randomized?
 
@@ -157,7 +157,8 @@ def efficient_mprt(
         layers: the layers to re-initialize, top (output) first; default every layer with parameters
             (:func:`layers_from_top`).
         seed: seeds the re-initialization.
-        batch_size: images per explainer call (the values do not depend on it).
+        batch_size: images per explainer call (the values do not depend on it); each call keeps the
+            model's activations of that many images for the backward pass: lower it for large inputs.
 
     Returns:
         An :class:`EfficientMPRTResult`.
@@ -244,7 +245,7 @@ def smooth_mprt(
     absolute: bool = True,
     include_clean: bool = False,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 64,
 ) -> SmoothMPRTResult:
     """Smooth MPRT: model parameter randomization with maps denoised by averaging over noisy inputs.
 
@@ -267,8 +268,7 @@ def smooth_mprt(
 
     Args:
         model, x, method, layer, target: as :func:`efficient_mprt`.
-        samples: ``N``, noisy inputs per map (the paper's 50).
-        noise: ``sigma`` as a share of each image's value range (the paper's 0.1).
+        samples, noise: ``N`` (the paper's 50) and ``sigma`` as a share of each image's value range (0.1).
         order: ``"bottom_up"`` or ``"top_down"``.
         layers: the layers to re-initialize, top (output) first (``order`` decides which comes first);
             default every layer with parameters (:func:`layers_from_top`).
@@ -276,7 +276,8 @@ def smooth_mprt(
         absolute: correlate ``|e_bar|`` (default) or the signed maps (``False``).
         include_clean: make the last of the ``N`` inputs the clean image (Quantus' variant).
         seed: seeds the noise and the re-initialization.
-        batch_size: images per explainer call (the values do not depend on it).
+        batch_size: images per explainer call (the values do not depend on it); each call keeps the
+            model's activations of that many images for the backward pass: lower it for large inputs.
 
     Returns:
         A :class:`SmoothMPRTResult`.
@@ -379,7 +380,7 @@ def random_logit(
     *,
     similarity: str = "ssim",
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 64,
 ) -> RandomLogitResult:
     """Random-logit test: is the map of the explained class different from the map of another class?
 
@@ -403,7 +404,8 @@ def random_logit(
         target: the explained class; default the model's prediction.
         similarity: ``"ssim"`` or ``"flat_ssim"``.
         seed: seeds the draw of the other classes.
-        batch_size: images per explainer call (the values do not depend on it).
+        batch_size: images per explainer call (the values do not depend on it); each call keeps the
+            model's activations of that many images for the backward pass: lower it for large inputs.
 
     Returns:
         A :class:`RandomLogitResult`.

@@ -24,7 +24,7 @@ def max_sensitivity(
     radius: float = 0.2,
     relative: bool = True,
     seed: int = 0,
-    batch_size: int = 512,
+    batch_size: int = 64,
 ) -> Tensor:
     """Max-sensitivity: the largest change of a method's map under ``samples`` small random input perturbations.
 
@@ -56,7 +56,9 @@ def max_sensitivity(
         radius: ``r``, in the units of ``x`` (Quantus' default 0.2).
         relative: divide by ``||e(x)||`` (default) or not (the paper's definition).
         seed: seeds the perturbations.
-        batch_size: images per explainer call (several perturbations share a call).
+        batch_size: images per explainer call (several perturbations share a call; the values do
+            not depend on it); each call keeps the model's activations of that many images for the
+            backward pass: lower it for large inputs.
 
     Returns:
         ``(N,)`` float64.
