@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import torch
@@ -85,10 +86,8 @@ def method_maps(method: str, model: nn.Module, layer: LayerSpec, batch_size: int
 
 def fully_randomized(model: nn.Module, order: list[str], seed: int) -> nn.Module:
     """A deep copy of ``model`` with every layer of ``order`` re-initialized (the last cascading step)."""
-    last: nn.Module = copy.deepcopy(model) if not order else model
-    for _, step in randomized_models(model, order, "cascading", seed):
-        last = step
-    return last
+    tail = deque(randomized_models(model, order, "cascading", seed), maxlen=1)  # the copy changes in place
+    return tail[0][1] if tail else copy.deepcopy(model)
 
 
 def noise_draws(x: Tensor, seed: int, kind: str, samples: int) -> Callable[[int], Tensor]:

@@ -213,16 +213,18 @@ def _smoothed(
     def perturb(s: int) -> Tensor:
         return x if s >= noisy else x + draw(s) * sigma
 
-    total = torch.zeros(0)
-    for i, m in enumerate(noisy_maps(explain, x, classes, perturb, samples, bs)):
-        total = m.double() if i == 0 else total + m
+    maps = noisy_maps(explain, x, classes, perturb, samples, bs)
+    total = next(maps).double()
+    for m in maps:
+        total = total + m
     return total / samples
 
 
 def _smooth_checks(x: Tensor, samples: int, noise: float, order: str, clean: bool, batch_size: int) -> Tensor:
     """Check :func:`smooth_mprt`'s arguments; return ``sigma`` ``(N, 1, 1, 1)``."""
     check_images(x)
-    check_count("samples", samples), check_count("batch_size", batch_size)
+    check_count("samples", samples)
+    check_count("batch_size", batch_size)
     if order not in ORDERS:
         raise InputError(f"order={order!r} must be one of {', '.join(ORDERS)}")
     if clean and samples < 2:
