@@ -15,7 +15,7 @@ from camlens.metrics._common import saliency_rank
 from camlens.metrics.baselines import BASELINES, edge_map, intensity_map, random_map
 from camlens.metrics.complexity import effective_complexity, pointing_game_hit, relevance_rank_accuracy, sparseness
 from camlens.metrics.confidence import ConfidenceResult, confidence_change
-from camlens.metrics.extra import EXTRA_METRICS, ExtraMetric, score_extra
+from camlens.metrics.extra import EXTRA_METRICS, MAP_METRICS, OPT_IN_METRICS, ExtraMetric, MapMetric, score_extra
 from camlens.metrics.perturbation import CurveResult, blur, deletion, insertion, make_baseline, perturbation_curve
 from camlens.metrics.pointing import boxes_to_mask, energy_pointing_game, object_mask
 from camlens.metrics.randomization import (
@@ -43,12 +43,15 @@ from camlens.metrics.sanity import (
 __all__ = [
     "BASELINES",
     "EXTRA_METRICS",
+    "MAP_METRICS",
+    "OPT_IN_METRICS",
     "ROAD_PERCENTAGES",
     "ConfidenceResult",
     "CurveResult",
     "EfficientMPRTResult",
     "ExtraMetric",
     "ImputationError",
+    "MapMetric",
     "RandomLogitResult",
     "RoadResult",
     "SanityResult",
