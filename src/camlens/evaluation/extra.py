@@ -68,7 +68,7 @@ def score_extras(
     model: nn.Module, x: Tensor, maps: dict[str, Tensor], explained: list[tuple[str, str]], layers: list[str],
     baselines: list[str], seeds: list[int], names: list[str], mask: Tensor | None, config: dict[str, Any], *,
     n_explain: int, batch_size: int, progress: bool = False,
-) -> dict[str, dict[str, Tensor]]:
+) -> dict[str, dict[str, Tensor]]:  # fmt: skip
     """Score the opt-in metrics ``names``: entry -> metric -> ``(S, n)`` (module doc).
 
     A metric that needs an object when none is known, or a method the metric cannot run

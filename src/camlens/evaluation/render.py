@@ -13,7 +13,7 @@ from typing import Any
 
 from camlens._util.files import atomic_write_bytes
 from camlens.evaluation.result import COMPARED, METRICS, SANITY_STATS, Evaluation
-from camlens.metrics import BASELINES
+from camlens.metrics import BASELINES, EXTRA_METRICS
 from camlens.viz import html as h
 
 __all__ = [
@@ -82,8 +82,10 @@ def _extra_table(ev: Evaluation, up: str, down: str) -> tuple[str, list[str], li
     names = [n for n in ev.config.get("extra_metrics", []) if any((e, n) in summary for e in ev.extra)]
     head = ["entry"] + [f"{extra_label(n)[0]} {up if extra_label(n)[1] else down}" for n in names]
     rows = [[e, *(_interval(summary[(e, n)]) if (e, n) in summary else "-" for n in names)] for e in ev.extra]
-    note = (f"Opt-in metrics (not weighed by the verdict): map-only ones on all {ev.n_images} images, "
-            f"explainer-call ones on the first {ev.config.get('extra_images')}; mean [95% bootstrap interval]")
+    calls = [n for n in names if n in EXTRA_METRICS]
+    note = f"Opt-in metrics (not weighed by the verdict) on {ev.n_images} images"
+    note += f" ({', '.join(calls)}: the first {ev.config.get('extra_images')})" if calls else ""
+    note += "; mean [95% bootstrap interval]"
     note += "".join(f"; {name} left out for {e}: {why}" for e, name, why in ev.config.get("extra_skipped", []))
     return note, head, rows
 

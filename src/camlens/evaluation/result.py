@@ -176,7 +176,7 @@ class Evaluation:
         return rows
 
     def extra_summary(self) -> list[dict[str, Any]]:
-        """Mean and 95 % bootstrap interval of each opt-in metric per entry (:func:`camlens.evaluation.extra.extra_summary`)."""
+        """Mean and 95 % interval of each opt-in metric per entry (:func:`camlens.evaluation.extra.extra_summary`)."""
         from camlens.evaluation.extra import extra_summary
 
         return extra_summary(self)
