@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
-from testmodels import SmallConvNet, seeded
 
 from camlens.cli import main
 from camlens.demo.checkpoint import save_checkpoint
@@ -29,6 +28,7 @@ from camlens.metrics import (
     smooth_mprt,
     sparseness,
 )
+from testmodels import SmallConvNet, seeded
 
 SEEDS = (0, 1)
 N_EXPLAIN = 3
