@@ -292,6 +292,16 @@ def _forward_batch(x: Tensor, batch_size: int, budget: int) -> int:
     return max(1, min(batch_size, budget // max(1, 64 * image_bytes)))
 
 
+def _scoring(scoring: dict[str, Any]) -> Scoring:
+    try:
+        return Scoring(**scoring)
+    except TypeError:
+        raise InputError(
+            f"evaluate() got unknown settings {sorted(scoring)}; the settings are the fields of "
+            "camlens.evaluation.run.Scoring"
+        ) from None
+
+
 def evaluate(
     model: nn.Module,
     x: Tensor,
@@ -321,8 +331,7 @@ def evaluate(
     differences to the baselines are paired per image. A method that cannot
     apply to the model (CAM without a linear head, ...) is skipped, with its
     reason in ``config["skipped"]``; :meth:`Evaluation.verdict` says which method to use.
-    ``extra_metrics`` adds opt-in metrics in ``Evaluation.extra`` (:mod:`camlens.evaluation.extra`),
-    reported beside the others but not weighed by the verdict.
+    ``extra_metrics`` adds opt-in metrics (:mod:`camlens.evaluation.extra`), not weighed by the verdict.
 
     Args:
         model: a classifier in eval mode (it is not changed).
@@ -363,13 +372,7 @@ def evaluate(
     seeds = [int(s) for s in seeds]
     _check(model, x, methods, baselines, seeds)
     extra = resolve_extra(extra_metrics)
-    try:
-        sc = Scoring(**scoring)
-    except TypeError:
-        raise InputError(
-            f"evaluate() got unknown settings {sorted(scoring)}; the settings are the fields of "
-            "camlens.evaluation.run.Scoring"
-        ) from None
+    sc = _scoring(scoring)
     layers = default_layers(model, x, sc.batch_size) if layers is None else list(layers)
     mask, found = resolve_objects(x, objects)
     config = {"methods": methods, "layers": layers, "seeds": seeds, "baselines": list(baselines),
