@@ -13,7 +13,7 @@ from typing import Any
 
 from camlens._util.files import atomic_write_bytes
 from camlens.evaluation.result import COMPARED, METRICS, SANITY_STATS, Evaluation
-from camlens.metrics import BASELINES, EXTRA_METRICS
+from camlens.metrics import BASELINES, EXTRA_METRICS, OPT_IN_METRICS
 from camlens.viz import html as h
 
 __all__ = [
@@ -79,7 +79,7 @@ def _extra_table(ev: Evaluation, up: str, down: str) -> tuple[str, list[str], li
     from camlens.evaluation.extra import extra_label
 
     summary = {(r["entry"], r["metric"]): r for r in ev.extra_summary()}
-    names = [n for n in ev.config.get("extra_metrics", []) if any((e, n) in summary for e in ev.extra)]
+    names = [n for n in OPT_IN_METRICS if any((e, n) in summary for e in ev.extra)]
     head = ["entry"] + [f"{extra_label(n)[0]} {up if extra_label(n)[1] else down}" for n in names]
     rows = [[e, *(_interval(summary[(e, n)]) if (e, n) in summary else "-" for n in names)] for e in ev.extra]
     calls = [n for n in names if n in EXTRA_METRICS]
