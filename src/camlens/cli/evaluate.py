@@ -21,6 +21,7 @@ DATA_HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from camlens.cli._model_args import add_model_arguments
+    from camlens.metrics import OPT_IN_METRICS
 
     parser.add_argument("model", help="a checkpoint folder (from `camlens train`), 'torchvision:NAME', 'timm:NAME', "
                         "'hf:ID', a save_pretrained folder, or a factory 'module:function' / 'file.py:function'")
@@ -46,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a boxes file (.json {index: [[x0, y0, x1, y1], ...]} or .csv index,x0,y0,x1,y1, pixels "
                              "of the model input), 'nonzero', or 'none'; default: the nonzero pixels for the "
                              "tutorial's Fashion-MNIST, else no pointing game")  # fmt: skip
+    parser.add_argument("--extra-metrics", nargs="+", default=None, metavar="NAME", choices=[*OPT_IN_METRICS, "all"],
+                        help="opt-in metrics reported beside the others, not weighed by the verdict: "
+                             f"{', '.join(OPT_IN_METRICS)}, or all. pointing-game-hit and relevance-rank-accuracy "
+                             "need an object (--objects); "
+                             "the MPRTs, random-logit and max-sensitivity call the method 2 to 201 times per image, "
+                             "on the first --sanity-images images and every seed")  # fmt: skip
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--batch-size", type=int, default=512,
                         help="images per forward pass (at most; fewer for large images, to stay in --memory)")
@@ -109,7 +116,9 @@ def _evaluate_into(out: Path, args: argparse.Namespace) -> int:
     from camlens.cli._model_args import preprocess_flags
     from camlens.evaluation.render import html_page
 
-    extra = {} if args.baselines is None else {"baselines": args.baselines}
+    extra: dict[str, Any] = {} if args.baselines is None else {"baselines": args.baselines}
+    if args.extra_metrics:
+        extra["extra_metrics"] = args.extra_metrics
     flags = {k: v for k, v in preprocess_flags(args).items() if v is not None}
     if args.fast_decode:
         flags["fast_decode"] = True

@@ -13,7 +13,7 @@ from typing import Any
 
 from camlens._util.files import atomic_write_bytes
 from camlens.evaluation.result import COMPARED, METRICS, SANITY_STATS, Evaluation
-from camlens.metrics import BASELINES
+from camlens.metrics import BASELINES, EXTRA_METRICS, OPT_IN_METRICS
 from camlens.viz import html as h
 
 __all__ = [
@@ -74,6 +74,22 @@ def _comparison_rows(ev: Evaluation) -> list[list[str]]:
     return [[e, *(_difference(comp[(e, m)]) for m in COMPARED)] for e in ev.entries if e != "random"]
 
 
+def _extra_table(ev: Evaluation, up: str, down: str) -> tuple[str, list[str], list[list[str]]]:
+    """The opt-in metrics: a note, the header (``up``/``down`` mark the direction) and one row per entry."""
+    from camlens.evaluation.extra import extra_label
+
+    summary = {(r["entry"], r["metric"]): r for r in ev.extra_summary()}
+    names = [n for n in OPT_IN_METRICS if any((e, n) in summary for e in ev.extra)]
+    head = ["entry"] + [f"{extra_label(n)[0]} {up if extra_label(n)[1] else down}" for n in names]
+    rows = [[e, *(_interval(summary[(e, n)]) if (e, n) in summary else "-" for n in names)] for e in ev.extra]
+    calls = [n for n in names if n in EXTRA_METRICS]
+    note = f"Opt-in metrics (not weighed by the verdict) on {ev.n_images} images"
+    note += f" ({', '.join(calls)}: the first {ev.config.get('extra_images')})" if calls else ""
+    note += "; mean [95% bootstrap interval]"
+    note += "".join(f"; {name} left out for {e}: {why}" for e, name, why in ev.config.get("extra_skipped", []))
+    return note, head, rows
+
+
 def format_rows(head: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell, a dashed rule under the header."""
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
@@ -101,6 +117,9 @@ def text_table(ev: Evaluation) -> str:
             for r in ev.sanity_summary()
         ]
         out.append(format_rows(["entry", "mode", "randomized", "Spearman", "Spearman |.|", "SSIM"], rows))
+    if ev.extra:
+        note, head, rows = _extra_table(ev, "^", "v")
+        out += ["\n" + note, format_rows(head, rows)]
     out.append("\ntimings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in ev.timings.items()))
     out.append("\n" + ev.verdict().text())
     return "\n".join(out)
@@ -219,6 +238,9 @@ def html_section(ev: Evaluation, *, figures: bool = True) -> h.Element:
     if "random" in ev.values:
         parts.append(h.heading("Against the random map (paired differences)", 3))
         parts.append(h.table(["entry", *(METRICS[m][0] for m in COMPARED)], _comparison_rows(ev)))
+    if ev.extra:
+        note, head, rows = _extra_table(ev, "↑", "↓")
+        parts += [h.heading("More metrics (opt-in)", 3), h.paragraph(note), h.table(head, rows)]
     if figures:
         parts += [h.figure(data, caption) for caption, data in _figures(ev)]
     parts.append(h.paragraph(WHAT_IT_SHOWS))

@@ -61,6 +61,21 @@ def bootstrap_ci(values: Tensor, *, n_boot: int = 2000, level: float = 0.95, see
     return float(q[0]), float(q[1])
 
 
+def _extra_dict(ev: Evaluation) -> dict[str, Any]:
+    """The ``"extra"`` part of :meth:`Evaluation.to_dict`."""
+    from camlens.evaluation.extra import extra_label
+    from camlens.metrics import OPT_IN_METRICS
+
+    names = [n for n in OPT_IN_METRICS if any(n in d for d in ev.extra.values())]
+    return {
+        "metrics": {n: dict(zip(("label", "higher_is_better"), extra_label(n), strict=True)) for n in names},
+        "summary": ev.extra_summary(),
+        "per_seed_means": {e: {n: [float(v) for v in t.double().mean(dim=1)] for n, t in d.items()}
+                           for e, d in ev.extra.items()},
+        "skipped": ev.config.get("extra_skipped", []),
+    }  # fmt: skip
+
+
 @dataclass
 class Evaluation:
     """The outcome of :func:`camlens.evaluation.evaluate`.
@@ -77,6 +92,8 @@ class Evaluation:
             for the randomization tests (``stat`` in spearman, spearman_abs, ssim).
         config: the arguments of the run; timings: seconds per phase.
         n_boot: bootstrap resamples of every interval.
+        extra: entry -> opt-in metric -> ``(S, n)`` per-seed, per-image values
+            (``evaluate(extra_metrics=...)``, :mod:`camlens.evaluation.extra`; empty by default).
     """
 
     entries: list[str]
@@ -88,6 +105,7 @@ class Evaluation:
     config: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     n_boot: int = 2000
+    extra: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     # ---- statistics ------------------------------------------------------------------------
 
@@ -157,11 +175,21 @@ class Evaluation:
                     rows.append(row)
         return rows
 
+    def extra_summary(self) -> list[dict[str, Any]]:
+        """Mean and 95 % interval of each opt-in metric per entry (:func:`camlens.evaluation.extra.extra_summary`)."""
+        from camlens.evaluation.extra import extra_summary
+
+        return extra_summary(self)
+
     def to_dict(self) -> dict[str, Any]:
-        """Everything as JSON-ready Python objects (no per-image values; per-seed means are kept)."""
+        """Everything as JSON-ready Python objects (no per-image values; per-seed means are kept).
+
+        ``"extra"`` (the opt-in metrics' labels, directions, summary and per-seed means) only when some were scored.
+        """
         per_seed = {
             e: {m: [float(v) for v in t.double().mean(dim=1)] for m, t in self.values[e].items()} for e in self.entries
         }
+        extra = {"extra": _extra_dict(self)} if self.extra else {}
         return {
             "config": self.config,
             "verdict": self.verdict().to_dict(),
@@ -175,6 +203,7 @@ class Evaluation:
                 **{e: {k: v.tolist() for k, v in c.items()} for e, c in self.curves.items()},
             },
             "sanity": self.sanity_summary(),
+            **extra,
             "timings_s": self.timings,
         }
 

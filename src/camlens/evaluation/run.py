@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from camlens._util.progress import progress_bar
 from camlens.errors import CamlensError, InputError
+from camlens.evaluation.extra import resolve_extra, score_extras
 from camlens.evaluation.result import SANITY_STATS, Evaluation
 from camlens.methods import METHODS, get_method
 from camlens.metrics import (
@@ -291,6 +292,16 @@ def _forward_batch(x: Tensor, batch_size: int, budget: int) -> int:
     return max(1, min(batch_size, budget // max(1, 64 * image_bytes)))
 
 
+def _scoring(scoring: dict[str, Any]) -> Scoring:
+    try:
+        return Scoring(**scoring)
+    except TypeError:
+        raise InputError(
+            f"evaluate() got unknown settings {sorted(scoring)}; the settings are the fields of "
+            "camlens.evaluation.run.Scoring"
+        ) from None
+
+
 def evaluate(
     model: nn.Module,
     x: Tensor,
@@ -305,6 +316,7 @@ def evaluate(
     sanity_modes: Sequence[str] = ("cascading", "independent"),
     n_boot: int = 2000,
     progress: bool = False,
+    extra_metrics: Sequence[str] = (),
     **scoring: Any,
 ) -> Evaluation:
     """Score methods at layers, beside model-free baselines, on images ``x``.
@@ -319,6 +331,7 @@ def evaluate(
     differences to the baselines are paired per image. A method that cannot
     apply to the model (CAM without a linear head, ...) is skipped, with its
     reason in ``config["skipped"]``; :meth:`Evaluation.verdict` says which method to use.
+    ``extra_metrics`` adds opt-in metrics (:mod:`camlens.evaluation.extra`), not weighed by the verdict.
 
     Args:
         model: a classifier in eval mode (it is not changed).
@@ -331,6 +344,8 @@ def evaluate(
         sanity, sanity_images, sanity_modes: run the randomization checks (``"cascading"`` and/or
             ``"independent"``) on the first ``sanity_images`` images.
         n_boot: bootstrap resamples; progress: show progress bars (maps, each seed's images, sanity checks).
+        extra_metrics: names in :data:`camlens.metrics.OPT_IN_METRICS`, or ``["all"]``; the ones that call
+            an explainer run on the first ``sanity_images`` images (also with ``sanity=False``).
         **scoring: the fields of :class:`Scoring`: ``steps`` (16), ``insertion_baseline`` ("blur"),
             ``deletion_baseline`` ("zero"), ``road_percentages``, ``road_noise`` (0.01), ``batch_size``
             (512, images per forward pass, fewer for large images) and ``budget`` (bytes of perturbed images
@@ -340,7 +355,8 @@ def evaluate(
         An :class:`~camlens.evaluation.result.Evaluation`.
 
     Raises:
-        InputError: a model in training mode, unknown methods, layers, baselines or settings, no seeds.
+        InputError: a model in training mode, unknown methods, layers, baselines, extra metrics or settings,
+            no seeds.
         LayerNotUsedError: ``layers=None`` and no layer can be chosen automatically.
 
     Example:
@@ -355,28 +371,25 @@ def evaluate(
     methods = sorted(METHODS) if methods is None else list(methods)
     seeds = [int(s) for s in seeds]
     _check(model, x, methods, baselines, seeds)
-    try:
-        sc = Scoring(**scoring)
-    except TypeError:
-        raise InputError(
-            f"evaluate() got unknown settings {sorted(scoring)}; the settings are the fields of "
-            "camlens.evaluation.run.Scoring"
-        ) from None
+    extra = resolve_extra(extra_metrics)
+    sc = _scoring(scoring)
     layers = default_layers(model, x, sc.batch_size) if layers is None else list(layers)
     mask, found = resolve_objects(x, objects)
     config = {"methods": methods, "layers": layers, "seeds": seeds, "baselines": list(baselines),
               "model_name": type(model).__name__, "objects": found,
               **_config(x, sc, sanity_images if sanity else 0, sanity_modes if sanity else ())}  # fmt: skip
+    if extra:
+        config.update(extra_metrics=extra, extra_images=min(sanity_images, int(x.shape[0])))
     return _run(model, x, methods, layers, seeds, list(baselines), sc, mask, config,
-                (sanity_images, list(sanity_modes)) if sanity else None, n_boot, progress)  # fmt: skip
+                (sanity_images, list(sanity_modes)) if sanity else None, n_boot, progress, extra)  # fmt: skip
 
 
 def _run(
     model: nn.Module, x: Tensor, methods: list[str], layers: list[str], seeds: list[int], baselines: list[str],
     sc: Scoring, mask: Tensor | None, config: dict[str, Any], sanity: tuple[int, list[str]] | None, n_boot: int,
-    progress: bool,
+    progress: bool, extra: list[str],
 ) -> Evaluation:
-    """The phases of :func:`evaluate` after its checks: maps, metrics per seed, sanity checks."""
+    """The phases of :func:`evaluate` after its checks: maps, metrics per seed, sanity checks, opt-in metrics."""
     t0 = time.perf_counter()
     skipped: list[tuple[str, str]] = []
     batch = _forward_batch(x, sc.batch_size, sc.budget)
@@ -391,5 +404,11 @@ def _run(
         sanity_out = run_sanity(model, x[: sanity[0]], explained, layers, seeds, sanity[1], batch_size=batch,
                                 progress=progress)  # fmt: skip
         timings["sanity"] = time.perf_counter() - t0
+    extra_out: dict[str, dict[str, Tensor]] = {}
+    if extra:
+        t0 = time.perf_counter()
+        extra_out = score_extras(model, x, maps, explained, layers, baselines, seeds, extra, mask, config,
+                                 n_explain=config["extra_images"], batch_size=batch, progress=progress)  # fmt: skip
+        timings["extra"] = time.perf_counter() - t0
     return Evaluation(entries=entries, values=values, curves=curves, fractions=fractions, percentages=percentages,
-                      sanity=sanity_out, config=config, timings=timings, n_boot=n_boot)
+                      sanity=sanity_out, config=config, timings=timings, n_boot=n_boot, extra=extra_out)

@@ -141,7 +141,7 @@ def evaluate_spec(
         weights: ``--weights`` of :func:`camlens.sources.load_model` (``"none"``, a file, or the model's own).
         preprocess: for a folder of images: a :class:`camlens.preprocess.Preprocess`, or a mapping of
             :func:`camlens.sources.resolve_preprocess` settings over the model's own (default: the model's own).
-        **kwargs: passed to :func:`camlens.evaluation.evaluate` (methods, layers, seeds, ...).
+        **kwargs: passed to :func:`camlens.evaluation.evaluate` (methods, layers, seeds, extra_metrics, ...).
 
     Returns:
         The :class:`camlens.evaluation.Evaluation`; its ``config`` also records
