@@ -75,6 +75,8 @@ class ISCAM(ScoreCAM):
     Shapes: activations ``(N, C, *s)``, weights ``(N, K, C)``, maps ``(N, K, *s)``.
     """
 
+    accepts_eigen_smooth = True  # the Score-CAM engine's weights over channels: BaseCAM._combine
+
     def __init__(
         self,
         model: nn.Module,

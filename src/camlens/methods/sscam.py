@@ -66,6 +66,7 @@ class SSCAM(ScoreCAM):
     """
 
     zero_stays_zero = False
+    accepts_eigen_smooth = True  # the Score-CAM engine's weights over channels: BaseCAM._combine
 
     def __init__(
         self,
