@@ -74,3 +74,83 @@ def test_every_method_declares_whether_it_takes_eigen_smooth(name: str) -> None:
     smooth = cls(model, layer, eigen_smooth=True)(x, target=[1, 4]).maps["3"]
     plain = cls(model, layer)(x, target=[1, 4]).maps["3"]
     assert torch.isfinite(smooth).all() and float((smooth - plain).abs().amax()) > 1e-3  # it is not ignored
+
+
+# ---- the perturbation methods: Score-CAM family and Ablation-CAM (weights from masked or ablated passes) ----
+
+
+def _perturb_weights_loop(name: str, model: nn.Module, x: torch.Tensor, layer: int, classes: list[int]) -> list:
+    """Per image, the paper's channel weights of ``name`` computed one pass at a time in float64 (default keywords,
+    plus n_samples=3, std=0.5 for SS-CAM and n_samples=3 for IS-CAM): probabilities of masked inputs, or the
+    relative score drop of each zeroed channel."""
+    from tests.methods._perturb_refs import masks_loop, score_loop
+
+    acts = model[: layer + 1](x).detach()
+    noise = camlens.SSCAM(model, str(layer), n_samples=3, std=0.5).noise(x)
+    variants = {
+        "scorecam": [lambda m: m],
+        "sscam": [lambda m, t=t: m + noise[t] for t in range(3)],
+        "iscam": [lambda m, i=i: m * (i * (i + 1) / 6) for i in (1, 2, 3)],  # c_i = i(i+1)/(2T), T = 3
+    }
+    out = []
+    for n, c in enumerate(classes):
+        if name == "ablationcam":
+            model = model.requires_grad_(False)  # plain float scores (the test builds this model itself)
+            s = float(model[layer + 1 :](acts[n : n + 1])[0, c])
+            drops = []
+            for k in range(acts.shape[1]):
+                ablated = acts[n : n + 1].clone()
+                ablated[0, k] = 0
+                drops.append((s - float(model[layer + 1 :](ablated)[0, c])) / s)
+            out.append(drops)
+            continue
+        masks = masks_loop(acts[n], tuple(x.shape[2:]))
+        vs = variants[name]
+        out.append([
+            0.0 if m is None else sum(score_loop(model, x[n : n + 1] * v(m)[None, None], c, True) for v in vs) / len(vs)
+            for m in masks
+        ])  # fmt: skip
+    return out
+
+
+PERTURB_KW = {"scorecam": {}, "sscam": {"n_samples": 3, "std": 0.5}, "iscam": {"n_samples": 3}, "ablationcam": {}}
+
+
+@pytest.mark.parametrize("name", sorted(PERTURB_KW))
+def test_perturbation_eigen_smooth_matches_a_float64_loop(name: str) -> None:
+    """eigen_smooth on the Score-CAM family and Ablation-CAM: the centred first component of w_k A^k, with the
+    weights of each method's own float64 loop (masked inputs one at a time, or each channel zeroed in turn)."""
+    from tests.methods._perturb_refs import inputs, pooled_model
+
+    model, x, classes = pooled_model(), inputs(), [1, 3]
+    result = METHODS[name](model, "3", eigen_smooth=True, relu=False, **PERTURB_KW[name])(x, target=classes)
+    acts = model[:4](x).detach()
+    for n, w in enumerate(_perturb_weights_loop(name, model, x, 3, classes)):
+        expected = projection((torch.tensor(w, dtype=DT)[:, None, None] * acts[n]).numpy())
+        np.testing.assert_allclose(result.raw["3"][n].numpy(), expected, rtol=1e-8, atol=1e-12)
+        plain = METHODS[name](model, "3", relu=False, **PERTURB_KW[name])(x, target=classes).raw["3"][n]
+        assert float((plain - torch.from_numpy(expected)).abs().amax()) > 1e-3  # the projection is not the sum
+
+
+def test_score_cam_and_ablation_cam_eigen_smooth_agree_with_pytorch_grad_cam_up_to_its_sign() -> None:
+    """pytorch-grad-cam's ScoreCAM (channel softmax of logits, constant channels scored as the black input) and
+    AblationCAM (on a ReLU output it zeroes the channel, as the paper) with eigen_smooth=True."""
+    from pytorch_grad_cam import AblationCAM, ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, x = model_and_input()  # layer "3" is at the input's 8x8: no resize differences
+    cases = (
+        (camlens.ScoreCAM(model, "3", weighting="channel-softmax", skip_constant=False, eigen_smooth=True,
+                          relu=False, normalize=False), ScoreCAM(model, [model[3]])),
+        (camlens.AblationCAM(model, "3", eigen_smooth=True, relu=False, normalize=False),
+         AblationCAM(model, [model[3]])),
+    )  # fmt: skip
+    for ours, peer in cases:
+        p = ours(x, target=[1, 4]).raw["3"]
+        theirs = peer(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(4)], eigen_smooth=True)
+        plain = peer(x, [ClassifierOutputTarget(1), ClassifierOutputTarget(4)])
+        for n in range(2):
+            candidates = [minmax_normalize(torch.relu(s * p[n])[None, None])[0, 0] for s in (1, -1)]
+            t = torch.from_numpy(theirs[n]).to(DT)
+            assert min(float((c - t).abs().amax()) for c in candidates) < 1e-5, type(ours).__name__
+            assert float((torch.from_numpy(plain[n]).to(DT) - t).abs().amax()) > 1e-3  # the peer's option is on

@@ -15,7 +15,7 @@ from camlens.core.capture import forward_hooks
 from camlens.core.layers import LayerSpec
 from camlens.errors import CamlensError, InputError, LayerShapeError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
-from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, as_maps, combine
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, as_maps
 from camlens.methods.registry import register
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ class AblationCAM(BaseCAM):
     """
 
     uses_gradients = False
+    accepts_eigen_smooth = True
 
     def __init__(
         self,
@@ -307,5 +308,5 @@ class AblationCAM(BaseCAM):
             ablated = self.ablated_scores(ctx, name)  # (N, C, K)
             base = ctx.scores[:, None, :]
             w = torch.where(base != 0, (base - ablated) / torch.where(base != 0, base, torch.ones_like(base)), 0.0)
-            maps[name] = combine(w.transpose(1, 2).to(a.dtype), a)
+            maps[name] = self._combine(w.transpose(1, 2).to(a.dtype), a)
         return maps

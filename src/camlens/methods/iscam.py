@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from camlens.core.layers import LayerSpec
 from camlens.errors import InputError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET
+from camlens.methods._sampling import check_n_samples
 from camlens.methods.base import CAMContext, CAMOptions
 from camlens.methods.registry import register
 from camlens.methods.scorecam import ScoreCAM
@@ -75,6 +76,8 @@ class ISCAM(ScoreCAM):
     Shapes: activations ``(N, C, *s)``, weights ``(N, K, C)``, maps ``(N, K, *s)``.
     """
 
+    accepts_eigen_smooth = True  # the Score-CAM engine's weights over channels: BaseCAM._combine
+
     def __init__(
         self,
         model: nn.Module,
@@ -94,8 +97,7 @@ class ISCAM(ScoreCAM):
             model, layers, weighting=weighting, batch_size=batch_size, memory_budget=memory_budget,
             channels_last=channels_last, optimize=optimize, skip_constant=skip_constant, **options,
         )  # fmt: skip
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise InputError(f"n_samples={n_samples!r} must be a positive int (integration steps)")
+        check_n_samples(n_samples, "integration steps")
         if path not in PATHS:
             raise InputError(f"path={path!r} is not one of {list(PATHS)}")
         self.n_samples = n_samples

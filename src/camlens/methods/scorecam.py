@@ -14,7 +14,7 @@ from camlens.core.ops import minmax_normalize, upsample
 from camlens.errors import InputError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET, check_budget, chunks, layout, row_bytes, row_scores
 from camlens.methods._rerun import InferenceCopy
-from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, combine
+from camlens.methods.base import BaseCAM, CAMContext, CAMOptions
 from camlens.methods.registry import register
 
 if TYPE_CHECKING:
@@ -167,6 +167,7 @@ class ScoreCAM(BaseCAM):
     """
 
     uses_gradients = False
+    accepts_eigen_smooth = True
 
     def __init__(
         self,
@@ -285,4 +286,4 @@ class ScoreCAM(BaseCAM):
         return scores_to_weights(self.channel_scores(ctx, activations), self.weighting, live)
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
-        return {name: combine(self.channel_weights(ctx, a).to(a.dtype), a) for name, a in ctx.activations.items()}
+        return {name: self._combine(self.channel_weights(ctx, a).to(a.dtype), a) for name, a in ctx.activations.items()}

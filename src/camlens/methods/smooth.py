@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from camlens.core.layers import LayerSpec
 from camlens.core.targets import TargetSpec, select_output, target_scores
 from camlens.errors import InputError
+from camlens.methods._sampling import check_n_samples, seeded_normal
 from camlens.methods.base import BaseCAM, CAMContext, CAMResult
 from camlens.methods.registry import get_method, register
 
@@ -150,8 +151,7 @@ class NoiseSmooth(_Averaged):
         **method_kwargs: Any,
     ) -> None:
         super().__init__(model, layers, method=method, batch_size=batch_size, **method_kwargs)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise InputError(f"n_samples={n_samples!r} must be a positive int")
+        check_n_samples(n_samples, "noisy copies per image")
         if not sigma >= 0:
             raise InputError(f"sigma={sigma!r} must be >= 0 (a fraction of each image's value range, e.g. 0.15)")
         self.n_samples = n_samples
@@ -160,10 +160,8 @@ class NoiseSmooth(_Averaged):
 
     def noise(self, x: Tensor) -> Tensor:
         """The T unit-variance noise tensors ``(T, *x.shape[1:])`` (the same for every image)."""
-        # Drawn on the CPU, so one seed gives the same noise (and maps) on every device.
-        gen = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn((self.n_samples, *x.shape[1:]), generator=gen, dtype=torch.float32)
-        return noise.to(device=x.device, dtype=x.dtype)
+        shape = (self.n_samples, *x.shape[1:])  # unit draws in float32, as before: seeds keep their maps
+        return seeded_normal(shape, self.seed, 1.0, device=x.device, dtype=x.dtype, draw_dtype=torch.float32)
 
     def _copies(self, x: Tensor) -> Tensor:
         flat = x.detach().flatten(1)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from camlens.core.layers import LayerSpec, resolve_layers
 from camlens.core.targets import TargetSpec
-from camlens.errors import InputError
+from camlens.methods._sampling import check_n_samples, check_std, seeded_normal
 from camlens.methods.base import BaseCAM, CAMContext, CAMOptions, layer_gradients
 from camlens.methods.registry import register
 
@@ -92,19 +92,13 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         **options: Unpack[CAMOptions],
     ) -> None:
         super().__init__(model, layers, **options)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise InputError(f"n_samples={n_samples!r} must be a positive int (noisy copies per image, e.g. 4)")
-        if not (isinstance(std, (int, float)) and std >= 0):
-            raise InputError(f"std={std!r} must be a number >= 0 (the noise standard deviation, e.g. 0.3)")
-        self.n_samples = n_samples
-        self.std = float(std)
+        self.n_samples = check_n_samples(n_samples, "noisy copies per image, e.g. 4")
+        self.std = check_std(std, "the noise standard deviation, e.g. 0.3")
         self.seed = seed
 
     def noise(self, x: Tensor) -> Tensor:
         """The T noise tensors ``(T, *x.shape[1:])``, standard deviation ``std``, shared by every image."""
-        gen = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn((self.n_samples, *x.shape[1:]), generator=gen, dtype=torch.float64) * self.std
-        return noise.to(device=x.device, dtype=x.dtype)
+        return seeded_normal((self.n_samples, *x.shape[1:]), self.seed, self.std, device=x.device, dtype=x.dtype)
 
     def _capture(self, x: Tensor, target: TargetSpec, top_k: int | None) -> CAMContext:
         """The clean forward (activations, targets), then one forward and backward of all noisy copies."""

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from camlens.core.layers import LayerSpec
-from camlens.errors import InputError
 from camlens.methods._perturb import DEFAULT_MEMORY_BUDGET
+from camlens.methods._sampling import check_n_samples, check_std, seeded_normal
 from camlens.methods.base import CAMContext, CAMOptions
 from camlens.methods.registry import register
 from camlens.methods.scorecam import ScoreCAM
@@ -66,6 +66,7 @@ class SSCAM(ScoreCAM):
     """
 
     zero_stays_zero = False
+    accepts_eigen_smooth = True  # the Score-CAM engine's weights over channels: BaseCAM._combine
 
     def __init__(
         self,
@@ -87,20 +88,14 @@ class SSCAM(ScoreCAM):
             model, layers, weighting=weighting, batch_size=batch_size, memory_budget=memory_budget,
             channels_last=channels_last, optimize=optimize, skip_constant=skip_constant, **options,
         )  # fmt: skip
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise InputError(f"n_samples={n_samples!r} must be a positive int (noise fields per mask)")
-        if not (isinstance(std, (int, float)) and std >= 0):
-            raise InputError(f"std={std!r} must be a number >= 0 (the noise's standard deviation on the mask)")
-        self.n_samples = n_samples
-        self.std = float(std)
+        self.n_samples = check_n_samples(n_samples, "noise fields per mask")
+        self.std = check_std(std, "the noise's standard deviation on the mask")
         self.seed = seed
 
     def noise(self, x: Tensor) -> Tensor:
         """The T noise fields ``(T, *x.shape[2:])``, ``N(0, std^2)``, the same for every channel and image."""
-        gen = torch.Generator().manual_seed(self.seed)
-        fields = torch.randn((self.n_samples, *x.shape[2:]), generator=gen, dtype=torch.float64)
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        return (self.std * fields).to(device=x.device, dtype=dtype)
+        return seeded_normal((self.n_samples, *x.shape[2:]), self.seed, self.std, device=x.device, dtype=dtype)
 
     def _variants(self) -> int:
         return self.n_samples
