@@ -184,10 +184,16 @@ def main() -> int:
     p.add_argument("--items", type=int, default=10_000, help="items of the timed audit")
     p.add_argument("--timing-only", action="store_true")
     p.add_argument("--no-timing", action="store_true")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep each run's data, weights, maps and audit under this folder (default: a temporary one)",
+    )
     args = p.parse_args()
     harness.set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.keep is None else args.keep
         if not args.timing_only:
             detected, runs, false_planted, false_clean = 0, 0, 0, 0
             for seed in args.seeds:
@@ -197,6 +203,8 @@ def main() -> int:
                     data = planted_folder(work / "data", case)
                     t0 = time.perf_counter()
                     model = train_model(data, seed, args.epochs)
+                    if args.keep is not None:
+                        torch.save(model.state_dict(), work / "weights.pt")
                     report = explain_and_audit(model, data, work, explorer=False)
                     found, false = judge(report, case)
                     flags = [(c["class"], c["region"]) for c in report["classes"] if c["flagged"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import struct
 import zlib
@@ -19,7 +20,7 @@ from camlens.audit.png import encode_png
 from camlens.audit.report import dumps
 from camlens.audit.spread import class_mean, hot_regions, item_stats
 from camlens.cli import main
-from camlens.errors import InputError
+from camlens.errors import CamlensError, InputError
 
 
 def _blobs(n: int, centre: tuple[float, float], size: int = 16, width: float = 2.0, seed: int = 0) -> torch.Tensor:
@@ -210,3 +211,40 @@ def test_the_command(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert (tmp_path / "a" / "audit.json").is_file() and not (tmp_path / "a" / "index.html").exists()
     assert main(["audit", str(small_run), "--out", str(tmp_path / "b")]) == 1
     assert "choose the one to audit" in capsys.readouterr().err
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` but the lock (which holds the process id), by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".camlens.lock"}  # fmt: skip
+
+
+def test_the_audit_writes_the_same_files_on_any_number_of_threads(small_run: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 3):  # 3: the pictures are made by three threads, batches finishing in any order
+            torch.set_num_threads(n)
+            camlens.audit(small_run, tmp_path / str(n), method="hirescam")
+            assert torch.get_num_threads() == n  # the audit gives the threads back as it found them
+    finally:
+        torch.set_num_threads(before)
+    one, three = _files(tmp_path / "1"), _files(tmp_path / "3")
+    assert len([k for k in one if k.startswith("items")]) == 300
+    assert one.keys() == three.keys()
+    assert [k for k in one if one[k] != three[k]] == []
+
+
+def test_a_picture_that_cannot_be_written_fails_the_audit_and_leaves_nothing_half_made(
+    small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from camlens.audit import pictures
+
+    def full_disk(pixels, level=6):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pictures, "encode_png", full_disk)
+    before = torch.get_num_threads()
+    with pytest.raises(CamlensError, match=r"cannot write a file in .*: the disk is full"):
+        camlens.audit(small_run, tmp_path / "a", method="hirescam")
+    assert torch.get_num_threads() == before
+    assert not (tmp_path / "a" / "items").exists() and not list((tmp_path / "a").glob(".items.*"))
