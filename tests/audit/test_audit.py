@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 import camlens
 from camlens.audit.clusters import cluster_maps
 from camlens.audit.collect import Collected, object_mask
-from camlens.audit.findings import MIN_LIFT, judge_class
+from camlens.audit.findings import BROAD, MIN_CONCENTRATION, MIN_LIFT, judge_class
 from camlens.audit.png import encode_png
 from camlens.audit.report import dumps
 from camlens.audit.spread import class_mean, hot_regions, item_stats
@@ -74,7 +74,7 @@ def test_a_class_whose_maps_sit_off_the_object_is_flagged_with_that_box() -> Non
     assert x0 <= 27 < x1 and y0 <= 3 < y1  # the blob's centre, in input pixels
     # the box (rows 0-4, columns 11-15) reaches one cell, (4, 11), of the object's 64
     assert region.cells == (0, 5, 11, 16) and region.object_share == pytest.approx(1 / 64)
-    assert region.lift is not None and region.lift >= MIN_LIFT
+    assert region.lift is not None and region.lift >= MIN_LIFT and region.concentration >= MIN_CONCENTRATION
     assert region.mass > 0.5 and region.consistency > 0.9
 
 
@@ -84,6 +84,20 @@ def test_a_class_whose_maps_follow_the_object_is_not_flagged() -> None:
     flagged, region, why = judge_class(c, rows, class_mean(c, rows))
     assert not flagged and region is not None and region.lift is not None and region.lift < 2
     assert "follow the object" in why
+
+
+def test_a_broad_region_off_the_object_is_a_finding_not_a_flag() -> None:
+    # every map spread evenly over the top quarter (rows 0-3 of 16), above the centre object (rows 4-11)
+    maps = torch.zeros(60, 16, 16)
+    maps[:, :4] = 1 / 64
+    c = _collected(maps, _centre_objects(60), (16, 16))
+    rows = torch.arange(60)
+    flagged, region, why = judge_class(c, rows, class_mean(c, rows))
+    # the box, widened by a cell: rows 0-4, all columns (80 of 256 cells), one row of the object's 8
+    assert region is not None and region.cells == (0, 5, 0, 16)
+    assert region.mass == pytest.approx(1.0) and region.lift == pytest.approx(8.0)
+    assert region.concentration == pytest.approx(256 / 80) and region.concentration < MIN_CONCENTRATION
+    assert not flagged and why.startswith(BROAD)
 
 
 def test_without_images_nothing_is_judged() -> None:

@@ -15,7 +15,7 @@ from camlens._util.files import prepare_output_folder, writing
 from camlens._util.lock import folder_lock
 from camlens.audit.clusters import cluster_maps
 from camlens.audit.collect import Collected, collect
-from camlens.audit.findings import THRESHOLDS, atypical, cluster_findings, judge_class
+from camlens.audit.findings import BROAD, THRESHOLDS, atypical, cluster_findings, judge_class
 from camlens.audit.pictures import PictureWriter
 from camlens.audit.report import class_figure, write_json
 from camlens.audit.spread import class_mean, item_stats
@@ -277,7 +277,8 @@ def _audit_class(res: Results, c: Collected, rows: Tensor, cls: int, names: dict
     evidence = None
     if region is not None:
         evidence = {"box": box, "mass": region.mass, "consistency": region.consistency,
-                    "object_share": region.object_share, "lift": region.lift, "area": region.area}  # fmt: skip
+                    "object_share": region.object_share, "lift": region.lift, "area": region.area,
+                    "concentration": region.concentration}  # fmt: skip
     return {
         "class": cls, "name": names.get(cls, str(cls)), "flagged": flagged, "region": box if flagged else None,
         "why": why, "clusters": clusters, "n": len(rows), "empty_maps": int(c.empty[rows].sum()),
@@ -294,6 +295,9 @@ def _findings_of(entry: dict[str, Any]) -> list[dict[str, Any]]:
     if entry["flagged"]:
         out.append({"kind": "class", "class": entry["class"], "region": entry["region"], "why": entry["why"],
                     "evidence": entry["evidence"]})  # fmt: skip
+    elif entry["why"].startswith(BROAD):
+        out.append({"kind": "broad_region", "class": entry["class"], "region": entry["evidence"]["box"],
+                    "why": entry["why"], "evidence": entry["evidence"]})  # fmt: skip
     for cl in entry["clusters"]:
         if cl["differs"]:
             why = (
