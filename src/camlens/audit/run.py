@@ -132,6 +132,8 @@ def audit(
     Writes ``out/audit.json`` (``{"classes": [{"class", "name", "flagged", "region", "why", "clusters",
     ...}], "findings": [...], "audited": {...}}``), per-class figures under ``out/classes/`` and, with
     ``explorer``, ``out/index.html`` with its pictures (open it from disk; no server). See docs/audit.md.
+    While it runs, torch's kernels run on one thread (restored after: the audit's tensors are small) and
+    the pictures are written by as many threads as torch had.
 
     Args:
         results: the explain-dataset output folder (or the opened :class:`~camlens.dataset.Results`).
