@@ -11,7 +11,7 @@ every other flag is a false flag. The clean models (same seeds, no mark) must
 get no flag at all.
 
     python benchmarks/bench_audit.py                      # 3 seeds x 3 planted cases + 3 clean models
-    python benchmarks/bench_audit.py --seeds 0 --epochs 2 # quicker
+    python benchmarks/bench_audit.py --seeds 0 --epochs 2 # quicker (the tutorial's recipe, the default, is 5)
     python benchmarks/bench_audit.py --timing-only        # only the 10,000-item timing
 
 Timing: the audit (statistics, clusters, findings, audit.json and the whole
@@ -180,14 +180,20 @@ def time_audit(data: Path, work: Path, n: int) -> tuple[float, float]:
 def main() -> int:
     p = harness.parser(__doc__, rounds=1)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=5, help="the tutorial's recipe: 5")
     p.add_argument("--items", type=int, default=10_000, help="items of the timed audit")
     p.add_argument("--timing-only", action="store_true")
     p.add_argument("--no-timing", action="store_true")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep each run's data, weights, maps and audit under this folder (default: a temporary one)",
+    )
     args = p.parse_args()
-    harness.set_threads(args.threads)
+    threads = harness.set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
-        root = Path(tmp)
+        root = Path(tmp) if args.keep is None else args.keep
         if not args.timing_only:
             detected, runs, false_planted, false_clean = 0, 0, 0, 0
             for seed in args.seeds:
@@ -197,6 +203,8 @@ def main() -> int:
                     data = planted_folder(work / "data", case)
                     t0 = time.perf_counter()
                     model = train_model(data, seed, args.epochs)
+                    if args.keep is not None:
+                        torch.save(model.state_dict(), work / "weights.pt")
                     report = explain_and_audit(model, data, work, explorer=False)
                     found, false = judge(report, case)
                     flags = [(c["class"], c["region"]) for c in report["classes"] if c["flagged"]]
@@ -219,7 +227,7 @@ def main() -> int:
             data = planted_folder(work / "data", CASES[0])
             wall, cpu = time_audit(data, work, args.items)
             load = os.getloadavg()[0]
-            print(f"audit of {args.items} items (explorer included) on {args.threads} thread(s): {wall:.1f} s wall, "
+            print(f"audit of {args.items} items (explorer included) on {threads} thread(s): {wall:.1f} s wall, "
                   f"{cpu:.1f} s CPU (load average {load:.1f} on {os.cpu_count()} CPUs)")  # fmt: skip
     return 0
 

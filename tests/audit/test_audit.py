@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import struct
 import zlib
@@ -14,12 +15,12 @@ from torch.utils.data import Dataset
 import camlens
 from camlens.audit.clusters import cluster_maps
 from camlens.audit.collect import Collected, object_mask
-from camlens.audit.findings import MIN_LIFT, judge_class
+from camlens.audit.findings import BROAD, MIN_CONCENTRATION, MIN_LIFT, judge_class
 from camlens.audit.png import encode_png
 from camlens.audit.report import dumps
 from camlens.audit.spread import class_mean, hot_regions, item_stats
 from camlens.cli import main
-from camlens.errors import InputError
+from camlens.errors import CamlensError, InputError
 
 
 def _blobs(n: int, centre: tuple[float, float], size: int = 16, width: float = 2.0, seed: int = 0) -> torch.Tensor:
@@ -73,7 +74,7 @@ def test_a_class_whose_maps_sit_off_the_object_is_flagged_with_that_box() -> Non
     assert x0 <= 27 < x1 and y0 <= 3 < y1  # the blob's centre, in input pixels
     # the box (rows 0-4, columns 11-15) reaches one cell, (4, 11), of the object's 64
     assert region.cells == (0, 5, 11, 16) and region.object_share == pytest.approx(1 / 64)
-    assert region.lift is not None and region.lift >= MIN_LIFT
+    assert region.lift is not None and region.lift >= MIN_LIFT and region.concentration >= MIN_CONCENTRATION
     assert region.mass > 0.5 and region.consistency > 0.9
 
 
@@ -83,6 +84,20 @@ def test_a_class_whose_maps_follow_the_object_is_not_flagged() -> None:
     flagged, region, why = judge_class(c, rows, class_mean(c, rows))
     assert not flagged and region is not None and region.lift is not None and region.lift < 2
     assert "follow the object" in why
+
+
+def test_a_broad_region_off_the_object_is_a_finding_not_a_flag() -> None:
+    # every map spread evenly over the top quarter (rows 0-3 of 16), above the centre object (rows 4-11)
+    maps = torch.zeros(60, 16, 16)
+    maps[:, :4] = 1 / 64
+    c = _collected(maps, _centre_objects(60), (16, 16))
+    rows = torch.arange(60)
+    flagged, region, why = judge_class(c, rows, class_mean(c, rows))
+    # the box, widened by a cell: rows 0-4, all columns (80 of 256 cells), one row of the object's 8
+    assert region is not None and region.cells == (0, 5, 0, 16)
+    assert region.mass == pytest.approx(1.0) and region.lift == pytest.approx(8.0)
+    assert region.concentration == pytest.approx(256 / 80) and region.concentration < MIN_CONCENTRATION
+    assert not flagged and why.startswith(BROAD)
 
 
 def test_without_images_nothing_is_judged() -> None:
@@ -210,3 +225,40 @@ def test_the_command(small_run: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert (tmp_path / "a" / "audit.json").is_file() and not (tmp_path / "a" / "index.html").exists()
     assert main(["audit", str(small_run), "--out", str(tmp_path / "b")]) == 1
     assert "choose the one to audit" in capsys.readouterr().err
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` but the lock (which holds the process id), by relative path."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".camlens.lock"}  # fmt: skip
+
+
+def test_the_audit_writes_the_same_files_on_any_number_of_threads(small_run: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 3):  # 3: the pictures are made by three threads, batches finishing in any order
+            torch.set_num_threads(n)
+            camlens.audit(small_run, tmp_path / str(n), method="hirescam")
+            assert torch.get_num_threads() == n  # the audit gives the threads back as it found them
+    finally:
+        torch.set_num_threads(before)
+    one, three = _files(tmp_path / "1"), _files(tmp_path / "3")
+    assert len([k for k in one if k.startswith("items")]) == 300
+    assert one.keys() == three.keys()
+    assert [k for k in one if one[k] != three[k]] == []
+
+
+def test_a_picture_that_cannot_be_written_fails_the_audit_and_leaves_nothing_half_made(
+    small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from camlens.audit import pictures
+
+    def full_disk(pixels, level=6):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pictures, "encode_png", full_disk)
+    before = torch.get_num_threads()
+    with pytest.raises(CamlensError, match=r"cannot write a file in .*: the disk is full"):
+        camlens.audit(small_run, tmp_path / "a", method="hirescam")
+    assert torch.get_num_threads() == before
+    assert not (tmp_path / "a" / "items").exists() and not list((tmp_path / "a").glob(".items.*"))

@@ -15,6 +15,7 @@ import torch
 
 import camlens
 from bench_audit import CASES, MARK, covers, judge, planted_folder, stamp, train_model
+from camlens.audit.findings import BROAD
 from camlens.demo.sources import IDXDataset
 
 CASE = CASES[1]  # class 5 (Sandal), mark at row 1, column 24
@@ -43,14 +44,15 @@ def test_a_planted_mark_is_flagged_where_it_is(tmp_path: Path) -> None:
     planted = next(c for c in report["classes"] if c["class"] == CASE[0])
     x0, y0, x1, y1 = planted["region"]
     assert covers(planted["region"], CASE[1]) and (x1 - x0) * (y1 - y0) <= 100  # a corner, not the image
-    assert planted["evidence"]["lift"] >= 4 and planted["why"].startswith("decided away from the object")
+    assert planted["evidence"]["lift"] >= 4 and planted["evidence"]["concentration"] >= 5
+    assert planted["why"].startswith("decided away from the object")
     assert report["audited"]["chosen_by"] == "the only map in the results"
 
 
 def test_nothing_is_flagged_on_the_clean_model(tmp_path: Path) -> None:
     report = _audit(tmp_path, None)
     assert [c["class"] for c in report["classes"] if c["flagged"]] == []
-    assert all(c["why"].startswith(("the maps follow the object", "no region holds")) for c in report["classes"])
+    assert all(c["why"].startswith(("the maps follow the object", "no region holds", BROAD)) for c in report["classes"])
     assert max(c["evidence"]["lift"] for c in report["classes"]) < 4
 
 

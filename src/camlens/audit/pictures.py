@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -59,38 +61,44 @@ def display(images: Tensor) -> Tensor:
 
 
 class PictureWriter:
-    """Writes thumbnails and overlays into a staging folder of ``out``; :meth:`commit` puts them in place."""
+    """Writes thumbnails and overlays into a staging folder of ``out``; :meth:`commit` puts them in place.
 
-    def __init__(self, out: Path, n_maps: int) -> None:
+    The strips are made, encoded and written by ``workers`` threads while the caller reads on (torch's
+    kernels, zlib and file writes release the GIL), at most ``2 * workers`` batches ahead of them.
+    """
+
+    def __init__(self, out: Path, n_maps: int, workers: int = 1) -> None:
         self.out = out
         self.n_maps = n_maps
         self.stage = Path(tempfile.mkdtemp(prefix=f".{ITEMS}.", dir=out))
         self.made: set[int] = set()
         self.has_images = False
+        self.workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="camlens-audit-pictures")
+        self._pending: deque[Future[None]] = deque()
 
     def write(self, ids: Tensor, images: Tensor | None, maps: dict[str, Tensor]) -> None:
         """One batch: ``images`` from :func:`display` or ``None`` (overlays on black), ``maps`` key -> ``(n, h, w)``."""
-        if images is not None:
-            rgb = images
-            self.has_images = True
-        else:
-            first = next(iter(maps.values()))
-            rgb = torch.zeros((len(ids), 3, *first.shape[-2:]))
-        size = tuple(rgb.shape[-2:])
-        panels = [rgb] if images is not None else []
-        for m in maps.values():
-            heat = minmax_normalize(upsample(torch.nan_to_num(m.float()).clamp(min=0)[:, None], size))[:, 0]
-            panels.append(blend(rgb, heat))
-        strips = to_uint8(torch.cat(panels, dim=3))
-        for row, item_id in enumerate(ids.tolist()):
+        self.has_images = self.has_images or images is not None
+        names = []
+        for item_id in ids.tolist():
             if item_id // 1000 not in self.made:
                 (self.stage / str(item_id // 1000)).mkdir()
                 self.made.add(item_id // 1000)
-            with open(self.stage / item_picture(item_id).partition("/")[2], "wb") as f:
-                f.write(encode_png(strips[row], level=1))
+            names.append(os.path.join(self.stage, item_picture(item_id).partition("/")[2]))
+        while len(self._pending) >= 2 * self.workers:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(_write_strips, names, images, list(maps.values())))
 
     def commit(self) -> None:
-        """Replace ``out/items`` by the staged pictures (the old folder is removed after the swap)."""
+        """Wait for the pictures, then replace ``out/items`` by them (the old folder is removed after the swap).
+
+        Raises:
+            OSError: a picture could not be written (the first such error).
+        """
+        while self._pending:
+            self._pending.popleft().result()
+        self._pool.shutdown()
         final = self.out / ITEMS
         old = None
         if final.exists():
@@ -101,5 +109,21 @@ class PictureWriter:
             shutil.rmtree(old, ignore_errors=True)
 
     def discard(self) -> None:
-        """Remove the staging folder (the audit failed)."""
+        """Stop writing and remove the staging folder (the audit failed; after :meth:`commit` there is none)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pending.clear()
         shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def _write_strips(names: list[str], images: Tensor | None, maps: list[Tensor]) -> None:
+    """Write each item's strip (its image, then its overlay by each map) as a PNG file at ``names[i]``."""
+    rgb = images if images is not None else torch.zeros((len(names), 3, *maps[0].shape[-2:]))
+    size = tuple(rgb.shape[-2:])
+    panels = [rgb] if images is not None else []
+    for m in maps:
+        heat = minmax_normalize(upsample(torch.nan_to_num(m.float()).clamp(min=0)[:, None], size))[:, 0]
+        panels.append(blend(rgb, heat))
+    strips = to_uint8(torch.cat(panels, dim=3))
+    for row, name in enumerate(names):
+        with open(name, "wb") as f:
+            f.write(encode_png(strips[row], level=1))

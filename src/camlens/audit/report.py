@@ -37,7 +37,10 @@ def _finite(value: Any) -> Any:
 def dumps(value: Any, indent: int | None = None) -> str:
     """Strict JSON (``null`` for NaN), with ``<``, ``>``, ``&`` and the JS line separators escaped, so
     that the text is also safe inside a ``<script>`` element."""
-    text = json.dumps(_finite(value), indent=indent, ensure_ascii=False, allow_nan=False)
+    try:  # most values hold no NaN: no need to copy them (a tuple is written as a list either way)
+        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(value), indent=indent, ensure_ascii=False, allow_nan=False)
     for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(ch, esc)
     return text

@@ -94,6 +94,11 @@ class Region:
             return None
         return self.mass / max(self.object_share, 0.01)
 
+    @property
+    def concentration(self) -> float:
+        """Mass in the box over the box's share of the image (1: no more than a uniform map puts there)."""
+        return self.mass / max(self.area, 1e-12)
+
     def box(self, c: Collected) -> list[int]:
         """``[x0, y0, x1, y1]`` in input pixels (end exclusive; map cells when the input size is unknown)."""
         y0, y1, x0, x1 = self.cells
