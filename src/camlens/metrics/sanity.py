@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camlens.core.capture import forward_hooks
@@ -77,11 +76,11 @@ def ssim(a: Tensor, b: Tensor, *, data_range: float = 1.0, window: int = 11, sig
     t = torch.arange(win, dtype=torch.float64, device=a.device) - win // 2
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()
-    k = (g[:, None] * g[None, :]).view(1, 1, win, win)
-    a64, b64 = a.double().unsqueeze(1), b.double().unsqueeze(1)
+    a64, b64 = a.double(), b.double()
 
-    def filt(z: Tensor) -> Tensor:
-        return F.conv2d(z, k)
+    def filt(z: Tensor) -> Tensor:  # the separable window over the valid positions: rows, then columns
+        # (a 1-channel conv2d with the 2-D window took 1.2 s per call on 8 maps of 224x224 on the CPU)
+        return z.unfold(-1, win, 1).matmul(g).unfold(-2, win, 1).matmul(g)
 
     mu_a, mu_b = filt(a64), filt(b64)
     saa = filt(a64 * a64) - mu_a**2
