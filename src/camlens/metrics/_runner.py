@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from camlens.core.capture import module_outputs
 from camlens.core.targets import OutputSpec
 from camlens.metrics._common import class_probs
 
@@ -45,25 +46,15 @@ _ACTIVATION_FACTOR = 16
 CPU_BATCH_BYTES = 32 * 2**20
 
 
-def largest_activation(model: nn.Module, x1: Tensor, output: OutputSpec = None) -> int:
-    """Bytes of the largest tensor any module of ``model`` outputs for the one image ``x1`` (one forward pass).
+def largest_activation(model: nn.Module, x1: Tensor) -> int:
+    """Bytes of the largest tensor any submodule of ``model`` outputs for the one image ``x1`` (or ``x1``'s own).
 
-    The hooks are removed before returning; the pass runs under ``torch.inference_mode``.
+    One forward pass under ``torch.inference_mode``, recorded by :func:`camlens.core.capture.module_outputs`
+    (its hooks are gone when it returns).
     """
-    sizes = [x1.numel() * x1.element_size()]
-
-    def record(_module: nn.Module, _args: object, out: object) -> None:
-        if isinstance(out, Tensor):
-            sizes.append(out.numel() * out.element_size())
-
-    handles = [m.register_forward_hook(record) for m in model.modules()]
-    try:
-        with torch.inference_mode():
-            model(x1)
-    finally:
-        for h in handles:
-            h.remove()
-    return max(sizes)
+    with module_outputs(model, keep=lambda t: t.numel() * t.element_size()) as outs, torch.inference_mode():
+        model(x1)
+    return max([x1.numel() * x1.element_size(), *(size for _, size in outs.values())])
 
 
 class ProbeRunner:
@@ -103,7 +94,7 @@ class ProbeRunner:
         image_bytes = x[:1].numel() * x.element_size()
         self.batch_size = max(1, min(batch_size, self.budget // max(1, _ACTIVATION_FACTOR * image_bytes)))
         if x.device.type == "cpu" and self.batch_size > 4 and len(x):
-            per_image = largest_activation(model, x[:1], output)
+            per_image = largest_activation(model, x[:1])
             self.batch_size = min(self.batch_size, max(4, CPU_BATCH_BYTES // per_image))
         self._probes: list[_Probe] = []
         self._shared: dict[int, int] = {}  # id of an (N, C, H, W) tensor -> its probe
