@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import glob
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as _replace
@@ -85,39 +84,28 @@ def _open(path: str | Path, target: Any) -> tuple[Any, tuple[int, int]]:
     """
     Image = _pil()
     ImageOps = optional_import("PIL.ImageOps", "plot", "image files")
-    from camlens.viz.images import image_file
+    from camlens.viz.images import image_file, reading_image
 
     path = image_file(path, "an image file (JPEG, PNG, WebP, ...)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-            try:
-                w, h = im.size
-                turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
-                full = (w, h) if turned else (h, w)
-                want = target(*full) if target is not None and im.format == "JPEG" else None
-                if want is not None:
-                    im.draft(None, (want[0], want[1]) if turned else (want[1], want[0]))
-                im.load()
-                if getattr(im, "n_frames", 1) > 1:  # an animation: its first frame, and the file closed
-                    first = im.copy()
-                    im.close()
-                    im = first
-                ImageOps.exif_transpose(im, in_place=True)
-                return im, full
-            except BaseException:
+    with reading_image(path, "a JPEG, PNG or WebP file"):
+        im = Image.open(path)
+        try:
+            w, h = im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
+            full = (w, h) if turned else (h, w)
+            want = target(*full) if target is not None and im.format == "JPEG" else None
+            if want is not None:
+                im.draft(None, (want[0], want[1]) if turned else (want[1], want[0]))
+            im.load()
+            if getattr(im, "n_frames", 1) > 1:  # an animation: its first frame, and the file closed
+                first = im.copy()
                 im.close()
-                raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(
-            f"image file {path} is too large for Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
-            f"pixels ({e}); shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
-        ) from None
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(
-            f"image file {path} is corrupt or not an image Pillow can read ({e}); give a JPEG, PNG or WebP file"
-        ) from None
+                im = first
+            ImageOps.exif_transpose(im, in_place=True)
+            return im, full
+        except BaseException:
+            im.close()
+            raise
 
 
 def _check_channels(channels: int) -> None:

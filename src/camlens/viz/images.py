@@ -9,6 +9,8 @@ Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) turned into a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,27 @@ def image_file(path: str | Path, kinds: str = "a PNG or JPEG file") -> Path:
     return path
 
 
+@contextmanager
+def reading_image(path: Path, give: str) -> Iterator[None]:
+    """Run a Pillow read of ``path`` with its errors as a :class:`DataError` naming the file.
+
+    A decompression-bomb warning is raised as an error; a corrupt or unreadable
+    file ends with ``give`` (what to pass instead, e.g. "a PNG or JPEG file").
+    """
+    Image = _pil()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(
+            f"image file {path} is too large for Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
+            f"pixels ({e}); shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise DataError(f"image file {path} is corrupt or not an image Pillow can read ({e}); give {give}") from None
+
+
 def open_image(path: str | Path, mode: str = "L") -> Any:
     """The image in ``path``, decoded and converted to ``mode``; a 16-bit image becomes mode ``"F"``.
 
@@ -59,24 +82,12 @@ def open_image(path: str | Path, mode: str = "L") -> Any:
     """
     Image = _pil()
     path = image_file(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                src = im.mode
-                if src in WIDE_MODES:
-                    wide = np.asarray(im).astype(np.float32)
-                    return Image.fromarray(np.clip(wide, 0.0, 65535.0) * np.float32(255.0 / 65535.0), "F")
-                return im.convert(mode)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(
-            f"image file {path} is too large for Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
-            f"pixels ({e}); shrink the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
-        ) from None
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise DataError(f"image file {path} is corrupt or not an image Pillow can read ({e}); "
-                        "give a PNG or JPEG file") from None
+    with reading_image(path, "a PNG or JPEG file"), Image.open(path) as im:
+        im.load()
+        if im.mode in WIDE_MODES:
+            wide = np.asarray(im).astype(np.float32)
+            return Image.fromarray(np.clip(wide, 0.0, 65535.0) * np.float32(255.0 / 65535.0), "F")
+        return im.convert(mode)
 
 
 def image_tensor(im: Any, channels: int | None = None) -> Tensor:
