@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--layers", nargs="+", default=None,
                         help="layer names (default: the automatic choice, as `camlens layers` shows)")
-    parser.add_argument("--n-images", type=int, default=500, help="images to evaluate (default 500)")
+    parser.add_argument(
+        "--n-images", type=int, default=None, help="images to evaluate (default 500, or all of a smaller dataset)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
     parser.add_argument("--data", default=None, help=DATA_HELP)

@@ -34,11 +34,20 @@ __all__ = ["draw", "evaluate_spec", "load_boxes", "load_mask_folder", "objects_f
 _MAX_BOXES_BYTES = 64 * 2**20
 
 
-def draw(dataset: Any, n_images: int, seed: int) -> tuple[Tensor, Tensor | None, list[int]]:
-    """``n_images`` items drawn without replacement by a permutation seeded with ``seed``: images, labels, indices."""
+#: items :func:`evaluate_spec` draws when not told how many (all of a smaller dataset).
+DEFAULT_N_IMAGES = 500
+
+
+def draw(dataset: Any, n_images: int | None, seed: int) -> tuple[Tensor, Tensor | None, list[int]]:
+    """``n_images`` items drawn without replacement by a permutation seeded with ``seed``: images, labels, indices.
+
+    ``n_images=None`` draws :data:`DEFAULT_N_IMAGES`, or every item of a smaller dataset.
+    """
     from camlens.sources import collate, split_item
 
     size = len(dataset)
+    if n_images is None:
+        n_images = min(DEFAULT_N_IMAGES, size)
     if not isinstance(n_images, int) or not 1 <= n_images <= size:
         raise InputError(f"n_images={n_images!r} must be an int from 1 to {size} (the dataset's size)")
     gen = torch.Generator().manual_seed(seed)
@@ -124,7 +133,7 @@ def objects_for(
 
 
 def evaluate_spec(
-    model: str | nn.Module, data: str = "fashion-mnist:test", *, n_images: int = 500, device: str = "auto",
+    model: str | nn.Module, data: str = "fashion-mnist:test", *, n_images: int | None = None, device: str = "auto",
     objects: str | None = None, weights: str | None = None, preprocess: Any = None, **kwargs: Any,
 ) -> Evaluation:
     """:func:`camlens.evaluation.evaluate` a model spec on ``n_images`` items of a dataset spec.
@@ -135,7 +144,8 @@ def evaluate_spec(
     Args:
         model: a model spec (:func:`camlens.sources.load_model`) or a module in eval mode.
         data: a dataset spec (:func:`camlens.sources.load_dataset`).
-        n_images: how many items (at most the dataset's size).
+        n_images: how many items (at most the dataset's size); default :data:`DEFAULT_N_IMAGES`, or
+            every item of a smaller dataset.
         device: ``auto``, ``cpu``, ``cuda``, ... (:func:`camlens._util.device.select_device`).
         objects: see :func:`objects_for`.
         weights: ``--weights`` of :func:`camlens.sources.load_model` (``"none"``, a file, or the model's own).
