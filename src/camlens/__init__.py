@@ -10,6 +10,7 @@ Plumbing stays importable from its module (``camlens.core.capture.capture``,
 
 from __future__ import annotations
 
+from camlens._util.allocator import keep_freed_memory
 from camlens._util.version import VERSION as __version__
 from camlens.audit import audit
 from camlens.core.autolayer import choose_layer
@@ -122,6 +123,7 @@ __all__ = [
     "evaluate",
     "explain_dataset",
     "get_method",
+    "keep_freed_memory",
     "list_layers",
     "load_model",
     "open_results",

@@ -13,6 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from camlens._util.allocator import keep_freed_memory
 from camlens._util.version import VERSION
 from camlens.errors import CamlensError
 
@@ -52,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(parser)
     # intermixed: positionals may follow options (`camlens evaluate MODEL --weights none DATA`)
     args = parser.parse_intermixed_args(rest)
+    keep_freed_memory()  # this process is ours: reuse freed CPU memory (camlens._util.allocator)
     try:
         return int(module.run(args) or 0)
     except CamlensError as e:
