@@ -90,6 +90,17 @@ def test_bootstrap_interval_has_the_normal_width():
     assert bootstrap_ci(torch.full((10,), 0.3)) == (pytest.approx(0.3), pytest.approx(0.3))
 
 
+def test_bootstrap_interval_is_the_percentiles_of_resampled_means():
+    v = torch.rand(57, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(7)  # the draws bootstrap_ci makes for seed 7
+    means = v[torch.randint(57, (500, 57), generator=gen)].mean(dim=1)
+    q = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    for _ in range(2):  # the second call reuses the first call's draws
+        lo, hi = bootstrap_ci(v, n_boot=500, seed=7)
+        assert lo == pytest.approx(float(q[0]), abs=1e-12) and hi == pytest.approx(float(q[1]), abs=1e-12)
+    assert bootstrap_ci(v, n_boot=500, seed=8) != (lo, hi)
+
+
 def test_outputs_json_figures_html(small_eval, tmp_path):
     _, _, ev = small_eval
     text = ev.table()

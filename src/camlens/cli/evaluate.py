@@ -116,7 +116,7 @@ def _evaluate_into(out: Path, args: argparse.Namespace) -> int:
     """Evaluate as ``args`` say and write the results into ``out`` (prepared and locked by the caller)."""
     from camlens._util.files import atomic_write_text, writing
     from camlens.cli._model_args import preprocess_flags
-    from camlens.evaluation.render import html_page
+    from camlens.evaluation.render import html_page, render_figures, save_figures
 
     extra: dict[str, Any] = {} if args.baselines is None else {"baselines": args.baselines}
     if args.extra_metrics:
@@ -136,8 +136,9 @@ def _evaluate_into(out: Path, args: argparse.Namespace) -> int:
     with writing(out, "the files written before it are complete; the evaluation itself is printed above"):
         written.append(result.save_json(out / "evaluation.json"))
         if not args.no_figures:
-            written += result.save_figures(out)
-            atomic_write_text(out / "evaluation.html", html_page(result))
+            figures = render_figures(result)  # once, for the PNG files and the page
+            written += save_figures(result, out, figures)
+            atomic_write_text(out / "evaluation.html", html_page(result, figures=figures))
             written.append(out / "evaluation.html")
     print("\nwrote " + ", ".join(str(p) for p in written))
     print(f"Verdict: {result.verdict().headline}")  # the ranking is at the end of the table above

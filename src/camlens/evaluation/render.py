@@ -21,6 +21,7 @@ __all__ = [
     "html_page",
     "html_section",
     "png",
+    "render_figures",
     "sanity_figure",
     "save_figures",
     "text_table",
@@ -192,18 +193,27 @@ def sanity_figure(ev: Evaluation) -> Any:
     return fig
 
 
-def _figures(ev: Evaluation) -> list[tuple[str, bytes]]:
+def render_figures(ev: Evaluation) -> list[tuple[str, bytes]]:
+    """``(caption, PNG bytes)`` of the curves and (if sanity checks ran) the sanity figure.
+
+    Rendering takes seconds: a caller that writes both the PNG files and the
+    HTML page renders once and hands the result to both.
+    """
     out = [("Deletion, insertion and ROAD curves", png(curves_figure(ev)))]
     if ev.sanity:
         out.append(("Sanity checks: similarity after randomizing layers", png(sanity_figure(ev))))
     return out
 
 
-def save_figures(ev: Evaluation, folder: str | Path) -> list[Path]:
-    """Write ``curves.png`` and (if sanity checks ran) ``sanity.png`` into ``folder``; returns the paths."""
+def save_figures(ev: Evaluation, folder: str | Path, rendered: list[tuple[str, bytes]] | None = None) -> list[Path]:
+    """Write ``curves.png`` and (if sanity checks ran) ``sanity.png`` into ``folder``; returns the paths.
+
+    ``rendered``: the figures of :func:`render_figures`, when already made.
+    """
     folder = Path(folder)
     paths = []
-    for name, (_, data) in zip(("curves.png", "sanity.png"), _figures(ev), strict=False):
+    figures = render_figures(ev) if rendered is None else rendered
+    for name, (_, data) in zip(("curves.png", "sanity.png"), figures, strict=False):
         paths.append(folder / name)
         atomic_write_bytes(paths[-1], data)
     return paths
@@ -223,8 +233,11 @@ def verdict_block(ev: Evaluation) -> h.Element:
     )
 
 
-def html_section(ev: Evaluation, *, figures: bool = True) -> h.Element:
-    """The report's ``<section class="camlens-evaluation">``: the verdict, the tables, the figures, a caveat."""
+def html_section(ev: Evaluation, *, figures: bool | list[tuple[str, bytes]] = True) -> h.Element:
+    """The report's ``<section class="camlens-evaluation">``: the verdict, the tables, the figures, a caveat.
+
+    ``figures``: embed them (rendered here), leave them out, or the ones :func:`render_figures` made.
+    """
     parts: list[h.Node] = [
         verdict_block(ev),
         h.paragraph(
@@ -242,14 +255,15 @@ def html_section(ev: Evaluation, *, figures: bool = True) -> h.Element:
         note, head, rows = _extra_table(ev, "↑", "↓")
         parts += [h.heading("More metrics (opt-in)", 3), h.paragraph(note), h.table(head, rows)]
     if figures:
-        parts += [h.figure(data, caption) for caption, data in _figures(ev)]
+        made = render_figures(ev) if figures is True else figures
+        parts += [h.figure(data, caption) for caption, data in made]
     parts.append(h.paragraph(WHAT_IT_SHOWS))
     return h.section("Is the map right? Faithfulness and sanity", *parts, class_="camlens-evaluation")
 
 
-def html_page(ev: Evaluation, title: str | None = None) -> str:
+def html_page(ev: Evaluation, title: str | None = None, figures: bool | list[tuple[str, bytes]] = True) -> str:
     """A whole self-contained, styled HTML page holding :func:`html_section`; the title names the model scored."""
     if title is None:
         model = ev.config.get("model") or ev.config.get("model_name") or "a model"
         title = f"camlens evaluation of {model}"
-    return h.page(title, html_section(ev), style=PAGE_STYLE)
+    return h.page(title, html_section(ev, figures=figures), style=PAGE_STYLE)
