@@ -74,6 +74,8 @@ class ProbeRunner:
         chunk_images: input images whose perturbations are built at once (at most; default: as many as fit).
         channels_last: feed the model channels-last batches (for a channels-last model).
         budget: bytes of perturbed images and imputation work held at once (about; at least one image's).
+        sizing_model: the model whose activations size the CPU batch (default ``model``; for a copy of a
+            model that hooks cannot observe, such as the optimized copy, the model it was made from).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class ProbeRunner:
         chunk_images: int | None = None,
         channels_last: bool = False,
         budget: int = DEFAULT_BUDGET,
+        sizing_model: nn.Module | None = None,
     ) -> None:
         self.model, self.x, self.classes = model, x, classes
         self.output, self.chunk_images = output, chunk_images
@@ -94,7 +97,7 @@ class ProbeRunner:
         image_bytes = x[:1].numel() * x.element_size()
         self.batch_size = max(1, min(batch_size, self.budget // max(1, _ACTIVATION_FACTOR * image_bytes)))
         if x.device.type == "cpu" and self.batch_size > 4 and len(x):
-            per_image = largest_activation(model, x[:1])
+            per_image = largest_activation(model if sizing_model is None else sizing_model, x[:1])
             self.batch_size = min(self.batch_size, max(4, CPU_BATCH_BYTES // per_image))
         self._probes: list[_Probe] = []
         self._shared: dict[int, int] = {}  # id of an (N, C, H, W) tensor -> its probe
