@@ -79,6 +79,28 @@ def test_links_outside_the_folder_are_skipped_with_a_count_and_links_inside_kept
     assert str(e.value).endswith("lay it out as ROOT/<class name>/<image files> (2 linking outside it were skipped)")
 
 
+def test_a_flat_folder_of_images_is_one_unlabelled_set(tmp_path):
+    outside = _folder(tmp_path / "outside", {"secret.png": _png(255)})
+    files = {"b.png": _png(20), "a.jpg": _png(40), "notes.txt": lambda p: p.write_text("x")}
+    root = _folder(tmp_path / "photos", files)
+    (root / "empty-subfolder").mkdir()  # a subfolder without images does not make it a class folder
+    (root / "out.png").symlink_to(outside / "secret.png")
+    with pytest.warns(UserWarning, match="skipped 1 file"):
+        ds, info = load_dataset(str(root))
+    assert isinstance(ds, ImageFolder) and ds.classes == [] and info["kind"] == "image-folder"
+    assert [(f.name, label) for f, label in ds.files] == [("a.jpg", -1), ("b.png", -1)]
+    assert ds.relative_path(1) == "b.png"
+    image, label = ImageFolder(root, mode="L")[1]
+    assert label == -1 and image.shape == (1, 8, 8)
+    torch.testing.assert_close(image, torch.full((1, 8, 8), 20 / 255))
+
+
+def test_class_folders_win_over_loose_images(tmp_path):
+    root = _folder(tmp_path, {"loose.png": _png(), "cat/x.png": _png(), "dog/y.png": _png()})
+    ds = ImageFolder(root)
+    assert ds.classes == ["cat", "dog"] and [(f.name, label) for f, label in ds.files] == [("x.png", 0), ("y.png", 1)]
+
+
 def test_folder_without_links_reports_no_skips(tmp_path):
     root = _folder(tmp_path, {"a/x.png": _png(), "b/y.png": _png()})
     ds, info = load_dataset(str(root))

@@ -267,10 +267,13 @@ def collate(data: Any) -> Any:
 
 
 class ImageFolder(Dataset):
-    """Images laid out one subfolder per class, as ``(image (C, H, W), label)``.
+    """Images laid out one subfolder per class, or a flat folder of images, as ``(image (C, H, W), label)``.
 
     Classes are the subfolder names in sorted order; files are sorted by path,
-    so item ids are stable. Pillow is imported when the first image is read,
+    so item ids are stable. A folder with image files and no subfolder holding
+    any is one unlabelled set: ``classes`` is empty and every label is -1 (what
+    camlens' dataset runs write for an item without a label); the methods and
+    the metrics explain the model's prediction, so they need no label. Pillow is imported when the first image is read,
     through :func:`camlens.viz.images.open_image` (bomb limit, 16-bit data kept).
 
     Without ``preprocess`` an image is converted to ``mode`` and kept at its own
@@ -283,7 +286,7 @@ class ImageFolder(Dataset):
     warning says how many).
 
     Args:
-        root: the folder of class folders.
+        root: the folder of class folders, or of image files.
         mode: Pillow mode to convert every image to (``"RGB"``, ``"L"``) when there is no ``preprocess``.
         preprocess: applied to every image file (``preprocess(path) -> (image, geometry)``).
 
@@ -301,13 +304,10 @@ class ImageFolder(Dataset):
         self.files: list[tuple[Path, int]] = []
         self.skipped_links: list[Path] = []
         for label, name in enumerate(self.classes):
-            for f in sorted((self.root / name).rglob("*")):
-                if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
-                    continue
-                if f.resolve().is_relative_to(inside):
-                    self.files.append((f, label))
-                else:
-                    self.skipped_links.append(f)
+            self._add(sorted((self.root / name).rglob("*")), label, inside)
+        if not self.files:  # no class folder holds an image: a flat folder of unlabelled images
+            self.classes = []
+            self._add(sorted(self.root.iterdir()), -1, inside)
         if self.skipped_links:
             warnings.warn(
                 f"image folder {self.root}: skipped {len(self.skipped_links)} file(s) that link outside it "
@@ -316,10 +316,20 @@ class ImageFolder(Dataset):
             )
         if not self.files:
             raise DataError(
-                f"image folder {self.root} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class subfolders; "
-                "lay it out as ROOT/<class name>/<image files>"
+                f"image folder {self.root} holds no images ({', '.join(IMAGE_SUFFIXES)}), in it or in class "
+                "subfolders; put the image files in it, or lay it out as ROOT/<class name>/<image files>"
                 + (f" ({len(self.skipped_links)} linking outside it were skipped)" if self.skipped_links else "")
             )
+
+    def _add(self, paths: list[Path], label: int, inside: Path) -> None:
+        """Add the image files among ``paths`` with ``label``; one linking outside ``inside`` is skipped."""
+        for f in paths:
+            if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():
+                continue
+            if f.resolve().is_relative_to(inside):
+                self.files.append((f, label))
+            else:
+                self.skipped_links.append(f)
 
     def __len__(self) -> int:
         return len(self.files)

@@ -176,10 +176,11 @@ def evaluate_spec(
     found = objects_for(objects, bool(data_info.get("object_mask")), idx, (x.shape[2], x.shape[3]))
     result = evaluate(net, x, objects=found, **kwargs)
     accuracy = None
-    if labels is not None:
+    truth = None if labels is None else labels.cpu()
+    if truth is not None and bool((truth >= 0).any()):  # -1: an item without a label (a flat photo folder)
         with torch.no_grad():
             pred = torch.cat([select_output(net(c)).argmax(1).cpu() for c in x.split(kwargs.get("batch_size", 64))])
-        accuracy = float((pred == labels.cpu()).double().mean())
+        accuracy = float((pred == truth)[truth >= 0].double().mean())
     result.config.update({
         "model": name, "checkpoint": name if info.get("kind") == "checkpoint" else None,
         "architecture": info.get("architecture"), "data": data, "accuracy_on_images": accuracy,
