@@ -83,21 +83,38 @@ def judge_class(c: Collected, rows: Tensor, mean: Tensor) -> tuple[bool, Region 
     strong = [r for r in regions if r.mass >= MIN_MASS and r.consistency >= MIN_CONSISTENCY]
     off = [r for r in strong if (r.lift or 0.0) >= MIN_LIFT]
     small = [r for r in off if r.concentration >= MIN_CONCENTRATION]
-    best = max(small or off or strong or regions, key=lambda r: r.lift or 0.0)
+    # a flag reports the region with the most mass among those that pass; otherwise the one most off the object
+    best = max(small, key=lambda r: r.mass) if small else max(off or strong or regions, key=lambda r: r.lift or 0.0)
     lift = best.lift or 0.0
     said = (
         f"{best.mass:.0%} of the mean map's mass lies in the region, which holds {best.object_share:.1%} of the "
-        f"object's pixels (lift {lift:.1f}) and {best.area:.1%} of the image (concentration "
-        f"{best.concentration:.1f}); {best.consistency:.0%} of the items put at least half that there"
+        f"object's pixels (lift {lift:.1f}); its hottest cells hold {best.hot_mass:.0%} of the mass on "
+        f"{best.hot_area:.1%} of the image (concentration {best.concentration:.1f}); {best.consistency:.0%} of the "
+        "items put at least half the region's mass there"
     )
     if small:
-        return True, best, f"decided away from the object: {said}"
+        return True, best, f"decided away from the object: {said}{_snap(c, rows, best)}"
     if off:
         broad = f"concentration under {MIN_CONCENTRATION:g}: a wide place, such as the background around the object"
         return False, best, f"{BROAD} ({broad}); look at it: {said}"
     if not strong:
         return False, best, f"no region holds {MIN_MASS:.0%} of the mass consistently; the largest: {said}"
     return False, best, f"the maps follow the object (lift under {MIN_LIFT:g}): {said}"
+
+
+def _snap(c: Collected, rows: Tensor, region: Region) -> str:
+    """Report the class's fixed pattern at ``region`` as its box, when one is there; what to add to the ``why``."""
+    if c.moments is None or c.input_size is None:
+        return ""
+    group = torch.where(c.labels[rows] >= 0, c.labels[rows], c.targets[rows].long())
+    found = c.moments.pattern(int(group[0]), region.map_box(c))
+    if found is None:
+        return ""
+    region.pattern, region.pattern_pixels = found
+    return (
+        f"; the box is the class's fixed pattern there ({region.pattern_pixels} pixels the same on every image "
+        f"of the class and unlike the other classes'), inside or across the map's box {region.map_box(c)}"
+    )
 
 
 def cluster_findings(c: Collected, rows: Tensor, clustering: Clustering) -> list[dict[str, Any]]:
