@@ -1,19 +1,21 @@
 """The audit's judgements, each with its evidence: a class decided from a place away from the object,
 a cluster that differs from the rest of its class, items whose map disagrees with their class.
 
-A class is **flagged** when one region (:func:`camlens.audit.spread.hot_regions` of the
-class's mean map) holds at least :data:`MIN_MASS` of the mean map's mass, at least
-:data:`MIN_LIFT` times the share of the object's pixels it holds (the *lift*: about 1
-when the maps follow the object), at least :data:`MIN_CONCENTRATION` times the share of
-the image it covers (the *concentration*: a mark of a few pixels gathers the mass in a
-small place; a cue spread over the background around the object does not), and at least
-half that mass in at least :data:`MIN_CONSISTENCY` of the class's items. Measured on the
-tutorial ConvNet (docs/audit.md): planted marks give lifts of 7.5 to 17 and
-concentrations of 10 to 16; on classes without a mark, regions off the object (lift 4 or
-more) have concentrations of at most 2.6, and no region at all more than 8.4. A region that
-passes every test but the concentration is reported as a finding (``"broad_region"``),
-without flagging the class. The object is known from the images
-(:func:`camlens.audit.collect.object_mask`); without them nothing is flagged, and the
+A class is **flagged** when one region (a group of hot cells of the class's mean map,
+:func:`camlens.audit.spread.hot_regions`, widened by a cell: :class:`~camlens.audit.spread.Region`)
+holds at least :data:`MIN_MASS` of the mean map's mass, at least :data:`MIN_LIFT` times the
+share of the object's pixels it holds (the *lift*: about 1 when the maps follow the object),
+its hot cells at least :data:`MIN_CONCENTRATION` times the share of the image they cover
+(the *concentration*: a mark of a few pixels gathers the mass in a small place; a cue spread
+over the background around the object does not), and at least half that mass sits there in
+at least :data:`MIN_CONSISTENCY` of the class's items. Measured on the tutorial ConvNet
+(docs/audit.md): planted marks give lifts of 7.5 to 21 and concentrations of 13 to 28; on
+classes without a mark, regions off the object (lift 4 or more) have concentrations of at
+most 3.6. When several regions pass, the one with the most mass is reported, with the box of
+the class's fixed pattern there when it has one (:mod:`camlens.audit.fixed`: a mark to the
+pixel), else the region's. A region that passes every test but the concentration is reported
+as a finding (``"broad_region"``), without flagging the class. The object is known from the
+images (:func:`camlens.audit.collect.object_mask`); without them nothing is flagged, and the
 class's ``why`` says so. Clusters and atypical items are reported as findings; they do
 not flag a class (every class has some spread).
 """
