@@ -16,9 +16,10 @@ import camlens
 from camlens.audit.clusters import cluster_maps
 from camlens.audit.collect import Collected, object_mask
 from camlens.audit.findings import BROAD, MIN_CONCENTRATION, MIN_LIFT, judge_class
+from camlens.audit.fixed import ImageMoments
 from camlens.audit.png import encode_png
 from camlens.audit.report import dumps
-from camlens.audit.spread import class_mean, hot_regions, item_stats
+from camlens.audit.spread import class_mean, hot_regions, item_stats, region_evidence, widen
 from camlens.cli import main
 from camlens.errors import CamlensError, InputError
 
@@ -94,9 +95,10 @@ def test_a_broad_region_off_the_object_is_a_finding_not_a_flag() -> None:
     rows = torch.arange(60)
     flagged, region, why = judge_class(c, rows, class_mean(c, rows))
     # the box, widened by a cell: rows 0-4, all columns (80 of 256 cells), one row of the object's 8
-    assert region is not None and region.cells == (0, 5, 0, 16)
+    assert region is not None and region.cells == (0, 5, 0, 16) and region.hot == (0, 4, 0, 16)
     assert region.mass == pytest.approx(1.0) and region.lift == pytest.approx(8.0)
-    assert region.concentration == pytest.approx(256 / 80) and region.concentration < MIN_CONCENTRATION
+    # the concentration is the hot cells' own: all the mass on 64 of the 256 cells
+    assert region.concentration == pytest.approx(256 / 64) and region.concentration < MIN_CONCENTRATION
     assert not flagged and why.startswith(BROAD)
 
 
@@ -120,11 +122,68 @@ def test_item_stats_on_a_hand_made_map() -> None:
     assert stats["half_mass_area"][1] == pytest.approx(32 / 64)
 
 
-def test_hot_regions_are_widened_by_a_cell_and_ordered_by_mass() -> None:
+def test_hot_regions_are_the_hot_cells_boxes_ordered_by_mass_and_widened_by_a_cell() -> None:
     mean = torch.zeros(10, 10)
     mean[0, 0] = 1.0
     mean[5:7, 5:7] = 0.6
-    assert hot_regions(mean) == [(4, 8, 4, 8), (0, 2, 0, 2)]
+    assert hot_regions(mean) == [(5, 7, 5, 7), (0, 1, 0, 1)]
+    assert [widen(b, (10, 10)) for b in hot_regions(mean)] == [(4, 8, 4, 8), (0, 2, 0, 2)]
+
+
+def test_a_one_cell_spot_on_a_coarse_grid_keeps_its_concentration() -> None:
+    # 6 x 6 maps (a photo model's last blocks), 40 % of the mass on cell (2, 3), the rest uniform; no object there
+    maps = torch.full((20, 6, 6), 0.6 / 35)
+    maps[:, 2, 3] = 0.4
+    objects = torch.zeros(20, 6, 6)
+    objects[:, :, 0] = 1.0  # the object: the left column
+    c = _collected(maps, objects, (96, 96))
+    rows = torch.arange(20)
+    region = region_evidence(c, rows, class_mean(c, rows), hot_regions(class_mean(c, rows))[0])
+    assert region.hot == (2, 3, 3, 4) and region.cells == (1, 4, 2, 5)
+    # the hot cell: 0.4 of the mass on 1/36 of the image; widened to 3 x 3 it would be (0.4 + 8 * 0.6 / 35) * 4
+    assert region.concentration == pytest.approx(0.4 * 36)
+    assert region.mass == pytest.approx(0.4 + 8 * 0.6 / 35) and region.area == pytest.approx(9 / 36)
+    assert region.box(c) == [32, 16, 80, 64]  # the widened box, 16 input pixels a cell
+
+
+def _marked_moments(n: int = 40) -> ImageMoments:
+    """Moments of 32 x 32 images of classes 0 and 1: a black background, an object of noise (0.3-0.5) in rows 8-23;
+    class 0 has a 3 x 4 mark of 1.0 at rows 2-4, columns 26-29; class 1's object also fills rows 24-30, where
+    class 0 is always black (the absence of its object there, not a mark)."""
+    from camlens.audit.collect import object_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(2 * n, 1, 32, 32)
+    x[:, :, 8:24, 4:28] = 0.3 + 0.2 * torch.rand(2 * n, 1, 16, 24, generator=g)
+    labels = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+    x[:n, :, 2:5, 26:30] = 1.0
+    x[n:, :, 24:31, 4:28] = 0.3 + 0.2 * torch.rand(n, 1, 7, 24, generator=g)
+    moments = ImageMoments()
+    for part in (slice(0, 50), slice(50, 2 * n)):  # in two batches, as the audit reads them
+        moments.add(x[part], labels[part], object_mask(x[part]))
+    return moments
+
+
+def test_a_fixed_pattern_is_found_whole_and_the_absence_of_the_object_is_not_one() -> None:
+    moments = _marked_moments()
+    fixed = moments.fixed(0)
+    assert fixed is not None and int(fixed.sum()) == 12  # the mark's pixels; not rows 24-30 (black)
+    assert moments.pattern(0, [20, 0, 32, 8]) == ([26, 2, 30, 5], 12)
+    # a box that holds one column of the mark gives the whole mark; one that misses it, nothing
+    assert moments.pattern(0, [29, 4, 31, 6]) == ([26, 2, 30, 5], 12)
+    assert moments.pattern(0, [0, 0, 20, 20]) is None
+    assert moments.pattern(0, [0, 20, 32, 32]) is None and moments.pattern(1, [0, 0, 32, 32]) is None
+
+
+def test_a_flagged_class_reports_its_fixed_pattern_as_the_box() -> None:
+    # the maps of test_a_class_whose_maps_sit_off_the_object...; the images hold a mark next to the blob's centre
+    c = _collected(_blobs(60, (1.5, 13.5), width=1.0), _centre_objects(60), (32, 32))
+    c.moments = _marked_moments()
+    rows = torch.arange(60)
+    flagged, region, why = judge_class(c, rows, class_mean(c, rows))
+    assert flagged and region is not None
+    assert region.map_box(c) == [22, 0, 32, 10] and region.box(c) == [26, 2, 30, 5] and region.pattern_pixels == 12
+    assert "fixed pattern there (12 pixels" in why and "[22, 0, 32, 10]" in why
 
 
 def test_object_mask_is_what_differs_from_the_frame() -> None:

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from camlens.audit.fixed import ImageMoments
 from camlens.audit.pictures import display
 from camlens.dataset import Results
 from camlens.errors import DataError
@@ -42,6 +43,8 @@ class Collected:
         input_size: ``(H, W)`` of the inputs when the images were read, else ``None``.
         mean_images: label -> the mean of the class's images as shown (:func:`~camlens.audit.pictures.display`).
         map_size: ``(h, w)`` of the stored maps.
+        moments: the images summed per group (label, else the explained class), for the classes' fixed patterns
+            (:mod:`camlens.audit.fixed`); ``None`` without images.
     """
 
     ids: Tensor
@@ -56,6 +59,7 @@ class Collected:
     input_size: tuple[int, int] | None
     map_size: tuple[int, int]
     mean_images: dict[int, Tensor]
+    moments: ImageMoments | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -118,6 +122,7 @@ def collect(results: Results, key: str, data: Any | None, pictures: Any | None, 
     input_size: tuple[int, int] | None = None
     sums: dict[int, list[Any]] = {}
     map_size: tuple[int, int] = (0, 0)
+    moments = ImageMoments()
     for k in range(len(results.manifest["shards"])):
         shard = results.shard(k)
         ids = shard["ids"]
@@ -140,8 +145,11 @@ def collect(results: Results, key: str, data: Any | None, pictures: Any | None, 
                     raise DataError(f"the data's images change size ({input_size} then {size}); the audit "
                                     "needs one input size (the size the model was given)")  # fmt: skip
                 input_size = size
-                parts["objects"].append(F.adaptive_avg_pool2d(object_mask(images).float()[:, None], grid)[:, 0].half())
+                objects = object_mask(images)
+                parts["objects"].append(F.adaptive_avg_pool2d(objects.float()[:, None], grid)[:, 0].half())
                 shown = display(images)
+                labels = shard["labels"][sel]
+                moments.add(images, torch.where(labels >= 0, labels, _first(shard["targets"])[sel].long()), objects)
                 _add_by_label(sums, shard["labels"][sel], shown)
             else:
                 shown = None
@@ -154,6 +162,7 @@ def collect(results: Results, key: str, data: Any | None, pictures: Any | None, 
         ids=cat["ids"], labels=cat["labels"], preds=cat["preds"], targets=cat["targets"], probs=cat["probs"],
         maps=cat["maps"], empty=cat["empty"], objects=cat.get("objects"), inside=cat.get("inside"),
         input_size=input_size, map_size=map_size, mean_images={k: s / n for k, (s, n) in sums.items()},
+        moments=moments if input_size is not None else None,
     )  # fmt: skip
 
 

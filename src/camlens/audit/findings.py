@@ -1,19 +1,21 @@
 """The audit's judgements, each with its evidence: a class decided from a place away from the object,
 a cluster that differs from the rest of its class, items whose map disagrees with their class.
 
-A class is **flagged** when one region (:func:`camlens.audit.spread.hot_regions` of the
-class's mean map) holds at least :data:`MIN_MASS` of the mean map's mass, at least
-:data:`MIN_LIFT` times the share of the object's pixels it holds (the *lift*: about 1
-when the maps follow the object), at least :data:`MIN_CONCENTRATION` times the share of
-the image it covers (the *concentration*: a mark of a few pixels gathers the mass in a
-small place; a cue spread over the background around the object does not), and at least
-half that mass in at least :data:`MIN_CONSISTENCY` of the class's items. Measured on the
-tutorial ConvNet (docs/audit.md): planted marks give lifts of 7.5 to 17 and
-concentrations of 10 to 16; on classes without a mark, regions off the object (lift 4 or
-more) have concentrations of at most 2.6, and no region at all more than 8.4. A region that
-passes every test but the concentration is reported as a finding (``"broad_region"``),
-without flagging the class. The object is known from the images
-(:func:`camlens.audit.collect.object_mask`); without them nothing is flagged, and the
+A class is **flagged** when one region (a group of hot cells of the class's mean map,
+:func:`camlens.audit.spread.hot_regions`, widened by a cell: :class:`~camlens.audit.spread.Region`)
+holds at least :data:`MIN_MASS` of the mean map's mass, at least :data:`MIN_LIFT` times the
+share of the object's pixels it holds (the *lift*: about 1 when the maps follow the object),
+its hot cells at least :data:`MIN_CONCENTRATION` times the share of the image they cover
+(the *concentration*: a mark of a few pixels gathers the mass in a small place; a cue spread
+over the background around the object does not), and at least half that mass sits there in
+at least :data:`MIN_CONSISTENCY` of the class's items. Measured on the tutorial ConvNet
+(docs/audit.md): planted marks give lifts of 7.5 to 21 and concentrations of 13 to 28; on
+classes without a mark, regions off the object (lift 4 or more) have concentrations of at
+most 3.6. When several regions pass, the one with the most mass is reported, with the box of
+the class's fixed pattern there when it has one (:mod:`camlens.audit.fixed`: a mark to the
+pixel), else the region's. A region that passes every test but the concentration is reported
+as a finding (``"broad_region"``), without flagging the class. The object is known from the
+images (:func:`camlens.audit.collect.object_mask`); without them nothing is flagged, and the
 class's ``why`` says so. Clusters and atypical items are reported as findings; they do
 not flag a class (every class has some spread).
 """
@@ -83,21 +85,38 @@ def judge_class(c: Collected, rows: Tensor, mean: Tensor) -> tuple[bool, Region 
     strong = [r for r in regions if r.mass >= MIN_MASS and r.consistency >= MIN_CONSISTENCY]
     off = [r for r in strong if (r.lift or 0.0) >= MIN_LIFT]
     small = [r for r in off if r.concentration >= MIN_CONCENTRATION]
-    best = max(small or off or strong or regions, key=lambda r: r.lift or 0.0)
+    # a flag reports the region with the most mass among those that pass; otherwise the one most off the object
+    best = max(small, key=lambda r: r.mass) if small else max(off or strong or regions, key=lambda r: r.lift or 0.0)
     lift = best.lift or 0.0
     said = (
         f"{best.mass:.0%} of the mean map's mass lies in the region, which holds {best.object_share:.1%} of the "
-        f"object's pixels (lift {lift:.1f}) and {best.area:.1%} of the image (concentration "
-        f"{best.concentration:.1f}); {best.consistency:.0%} of the items put at least half that there"
+        f"object's pixels (lift {lift:.1f}); its hottest cells hold {best.hot_mass:.0%} of the mass on "
+        f"{best.hot_area:.1%} of the image (concentration {best.concentration:.1f}); {best.consistency:.0%} of the "
+        "items put at least half the region's mass there"
     )
     if small:
-        return True, best, f"decided away from the object: {said}"
+        return True, best, f"decided away from the object: {said}{_snap(c, rows, best)}"
     if off:
         broad = f"concentration under {MIN_CONCENTRATION:g}: a wide place, such as the background around the object"
         return False, best, f"{BROAD} ({broad}); look at it: {said}"
     if not strong:
         return False, best, f"no region holds {MIN_MASS:.0%} of the mass consistently; the largest: {said}"
     return False, best, f"the maps follow the object (lift under {MIN_LIFT:g}): {said}"
+
+
+def _snap(c: Collected, rows: Tensor, region: Region) -> str:
+    """Report the class's fixed pattern at ``region`` as its box, when one is there; what to add to the ``why``."""
+    if c.moments is None or c.input_size is None:
+        return ""
+    group = torch.where(c.labels[rows] >= 0, c.labels[rows], c.targets[rows].long())
+    found = c.moments.pattern(int(group[0]), region.map_box(c))
+    if found is None:
+        return ""
+    region.pattern, region.pattern_pixels = found
+    return (
+        f"; the box is the class's fixed pattern there ({region.pattern_pixels} pixels the same on every image "
+        f"of the class and unlike the other classes'), inside or across the map's box {region.map_box(c)}"
+    )
 
 
 def cluster_findings(c: Collected, rows: Tensor, clustering: Clustering) -> list[dict[str, Any]]:

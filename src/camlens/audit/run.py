@@ -280,7 +280,8 @@ def _audit_class(res: Results, c: Collected, rows: Tensor, cls: int, names: dict
     if region is not None:
         evidence = {"box": box, "mass": region.mass, "consistency": region.consistency,
                     "object_share": region.object_share, "lift": region.lift, "area": region.area,
-                    "concentration": region.concentration}  # fmt: skip
+                    "hot_mass": region.hot_mass, "hot_area": region.hot_area, "concentration": region.concentration,
+                    "map_box": region.map_box(c), "fixed_pattern_pixels": region.pattern_pixels}  # fmt: skip
     return {
         "class": cls, "name": names.get(cls, str(cls)), "flagged": flagged, "region": box if flagged else None,
         "why": why, "clusters": clusters, "n": len(rows), "empty_maps": int(c.empty[rows].sum()),

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from camlens.audit.collect import Collected
 
-__all__ = ["CORNERS", "Region", "class_mean", "hot_regions", "item_stats", "region_evidence"]
+__all__ = ["CORNERS", "Region", "class_mean", "hot_regions", "item_stats", "region_evidence", "widen"]
 
 #: the four corners, each a square of a quarter of the image's side.
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
@@ -79,13 +79,30 @@ def class_mean(c: Collected, rows: Tensor) -> Tensor:
 
 @dataclass
 class Region:
-    """A box of grid cells ``[y0, y1) x [x0, x1)`` and the evidence that the class's maps sit there."""
+    """The evidence that a class's maps sit in one place of the grid.
+
+    Two boxes of grid cells ``(y0, y1, x0, x1)``, end exclusive: ``hot``, the
+    smallest box holding a group of hot cells, and ``cells``, that box widened by
+    a cell on every side (clipped to the grid): a map places things to within
+    about a cell, so the mass, the consistency and the object's share are
+    measured on the widened box (a mark a cell wide may sit on the hot box's
+    edge; an object next to the hot cells may be what the map means), while the
+    concentration is the hot cells' own: widening a one-cell spot on a 6 x 6
+    grid to 3 x 3 would divide it by 9.
+    """
 
     cells: tuple[int, int, int, int]
-    mass: float  # share of the class's mean map in the box
-    consistency: float  # share of the class's items with at least half that mass in the box
-    object_share: float | None  # mean share of each item's object pixels in the box
-    area: float  # share of the image in the box
+    mass: float  # share of the class's mean map in the widened box
+    consistency: float  # share of the class's items with at least half that mass in the widened box
+    object_share: float | None  # mean share of each item's object pixels in the widened box
+    area: float  # share of the image in the widened box
+    hot: tuple[int, int, int, int] | None = None  # the hot cells' own box; None: the widened box
+    hot_mass: float | None = None  # share of the mean map in ``hot``
+    hot_area: float | None = None  # share of the image in ``hot``
+    #: ``[x0, y0, x1, y1]`` in input pixels of the class's fixed pattern at the region (:mod:`camlens.audit.fixed`),
+    #: when one is there: the box reported instead of the map's.
+    pattern: list[int] | None = None
+    pattern_pixels: int = 0
 
     @property
     def lift(self) -> float | None:
@@ -96,22 +113,29 @@ class Region:
 
     @property
     def concentration(self) -> float:
-        """Mass in the box over the box's share of the image (1: no more than a uniform map puts there)."""
-        return self.mass / max(self.area, 1e-12)
+        """The hot cells' mass over their share of the image (1: no more than a uniform map puts there)."""
+        if self.hot_mass is None or self.hot_area is None:
+            return self.mass / max(self.area, 1e-12)
+        return self.hot_mass / max(self.hot_area, 1e-12)
 
-    def box(self, c: Collected) -> list[int]:
-        """``[x0, y0, x1, y1]`` in input pixels (end exclusive; map cells when the input size is unknown)."""
+    def map_box(self, c: Collected) -> list[int]:
+        """The widened box ``[x0, y0, x1, y1]`` in input pixels (end exclusive; map cells when the input size is
+        unknown)."""
         y0, y1, x0, x1 = self.cells
         sy, sx = _scale(c)
         return [int(x0 * sx), int(y0 * sy), round(x1 * sx), round(y1 * sy)]
 
+    def box(self, c: Collected) -> list[int]:
+        """The box reported: the fixed pattern's when one is there, else :meth:`map_box`."""
+        return list(self.pattern) if self.pattern is not None else self.map_box(c)
+
 
 def hot_regions(mean: Tensor, most: int = 3, level: float = 0.5) -> list[tuple[int, int, int, int]]:
-    """Boxes around the connected groups of cells where ``mean`` is at least ``level`` of its largest value.
+    """The smallest boxes around the connected groups of cells where ``mean`` is at least ``level`` of its largest
+    value.
 
     The groups (4-connected) are taken by falling mass, at most ``most`` of
-    them; each box is widened by one cell on every side (clipped to the grid),
-    so that a mark a cell wide is inside its box, not on its edge.
+    them. :func:`region_evidence` widens each by a cell.
 
     Returns:
         ``(y0, y1, x0, x1)`` boxes of grid cells, end exclusive.
@@ -136,15 +160,22 @@ def hot_regions(mean: Tensor, most: int = 3, level: float = 0.5) -> list[tuple[i
                     seen.add((ny, nx))
                     stack.append((ny, nx))
         ys, xs = [p[0] for p in cells], [p[1] for p in cells]
-        box = (max(min(ys) - 1, 0), min(max(ys) + 2, gh), max(min(xs) - 1, 0), min(max(xs) + 2, gw))
-        groups.append((float(sum(mean[y, x] for y, x in cells)), box))
+        groups.append((float(sum(mean[y, x] for y, x in cells)), (min(ys), max(ys) + 1, min(xs), max(xs) + 1)))
     groups.sort(key=lambda g: -g[0])
     return [box for _, box in groups[:most]]
 
 
-def region_evidence(c: Collected, rows: Tensor, mean: Tensor, cells: tuple[int, int, int, int]) -> Region:
-    """How much of class ``rows``' mass sits in the box ``cells``, how consistently, and how much object is there."""
+def widen(cells: tuple[int, int, int, int], grid: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box ``(y0, y1, x0, x1)`` widened by one cell on every side, clipped to ``grid``."""
     y0, y1, x0, x1 = cells
+    return max(y0 - 1, 0), min(y1 + 1, grid[0]), max(x0 - 1, 0), min(x1 + 1, grid[1])
+
+
+def region_evidence(c: Collected, rows: Tensor, mean: Tensor, hot: tuple[int, int, int, int]) -> Region:
+    """How much of class ``rows``' mass sits around the hot box ``hot``, how consistently, how much object is
+    there, and how concentrated the hot cells are (:class:`Region`)."""
+    gh, gw = mean.shape
+    y0, y1, x0, x1 = cells = widen(hot, (gh, gw))
     keep = rows[~c.empty[rows]]
     mass = float(mean[y0:y1, x0:x1].sum())
     per_item = c.maps[keep, y0:y1, x0:x1].sum(dim=(1, 2))
@@ -156,5 +187,14 @@ def region_evidence(c: Collected, rows: Tensor, mean: Tensor, cells: tuple[int, 
         has = total > 0
         if bool(has.any()):
             object_share = float((obj[has, y0:y1, x0:x1].sum(dim=(1, 2)) / total[has]).mean())
-    gh, gw = mean.shape
-    return Region(cells, mass, consistency, object_share, (y1 - y0) * (x1 - x0) / (gh * gw))
+    hy0, hy1, hx0, hx1 = hot
+    return Region(
+        cells,
+        mass,
+        consistency,
+        object_share,
+        (y1 - y0) * (x1 - x0) / (gh * gw),
+        hot=hot,
+        hot_mass=float(mean[hy0:hy1, hx0:hx1].sum()),
+        hot_area=(hy1 - hy0) * (hx1 - hx0) / (gh * gw),
+    )
