@@ -9,8 +9,12 @@ call of every contender per round) and the median over rounds is reported, so lo
 hits all alike. The last column is the peer's median over camlens' for each perturbation method (the
 issue's bar: at least 2).
 
+Every contender runs in this one process after ``camlens.keep_freed_memory()`` (what the ``camlens`` command does
+at start: glibc keeps freed memory for reuse, see benchmarks/bench_allocator.py), so camlens and the peers run
+under the same allocator; ``--default-allocator`` leaves glibc's defaults for all of them.
+
     PYTHONPATH=src python benchmarks/bench_methods.py [--rounds 5] [--batch 16] [--samples 4]
-        [--only scorecam,sscam,iscam,ablationcam]
+        [--only scorecam,sscam,iscam,ablationcam] [--default-allocator]
 """
 
 from __future__ import annotations
@@ -148,7 +152,9 @@ def main() -> None:
     p.add_argument(
         "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
     )
+    p.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc settings (all contenders)")
     args = p.parse_args()
+    kept = False if args.default_allocator else camlens.keep_freed_memory()
     threads = harness.set_threads(args.threads)
     torch.manual_seed(0)
     model = resnet_small(num_classes=100).eval()
@@ -171,7 +177,7 @@ def main() -> None:
     print(
         f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({cpu}, "
         f"{threads} threads), torch {torch.__version__}, SS-CAM/IS-CAM {args.samples} samples, "
-        f"median of {args.rounds} interleaved rounds"
+        f"median of {args.rounds} interleaved rounds, freed memory {'kept' if kept else 'returned (glibc defaults)'}"
     )
     harness.print_table(["method", "median s", "min s", "x Grad-CAM", "peer / this"], [
         [name, f"{t:.4f}", f"{min(run.per_round(name)):.4f}", f"{run.ratio(name, 'gradcam'):.2f}",
