@@ -58,6 +58,19 @@ def masks_loop(a: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
     return out
 
 
+def ablation_drops(model: nn.Sequential, a1: torch.Tensor, cut: int, c: int) -> list[float]:
+    """Ablation-CAM's channel weights for one image: the relative drop of class ``c``'s score when each channel
+    of ``a1`` ``(1, C, h, w)``, the output of ``model[cut]``, is zeroed and ``model[cut + 1:]`` runs on it."""
+    with torch.no_grad():
+        base = float(model[cut + 1 :](a1)[0, c])
+        drops = []
+        for k in range(a1.shape[1]):
+            ablated = a1.clone()
+            ablated[0, k] = 0
+            drops.append((base - float(model[cut + 1 :](ablated)[0, c])) / base)
+    return drops
+
+
 def weighted_map(a: torch.Tensor, weights: list[float]) -> torch.Tensor:
     """ReLU(sum_k w_k A^k) over positions, one image."""
     c, h, w = a.shape

@@ -83,7 +83,7 @@ def _perturb_weights_loop(name: str, model: nn.Module, x: torch.Tensor, layer: i
     """Per image, the paper's channel weights of ``name`` computed one pass at a time in float64 (default keywords,
     plus n_samples=3, std=0.5 for SS-CAM and n_samples=3 for IS-CAM): probabilities of masked inputs, or the
     relative score drop of each zeroed channel."""
-    from tests.methods._perturb_refs import masks_loop, score_loop
+    from tests.methods._perturb_refs import ablation_drops, masks_loop, score_loop
 
     acts = model[: layer + 1](x).detach()
     noise = camlens.SSCAM(model, str(layer), n_samples=3, std=0.5).noise(x)
@@ -95,14 +95,7 @@ def _perturb_weights_loop(name: str, model: nn.Module, x: torch.Tensor, layer: i
     out = []
     for n, c in enumerate(classes):
         if name == "ablationcam":
-            model = model.requires_grad_(False)  # plain float scores (the test builds this model itself)
-            s = float(model[layer + 1 :](acts[n : n + 1])[0, c])
-            drops = []
-            for k in range(acts.shape[1]):
-                ablated = acts[n : n + 1].clone()
-                ablated[0, k] = 0
-                drops.append((s - float(model[layer + 1 :](ablated)[0, c])) / s)
-            out.append(drops)
+            out.append(ablation_drops(model, acts[n : n + 1], layer, c))
             continue
         masks = masks_loop(acts[n], tuple(x.shape[2:]))
         vs = variants[name]

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _perturb_refs import ablation_drops
 from torch import nn
 
 import camlens
@@ -352,15 +353,8 @@ def ablation_ref(model: nn.Sequential, x, cut: int, classes: list[int]):
     a = _acts(model, x, cut)
     out = []
     for n in range(x.shape[0]):
-        c = classes[n]
-        with torch.no_grad():
-            base = float(model[cut + 1 :](a[n : n + 1])[0, c])
-            ws = []
-            for k in range(a.shape[1]):
-                ab = a[n : n + 1].clone()
-                ab[0, k] = 0
-                ws.append((base - float(model[cut + 1 :](ab)[0, c])) / base)
-        out.append(loop_map(list(ws).__getitem__, a[n], None))
+        ws = ablation_drops(model, a[n : n + 1], cut, classes[n])
+        out.append(loop_map(ws.__getitem__, a[n], None))
     return torch.stack(out)
 
 
