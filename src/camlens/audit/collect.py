@@ -23,7 +23,7 @@ from camlens.audit.pictures import display
 from camlens.dataset import Results
 from camlens.errors import DataError
 
-__all__ = ["GRID", "Collected", "collect", "object_mask"]
+__all__ = ["GRID", "Collected", "audit_class", "collect", "object_mask"]
 
 #: the analysis grid's largest side: maps finer than this are average-pooled to it.
 GRID = 32
@@ -95,6 +95,11 @@ def _share(x: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
     return pooled / torch.where(empty, torch.ones_like(total), total)[:, None, None], empty
 
 
+def audit_class(labels: Tensor, targets: Tensor) -> Tensor:
+    """The class each item is audited under: its label, else (label -1: none) the class it was explained for."""
+    return torch.where(labels >= 0, labels, targets.long())
+
+
 def _first(t: Tensor) -> Tensor:
     """The first target's column of ``(n, K)``; ``(n,)`` as is."""
     return t[:, 0] if t.ndim == 2 else t
@@ -149,7 +154,7 @@ def collect(results: Results, key: str, data: Any | None, pictures: Any | None, 
                 parts["objects"].append(F.adaptive_avg_pool2d(objects.float()[:, None], grid)[:, 0].half())
                 shown = display(images)
                 labels = shard["labels"][sel]
-                moments.add(images, torch.where(labels >= 0, labels, _first(shard["targets"])[sel].long()), objects)
+                moments.add(images, audit_class(labels, _first(shard["targets"])[sel]), objects)
                 _add_by_label(sums, shard["labels"][sel], shown)
             else:
                 shown = None

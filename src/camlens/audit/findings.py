@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from camlens.audit.clusters import Clustering, features
-from camlens.audit.collect import Collected
+from camlens.audit.collect import Collected, audit_class
 from camlens.audit.spread import Region, hot_regions, region_evidence
 
 __all__ = [
@@ -108,8 +108,7 @@ def _snap(c: Collected, rows: Tensor, region: Region) -> str:
     """Report the class's fixed pattern at ``region`` as its box, when one is there; what to add to the ``why``."""
     if c.moments is None or c.input_size is None:
         return ""
-    group = torch.where(c.labels[rows] >= 0, c.labels[rows], c.targets[rows].long())
-    found = c.moments.pattern(int(group[0]), region.map_box(c))
+    found = c.moments.pattern(int(audit_class(c.labels[rows[:1]], c.targets[rows[:1]])), region.map_box(c))
     if found is None:
         return ""
     region.pattern, region.pattern_pixels = found

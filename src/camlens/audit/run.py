@@ -14,7 +14,7 @@ from torch import Tensor
 from camlens._util.files import prepare_output_folder, writing
 from camlens._util.lock import folder_lock
 from camlens.audit.clusters import cluster_maps
-from camlens.audit.collect import Collected, collect
+from camlens.audit.collect import Collected, audit_class, collect
 from camlens.audit.findings import BROAD, THRESHOLDS, atypical, cluster_findings, judge_class
 from camlens.audit.pictures import PictureWriter
 from camlens.audit.report import class_figure, write_json
@@ -226,7 +226,7 @@ def _analyse(res: Results, c: Collected, key: str, chosen_by: str, images_note: 
              seed: int) -> tuple[dict[str, Any], dict[str, Tensor]]:  # fmt: skip
     """Per class: spread, judgement, clusters, atypical items, figure; the report and per-item columns."""
     names = _class_names(res)
-    group = torch.where(c.labels >= 0, c.labels, c.targets.long())
+    group = audit_class(c.labels, c.targets)
     stats = item_stats(c)
     n = len(c)
     cluster_of = torch.full((n,), -1, dtype=torch.long)
