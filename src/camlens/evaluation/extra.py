@@ -101,14 +101,12 @@ def score_extras(
 
 def extra_summary(ev: Evaluation) -> list[dict[str, Any]]:
     """One row per entry and opt-in metric: mean and 95 % bootstrap interval over images (seeds averaged)."""
-    from camlens.evaluation.result import bootstrap_ci
-
     rows = []
     for e, by_metric in ev.extra.items():
         for name in OPT_IN_METRICS:
             if name in by_metric:
                 v = by_metric[name].double().mean(dim=0)
-                lo, hi = bootstrap_ci(v, n_boot=ev.n_boot, seed=ev.config.get("seeds", [0])[0])
+                lo, hi = ev._ci(v)  # the evaluation's own intervals: its resamples and seed
                 rows.append({"entry": e, "metric": name, "mean": float(v.mean()), "low": lo, "high": hi,
                              "n": v.numel()})  # fmt: skip
     return rows
