@@ -34,15 +34,25 @@ _SWEEPS = 1
 _COARSEST = 5
 
 
-def neighbour_sum(u: Tensor) -> Tensor:
+def neighbour_sum(
+    u: Tensor, *, padded: Tensor | None = None, rows: Tensor | None = None, out: Tensor | None = None
+) -> Tensor:
     """sum_j w_ij u_j over the in-image 8-neighbours of every pixel of ``(..., H, W)``: 1/6 direct, 1/12 diagonal.
 
     The weights are ``([1, 2, 1] x [1, 2, 1] - 4 delta) / 12``: a separable
     pass over a zero-padded copy, far cheaper than a 1-channel ``conv2d`` on the CPU.
+    A loop that calls it many times may pass its scratch buffers: ``padded``
+    ``(..., H + 2, W + 2)`` with a zero border (its inside is overwritten),
+    ``rows`` ``(..., H + 2, W)`` and ``out`` ``(..., H, W)``, which is returned.
     """
-    q = F.pad(u, (1, 1, 1, 1))
-    rows = (q[..., :-2] + q[..., 2:]).add_(q[..., 1:-1], alpha=2)  # in place: no temporaries (scaling by 2, 4 is exact)
-    both = (rows[..., :-2, :] + rows[..., 2:, :]).add_(rows[..., 1:-1, :], alpha=2)
+    if padded is None:
+        q = F.pad(u, (1, 1, 1, 1))
+    else:
+        padded[..., 1:-1, 1:-1] = u
+        q = padded
+    # in place: no temporaries (scaling by 2 and 4 is exact)
+    r = torch.add(q[..., :-2], q[..., 2:], out=rows).add_(q[..., 1:-1], alpha=2)
+    both = torch.add(r[..., :-2, :], r[..., 2:, :], out=out).add_(r[..., 1:-1, :], alpha=2)
     return both.sub_(u, alpha=4).div_(12)
 
 
@@ -265,7 +275,7 @@ def jacobi_cg(xs: Tensor, m: Tensor, tol: float, limit: int) -> tuple[Tensor, fl
     vector is zero off the removed pixels, so ``A p = d p - m * nsum(p)``; a system
     leaves the batch once ``||r|| <= tol * ||b||`` (checked every 4 iterations).
     Each iteration updates its vectors in place and reuses three scratch
-    buffers: the loop is memory-bound, and this halved its time on 28x28 images.
+    buffers: the loop is memory-bound (1.25-1.4x faster so on 28x28 images).
 
     Returns:
         ``(u, worst)``: the solution on the removed pixels (0 elsewhere), the largest relative residual left.
@@ -297,11 +307,8 @@ def jacobi_cg(xs: Tensor, m: Tensor, tol: float, limit: int) -> tuple[Tensor, fl
                 pad, rows, ap, z = pad[:k], rows[:k], ap[:k], z[:k]  # scratch: contents not needed
         if it == limit:
             return u, float((r.flatten(1).norm(dim=1) / bn).max())
-        # ap = d * p - mm * nsum(p), nsum as in neighbour_sum (the same sums, in the scratch buffers)
-        pad[:, 1:-1, 1:-1] = p
-        torch.add(pad[..., :-2], pad[..., 2:], out=rows).add_(pad[..., 1:-1], alpha=2)
-        torch.add(rows[..., :-2, :], rows[..., 2:, :], out=ap).add_(rows[..., 1:-1, :], alpha=2)
-        ap.sub_(p, alpha=4).div_(12).mul_(mm).neg_().addcmul_(d, p)
+        # ap = d * p - mm * nsum(p), in the scratch buffers
+        neighbour_sum(p, padded=pad, rows=rows, out=ap).mul_(mm).neg_().addcmul_(d, p)
         pap = _dots(p, ap)
         alpha = torch.where(pap > 0, rz / pap.clamp_min(tiny), torch.zeros_like(pap))
         ua.addcmul_(alpha, p)
