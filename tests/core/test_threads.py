@@ -147,13 +147,13 @@ def test_the_inference_copy_is_built_once_under_the_lock(monkeypatch: pytest.Mon
     builds, inside, most = [], [0], [0]
     real = _rerun.InferenceCopy._build
 
-    def build(self: _rerun.InferenceCopy, m: nn.Module, key: tuple[Any, ...]) -> None:
+    def build(self: _rerun.InferenceCopy, m: nn.Module, key: tuple[Any, ...], x1: torch.Tensor) -> None:
         inside[0] += 1
         most[0] = max(most[0], inside[0])
         try:
             if key != self._key:
                 builds.append(key)
-            real(self, m, key)
+            real(self, m, key, x1)
         finally:
             inside[0] -= 1
 

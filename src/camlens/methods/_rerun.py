@@ -6,8 +6,11 @@ the method. Those passes need no autograd and no hooks, so they can run
 through a copy of the model prepared for inference by
 :func:`torch.fx.experimental.optimization.optimize_for_inference`: BatchNorm
 folded into the preceding convolution, dropout removed, and convolutions run
-with pre-packed oneDNN weights in oneDNN's blocked layout. The arithmetic is
-the same up to float rounding.
+with pre-packed oneDNN weights in oneDNN's blocked layout. Before that, a
+convolution whose input map is smaller than its kernel (a 3x3 convolution on
+a 2x2 map) is replaced by the one matrix product it amounts to
+(:mod:`camlens.methods._smallmap`), which skips the taps that only multiply
+padding. The arithmetic is the same up to float rounding.
 
 The copy is used only where that is known to hold, and checked every call:
 
@@ -41,14 +44,15 @@ import copy
 import threading
 import warnings
 from collections import OrderedDict
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from camlens.core.capture import scoped_owner
 from camlens.core.targets import OutputSpec, select_output
 from camlens.errors import InputError
+from camlens.methods._smallmap import LeafTracer, densify_small_convs
 
 __all__ = ["InferenceCopy"]
 
@@ -116,6 +120,16 @@ def _explicit_padding(model: nn.Module) -> nn.Module:
             elif all(d * (k - 1) % 2 == 0 for d, k in zip(m.dilation, m.kernel_size, strict=True)):
                 m.padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size, strict=True))
     return model
+
+
+def _optimized(model: nn.Module, x1: Tensor) -> nn.Module:
+    """The optimized copy of ``model``: BatchNorm folded, dropout removed, convolutions on maps smaller
+    than their kernel (for ``x1``'s shapes) as dense matrix products, the rest in oneDNN's layout."""
+    from torch.fx.experimental.optimization import fuse, optimize_for_inference, remove_dropout
+
+    gm = remove_dropout(fuse(_explicit_padding(_copy_without_forward_hooks(model)), inplace=True))
+    densify_small_convs(cast(fx.GraphModule, gm), x1)  # remove_dropout returns its Transformer's GraphModule
+    return optimize_for_inference(gm, {"conv_bn_fuse": False, "remove_dropout": False}, tracer=LeafTracer)
 
 
 def ineligible(model: nn.Module, x: Tensor) -> str | None:
@@ -186,8 +200,12 @@ class InferenceCopy:
         self._error = "the optimized copy does not reproduce the model's output on this input"
         return False
 
-    def _build(self, model: nn.Module, key: tuple[Any, ...]) -> None:
-        """Prepare the copy of ``model`` whose fingerprint is ``key`` (nothing to do if it is the cached one)."""
+    def _build(self, model: nn.Module, key: tuple[Any, ...], x1: Tensor) -> None:
+        """Prepare the copy of ``model`` whose fingerprint is ``key`` (nothing to do if it is the cached one).
+
+        ``x1`` (one row of the explained input) gives the shapes that decide which
+        convolutions run as dense matrix products (:mod:`camlens.methods._smallmap`).
+        """
         if key == self._key:
             return
         self._key, self._copy, self._error = key, None, None
@@ -197,9 +215,7 @@ class InferenceCopy:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 words the same notice so
-                from torch.fx.experimental.optimization import optimize_for_inference
-
-                self._copy = optimize_for_inference(_explicit_padding(_copy_without_forward_hooks(model)))
+                self._copy = _optimized(model, x1)
         except Exception as e:
             self._error = f"torch.fx could not prepare the model ({type(e).__name__}: {e})"
 
@@ -226,12 +242,12 @@ class InferenceCopy:
             fresh = self._key != key or (self._copy is None and self._error is None)
             if self.optimize is None and fresh and rows is not None and rows < MIN_ROWS_TO_BUILD:
                 return model  # too few passes to pay for building a copy
-            self._build(model, key)
+            self._build(model, key, x[:1])
             if self._error is None and not self._reproduces(x, logits, output) and not fresh:
                 # Changed where the fingerprint cannot see (``p.data`` written in place, a Python
                 # attribute the trace baked in): build once more, from the model as it is now.
                 self._key = None
-                self._build(model, key)
+                self._build(model, key, x[:1])
                 if self._error is None:
                     self._reproduces(x, logits, output)
             reason = self._error

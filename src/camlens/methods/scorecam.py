@@ -23,10 +23,11 @@ if TYPE_CHECKING:
 __all__ = ["WEIGHTINGS", "ScoreCAM"]
 
 #: rows per pass through the optimized copy on the CPU when ``batch_size`` is not given: oneDNN's
-#: convolutions gain nothing from larger chunks there (benchmark ResNet, 2 cores, one call: 0.92-0.96 s
-#: from 128 to 224 rows, 0.98 s at 256, 1.13 s at the 512 MiB budget's 406), and smaller chunks stay
-#: in cache.
-CPU_MAX_ROWS = 192
+#: convolutions gain little from larger chunks there, and smaller chunks stay in cache. Benchmark
+#: ResNet at 64x64, 2 threads, ms per row over 6 interleaved rounds (median): 0.97 at 128 rows, 0.92
+#: at 192, 0.88 at 256, 0.92 at 384, 1.01 at 512 (its 2x2 ``layer4`` runs as matrix products, which
+#: gain from more rows; before that change 128-224 rows were best).
+CPU_MAX_ROWS = 256
 
 #: Score-CAM's channel weightings; the first is the default.
 WEIGHTINGS = ("probability", "channel-softmax")
@@ -149,7 +150,8 @@ class ScoreCAM(BaseCAM):
             instead of the all-zero input's score (the peers).
         optimize: run the masked passes through a cached deep copy of the
             model prepared by ``torch.fx.experimental.optimization.
-            optimize_for_inference``. ``None`` (default): where it applies
+            optimize_for_inference``, with convolutions on maps smaller than
+            their kernel run as matrix products. ``None`` (default): where it applies
             (float32 on the CPU, every module in eval mode, no forward hooks,
             traceable by ``torch.fx``) and the copy reproduces the model's
             output on the explained input to 1e-4, checked every call;
