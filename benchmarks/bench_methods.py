@@ -205,6 +205,8 @@ def scorecam_report(model: torch.nn.Module, x: torch.Tensor, classes: list[int],
         f"torchcam: {live.numel()} masked passes, 32 rows each"
     )
     # How close to the CPU's arithmetic limit: multiply-adds of one pass against a large SGEMM's rate.
+    # The count is the model's, convolution by convolution; camlens' copy runs layer4's 3x3 convolutions
+    # on their 2x2 maps as matrix products that skip the padding taps, so its effective rate is lower.
     flop = 2 * pass_macs(model, x[:1])
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     torch.mm(a, b)
@@ -216,7 +218,8 @@ def scorecam_report(model: torch.nn.Module, x: torch.Tensor, classes: list[int],
         if name in med:
             rate = passes * flop / med[name]
             print(
-                f"# {name}: {passes} passes x {flop / 1e6:.1f} MFLOP in {med[name]:.3f} s (whole call) = "
+                f"# {name}: {passes} passes x {flop / 1e6:.1f} MFLOP (as convolutions) in {med[name]:.3f} s "
+                f"(whole call) = "
                 f"{rate / 1e9:.0f} GFLOP/s, {rate / sgemm:.0%} of this CPU's SGEMM rate ({sgemm / 1e9:.0f} GFLOP/s)"
             )
 
