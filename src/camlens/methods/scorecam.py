@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from camlens._util.threads import ordered_map
 from camlens.core.layers import LayerSpec
 from camlens.core.ops import minmax_normalize, upsample
 from camlens.errors import InputError
@@ -28,6 +29,9 @@ __all__ = ["WEIGHTINGS", "ScoreCAM"]
 #: at 192, 0.88 at 256, 0.92 at 384, 1.01 at 512 (its 2x2 ``layer4`` runs as matrix products, which
 #: gain from more rows; before that change 128-224 rows were best).
 CPU_MAX_ROWS = 256
+
+#: the fewest rows a chunk keeps when chunks run side by side on the CPU (fewer: one chunk at a time).
+MIN_ROWS_PER_WORKER = 16
 
 #: Score-CAM's channel weightings; the first is the default.
 WEIGHTINGS = ("probability", "channel-softmax")
@@ -91,6 +95,24 @@ def _non_constant(activations: Tensor, keys: Tensor | None = None) -> Tensor:
     """``(N, C)``: whether each channel's min-max normalized map is not all zero (the channel is not constant)."""
     keys = minmax_normalize(activations.flatten(2)) if keys is None else keys
     return keys.amax(dim=-1) > 0
+
+
+def side_by_side(fit: int, rows: int, batch_size: int | None) -> tuple[int, int]:
+    """``(rows per chunk, chunks run at once)`` for ``rows`` masked passes through the optimized copy.
+
+    ``fit`` is the rows one chunk may have (the memory budget's, or
+    ``batch_size``). As many chunks at once as torch has threads, one thread
+    each (:func:`camlens._util.threads.ordered_map`), when every chunk keeps
+    at least :data:`MIN_ROWS_PER_WORKER` rows; the chunks in flight share
+    the memory budget. The model itself runs one chunk at a time: its hooks
+    and modules are the user's, not known to be thread-safe; the optimized
+    copy (CPU only) has no hooks and serves several threads.
+    """
+    per = fit if batch_size is not None else min(fit, CPU_MAX_ROWS)
+    workers = max(1, min(torch.get_num_threads(), per // MIN_ROWS_PER_WORKER, -(-rows // per)))
+    if workers > 1 and batch_size is None:
+        per = min(per, fit // workers)
+    return per, workers
 
 
 @register("scorecam")
@@ -259,17 +281,18 @@ class ScoreCAM(BaseCAM):
     def _masked_scores(
         self, ctx: CAMContext, runner: nn.Module, keys: Tensor, img: Tensor, ch: Tensor, spatial: Sequence[int]
     ) -> Tensor:
-        """Scores ``(R, K)`` of the R masks ``keys[img, ch]``, each the mean over its variants' passes."""
+        """Scores ``(R, K)`` of masks ``keys[img, ch]``, averaged over variants; chunks: :func:`side_by_side`."""
         x = ctx.x
         v = self._variants()
         cl = False if runner is not self.model and self.channels_last is None else self.channels_last
         sums = torch.zeros(len(img), ctx.scores.shape[1], dtype=ctx.scores.dtype, device=x.device)
-        per = self._rows_per_chunk(x)
-        if self.batch_size is None and runner is not self.model:
-            per = min(per, CPU_MAX_ROWS)
+        fit = self._rows_per_chunk(x)  # the budget's rows (or batch_size)
+        per, workers = (fit, 1) if runner is self.model else side_by_side(fit, len(img) * v, self.batch_size)
         up = _mask_upsampler(spatial, x.shape[2:], keys.dtype, x.device)
         state = self._prepare(ctx)
-        for sl in chunks(len(img) * v, per):
+
+        @torch.no_grad()  # grad mode is per thread: a worker's starts enabled
+        def run(sl: slice) -> tuple[Tensor, object]:
             r = torch.arange(sl.start, sl.stop, device=x.device)
             mask_of, variant = r // v, r % v  # rows are mask-major: a mask's variants are consecutive
             lo = sl.start // v
@@ -277,8 +300,10 @@ class ScoreCAM(BaseCAM):
             masks = minmax_normalize(up(keys[img[distinct], ch[distinct]].view(-1, *spatial)), start_dim=1)
             masks = self._vary(masks[mask_of - lo], variant, state)  # (rows, *S)
             masked = x.index_select(0, img[mask_of]).mul_(masks.view(-1, 1, *x.shape[2:]).to(x.dtype))
-            masked = layout(masked, cl)
-            s = row_scores(ctx, runner(masked), img[mask_of], self.output, self.weighting == "probability")
+            return mask_of, runner(layout(masked, cl))
+
+        for mask_of, out in ordered_map(run, chunks(len(img) * v, per), workers):
+            s = row_scores(ctx, out, img[mask_of], self.output, self.weighting == "probability")
             sums.index_add_(0, mask_of, s.to(sums.dtype))
         return sums / v if v > 1 else sums
 
