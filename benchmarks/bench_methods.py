@@ -35,7 +35,7 @@ import harness  # first: puts src/ and benchmarks/ on sys.path
 import camlens
 from camlens.core.capture import capture, forward_hooks
 from camlens.methods import METHODS
-from camlens.methods.scorecam import CPU_MAX_ROWS
+from camlens.methods.scorecam import side_by_side
 from models import resnet_small
 
 LAYER = "layer4"
@@ -201,7 +201,7 @@ def scorecam_report(model: torch.nn.Module, x: torch.Tensor, classes: list[int],
     print(
         f"# camlens Score-CAM: {distinct} distinct masks of {live.numel()} channels x images "
         f"({int(live.sum())} non-constant); extra passes through the {sc.inference_copy.last_used}, "
-        f"{min(sc._rows_per_chunk(x), CPU_MAX_ROWS)} rows each; "
+        "{} rows each, {} at once; ".format(*side_by_side(sc._rows_per_chunk(x), distinct, None)) +
         f"torchcam: {live.numel()} masked passes, 32 rows each"
     )
     # How close to the CPU's arithmetic limit: multiply-adds of one pass against a large SGEMM's rate.
