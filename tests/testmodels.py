@@ -47,6 +47,19 @@ class SmallConvNet(nn.Module):
         return self.seq(x)
 
 
+def bn_convnet(size: int = 8) -> SmallConvNet:
+    """Float32, eval mode, BatchNorm with non-trivial running statistics (so folding changes the weights)."""
+    model = SmallConvNet(bn=True, size=size)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
 def hook_count(model: nn.Module) -> int:
     """All hooks on all modules of ``model`` (forward, pre-forward, backward)."""
     n = 0

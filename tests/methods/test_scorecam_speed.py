@@ -12,7 +12,7 @@ from camlens.core.ops import upsample
 from camlens.errors import InputError
 from camlens.methods import _rerun
 from camlens.methods.scorecam import _mask_upsampler
-from testmodels import SmallConvNet, hook_count
+from testmodels import SmallConvNet, bn_convnet, hook_count
 
 LAYER = "seq.5"
 
@@ -24,16 +24,7 @@ def _build_for_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def bn_model() -> SmallConvNet:
-    """Float32, eval mode, BatchNorm with non-trivial running statistics (so folding changes the weights)."""
-    model = SmallConvNet(bn=True, size=8)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
+    return bn_convnet(size=8)
 
 
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from torch import nn
 import camlens
 from camlens.methods import _rerun
 from camlens.methods._smallmap import MAX_MATRIX_BYTES, DenseSmallConv, worth_densifying
-from testmodels import SmallConvNet
+from testmodels import bn_convnet
 
 CONVS = {
     "3x3 pad 1": (lambda: nn.Conv2d(6, 5, 3, padding=1), (6, 2, 2)),
@@ -61,13 +61,7 @@ def test_which_convolutions_run_dense(conv: nn.Module, shape: tuple[int, ...], w
 def test_score_cam_on_a_2x2_model_runs_its_convolutions_dense(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_rerun, "MIN_ROWS_TO_BUILD", 0)
     torch.manual_seed(0)
-    model = SmallConvNet(bn=True, size=2)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    model.eval()
+    model = bn_convnet(size=2)
     x = torch.randn(4, 1, 2, 2)
     fast = camlens.ScoreCAM(model, "seq.2")
     plain = camlens.ScoreCAM(model, "seq.2", optimize=False)
