@@ -35,7 +35,9 @@ threads at once. Checking, building and replacing the copy happen under a
 lock, and each call runs its passes through the module it was handed, which a
 later rebuild by another thread never changes; ``last_used`` is per thread.
 The copy is built without the hooks another thread's call holds on the model
-for the moment (they act only in that thread, see :mod:`camlens.core.capture`).
+for the moment (they act only in that thread, see :mod:`camlens.core.capture`),
+and traced so that other threads' modules run untouched while the trace is open
+(:mod:`camlens.methods._tracing`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ from torch import Tensor, fx, nn
 from camlens.core.capture import scoped_owner
 from camlens.core.targets import OutputSpec, select_output
 from camlens.errors import InputError
-from camlens.methods._smallmap import LeafTracer, densify_small_convs
+from camlens.methods._smallmap import densify_small_convs
+from camlens.methods._tracing import TRACE_LOCK, CopyTracer, trace, without_dropout
 
 __all__ = ["InferenceCopy"]
 
@@ -125,11 +128,13 @@ def _explicit_padding(model: nn.Module) -> nn.Module:
 def _optimized(model: nn.Module, x1: Tensor) -> nn.Module:
     """The optimized copy of ``model``: BatchNorm folded, dropout removed, convolutions on maps smaller
     than their kernel (for ``x1``'s shapes) as dense matrix products, the rest in oneDNN's layout."""
-    from torch.fx.experimental.optimization import fuse, optimize_for_inference, remove_dropout
+    from torch.fx.experimental.optimization import fuse, optimize_for_inference
 
-    gm = remove_dropout(fuse(_explicit_padding(_copy_without_forward_hooks(model)), inplace=True))
-    densify_small_convs(cast(fx.GraphModule, gm), x1)  # remove_dropout returns its Transformer's GraphModule
-    return optimize_for_inference(gm, {"conv_bn_fuse": False, "remove_dropout": False}, tracer=LeafTracer)
+    with TRACE_LOCK:  # every trace with CopyTracer, one at a time: other threads' modules run untouched
+        gm = trace(_explicit_padding(_copy_without_forward_hooks(model)))
+        gm = without_dropout(cast(fx.GraphModule, fuse(gm, inplace=True, no_trace=True)))
+        densify_small_convs(gm, x1)
+        return optimize_for_inference(gm, {"conv_bn_fuse": False, "remove_dropout": False}, tracer=CopyTracer)
 
 
 def ineligible(model: nn.Module, x: Tensor) -> str | None:

@@ -81,13 +81,6 @@ def worth_densifying(conv: nn.Module, in_shape: tuple[int, ...]) -> bool:
     return out_h > 0 and out_w > 0 and c_in * h * w * conv.out_channels * out_h * out_w * 4 <= MAX_MATRIX_BYTES
 
 
-class LeafTracer(fx.Tracer):
-    """``torch.fx``'s tracer, keeping :class:`DenseSmallConv` as one call (its shape check is not traceable)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, DenseSmallConv) or super().is_leaf_module(m, module_qualified_name)
-
-
 def densify_small_convs(gm: fx.GraphModule, x1: Tensor) -> int:
     """Replace, in place, the convolutions of ``gm`` that :func:`worth_densifying` on ``x1``'s shapes.
 
