@@ -163,8 +163,9 @@ class ScoreCAM(BaseCAM):
 
     Args:
         weighting: ``"probability"`` or ``"channel-softmax"``.
-        batch_size: masked inputs per forward pass (``None``: from the budget).
-        memory_budget: bytes one chunk may use (default 512 MiB).
+        batch_size: masked inputs per forward pass (``None``: from the budget); through the optimized
+            copy, as many such passes run at once as torch has threads (``None``: they share the budget).
+        memory_budget: bytes the chunks in flight may use (default 512 MiB).
         channels_last: feed the masked 4-D inputs in channels-last memory
             order (``None``: on CPU when the model itself runs the passes,
             where it is faster; the values agree up to float rounding).
