@@ -14,7 +14,11 @@ at start: glibc keeps freed memory for reuse, see benchmarks/bench_allocator.py)
 under the same allocator; ``--default-allocator`` leaves glibc's defaults for all of them.
 
     PYTHONPATH=src python benchmarks/bench_methods.py [--rounds 5] [--batch 16] [--samples 4]
-        [--only scorecam,sscam,iscam,ablationcam] [--default-allocator]
+        [--only scorecam,sscam,iscam,ablationcam] [--peers torchcam,grad-cam] [--default-allocator]
+
+``--peers torchcam`` times torchcam alone: pytorch-grad-cam imports torchvision, which on this machine imports
+only beside the CUDA build of torch 2.14.1 (the test environment), so on a CPU build of torch (the demo
+environment) only torchcam can run.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ PEERS = {
     "ablationcam": ("grad-cam.AblationCAM",),
 }
 
+#: the peer libraries, as the contenders' names start (``--peers``).
+PEER_LIBRARIES = ("torchcam", "grad-cam")
+
 
 def contenders(
     model: torch.nn.Module,
@@ -56,7 +63,7 @@ def contenders(
     only: set[str] | None,
     torchcam_batch: int = 0,
     samples: int = 4,
-    peers: bool = True,
+    peers: frozenset[str] = frozenset(PEER_LIBRARIES),
 ):
     out: dict[str, Callable[[], object]] = {}
     for name, cls in sorted(METHODS.items()):
@@ -74,7 +81,7 @@ def contenders(
         ab = camlens.AblationCAM(model, LAYER, rerun="full")
         out["ablationcam[rerun=full]"] = lambda: ab(x, target=classes)
     if peers:
-        out.update(peer_contenders(model, x, classes, only, torchcam_batch, samples))
+        out.update(peer_contenders(model, x, classes, only, torchcam_batch, samples, peers))
     return out
 
 
@@ -85,21 +92,41 @@ def peer_contenders(
     only: set[str] | None,
     torchcam_batch: int,
     samples: int,
+    libraries: frozenset[str] = frozenset(PEER_LIBRARIES),
 ) -> dict[str, Callable[[], object]]:
-    """The peers' implementations of the perturbation methods asked for (all of them when ``only`` is None)."""
+    """The peers' implementations of the perturbation methods asked for (all of them when ``only`` is None),
+    from the peer ``libraries`` named."""
+    wanted = {
+        peer
+        for ours, peers in PEERS.items()
+        if not only or ours in only
+        for peer in peers
+        if peer.split(".")[0] in libraries
+    }
+    every: dict[str, Callable[[], object]] = {}
+    if any(peer.startswith("torchcam.") for peer in wanted):
+        every.update(torchcam_contenders(model, x, classes, samples, torchcam_batch))
+    if any(peer.startswith("grad-cam.") for peer in wanted):
+        every.update(grad_cam_contenders(model, x, classes))
+    if "torchcam.ScoreCAM" in wanted:  # the --torchcam-batch variant goes with torchcam's ScoreCAM
+        wanted |= {name for name in every if name.startswith("torchcam.ScoreCAM[")}
+    return {name: fn for name, fn in every.items() if name in wanted}
+
+
+def _missing(e: ImportError) -> SystemExit:
+    """The bar needs the peers: say so loudly."""
+    return SystemExit(f"a peer is not installed ({e}); pip install --no-deps torchcam==0.5.0 grad-cam==1.5.7")
+
+
+def torchcam_contenders(
+    model: torch.nn.Module, x: torch.Tensor, classes: list[int], samples: int, torchcam_batch: int
+) -> dict[str, Callable[[], object]]:
     try:
-        from pytorch_grad_cam import AblationCAM as GcAblationCAM
-        from pytorch_grad_cam import ScoreCAM as GcScoreCAM
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
         from torchcam.methods import ISCAM as TorchcamISCAM
         from torchcam.methods import SSCAM as TorchcamSSCAM
         from torchcam.methods import ScoreCAM as TorchcamScoreCAM
-    except ImportError as e:  # the bar needs them: say so loudly
-        raise SystemExit(
-            f"a peer is not installed ({e}); pip install --no-deps torchcam==0.5.0 grad-cam==1.5.7"
-        ) from None
-    module = dict(model.named_modules())[LAYER]
-    targets = [ClassifierOutputTarget(c) for c in classes]
+    except ImportError as e:
+        raise _missing(e) from None
 
     def torchcam(cls: type, **kw: object) -> Callable[[], object]:
         def run() -> object:
@@ -113,24 +140,33 @@ def peer_contenders(
 
         return run
 
+    out = {
+        "torchcam.ScoreCAM": torchcam(TorchcamScoreCAM, batch_size=32),
+        "torchcam.SSCAM": torchcam(TorchcamSSCAM, batch_size=32, num_samples=samples),
+        "torchcam.ISCAM": torchcam(TorchcamISCAM, batch_size=32, num_samples=samples),
+    }
+    if torchcam_batch:
+        out[f"torchcam.ScoreCAM[bs={torchcam_batch}]"] = torchcam(TorchcamScoreCAM, batch_size=torchcam_batch)
+    return out
+
+
+def grad_cam_contenders(model: torch.nn.Module, x: torch.Tensor, classes: list[int]) -> dict[str, Callable[[], object]]:
+    try:
+        from pytorch_grad_cam import AblationCAM as GcAblationCAM
+        from pytorch_grad_cam import ScoreCAM as GcScoreCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError as e:
+        raise _missing(e) from None
+    module = dict(model.named_modules())[LAYER]
+    targets = [ClassifierOutputTarget(c) for c in classes]
+
     def grad_cam(cls: type) -> Callable[[], object]:
         def run() -> object:
             return cls(model, [module])(x, targets=targets)
 
         return run
 
-    every = {
-        "torchcam.ScoreCAM": torchcam(TorchcamScoreCAM, batch_size=32),
-        "grad-cam.ScoreCAM": grad_cam(GcScoreCAM),
-        "torchcam.SSCAM": torchcam(TorchcamSSCAM, batch_size=32, num_samples=samples),
-        "torchcam.ISCAM": torchcam(TorchcamISCAM, batch_size=32, num_samples=samples),
-        "grad-cam.AblationCAM": grad_cam(GcAblationCAM),
-    }
-    wanted = {peer for ours, peers in PEERS.items() if not only or ours in only for peer in peers}
-    out = {name: fn for name, fn in every.items() if name in wanted}
-    if torchcam_batch and "torchcam.ScoreCAM" in wanted:
-        out[f"torchcam.ScoreCAM[bs={torchcam_batch}]"] = torchcam(TorchcamScoreCAM, batch_size=torchcam_batch)
-    return out
+    return {"grad-cam.ScoreCAM": grad_cam(GcScoreCAM), "grad-cam.AblationCAM": grad_cam(GcAblationCAM)}
 
 
 def peer_ratios(med: dict[str, float]) -> dict[str, str]:
@@ -150,6 +186,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed calls of each contender first (default 1)")
     p.add_argument("--no-peers", action="store_true", help="time camlens' methods only")
     p.add_argument(
+        "--peers", default=",".join(PEER_LIBRARIES), help="comma-separated peer libraries (default: torchcam,grad-cam)"
+    )
+    p.add_argument(
         "--torchcam-batch", type=int, default=0, help="also time torchcam's ScoreCAM with this batch_size (default 32)"
     )
     p.add_argument("--default-allocator", action="store_true", help="leave glibc's malloc settings (all contenders)")
@@ -162,7 +201,12 @@ def main() -> None:
     with torch.no_grad():
         classes = model(x).argmax(1).tolist()
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
-    runs = contenders(model, x, classes, only, args.torchcam_batch, args.samples, peers=not args.no_peers)
+    libraries = frozenset(s.strip() for s in args.peers.split(",") if s.strip())
+    if not libraries <= set(PEER_LIBRARIES):
+        p.error(f"--peers {args.peers!r}: the peer libraries are {', '.join(PEER_LIBRARIES)}")
+    runs = contenders(
+        model, x, classes, only, args.torchcam_batch, args.samples, frozenset() if args.no_peers else libraries
+    )
     warnings.simplefilter("ignore")
     # One call per contender and round ("once"): the peers' calls take seconds; the order flips every round.
     sub = f"resnet_small b{args.batch}"
