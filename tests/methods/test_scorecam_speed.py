@@ -23,16 +23,12 @@ def _build_for_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_rerun, "MIN_ROWS_TO_BUILD", 0)
 
 
-def bn_model() -> SmallConvNet:
-    return bn_convnet(size=8)
-
-
 def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
 def test_optimized_copy_gives_the_models_maps_and_leaves_the_model_as_found() -> None:
-    model, x = bn_model(), torch.randn(3, 1, 8, 8)
+    model, x = bn_convnet(), torch.randn(3, 1, 8, 8)
     before, n_hooks = snapshot(model), hook_count(model)
     fast = camlens.ScoreCAM(model, LAYER)
     plain = camlens.ScoreCAM(model, LAYER, optimize=False)
@@ -100,9 +96,9 @@ def _hooked(m: SmallConvNet) -> nn.Module:
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda: _training(bn_model()), "training mode"),
-        (lambda: _hooked(bn_model()), "forward hooks"),
-        (lambda: bn_model().double(), "float32"),
+        (lambda: _training(bn_convnet()), "training mode"),
+        (lambda: _hooked(bn_convnet()), "forward hooks"),
+        (lambda: bn_convnet().double(), "float32"),
         (lambda: Branchy().eval(), "torch.fx could not prepare"),
         (lambda: SqueezeExcite().eval(), "the optimized copy fails on this input"),
     ],
@@ -123,7 +119,7 @@ def test_where_the_copy_cannot_serve_the_model_runs_itself(make, reason: str) ->
 
 
 def test_the_copy_follows_in_place_weight_changes() -> None:
-    model, x = bn_model(), torch.randn(2, 1, 8, 8)
+    model, x = bn_convnet(), torch.randn(2, 1, 8, 8)
     fast = camlens.ScoreCAM(model, LAYER)
     first = fast(x, target=2).raw[LAYER]
     with torch.no_grad():
@@ -192,7 +188,7 @@ def test_a_copy_that_does_not_reproduce_the_model_is_dropped(monkeypatch: pytest
 
 def test_a_copy_is_first_built_only_for_a_call_with_many_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_rerun, "MIN_ROWS_TO_BUILD", 20)
-    model = bn_model()
+    model = bn_convnet()
     fast = camlens.ScoreCAM(model, LAYER)  # seq.5 has 5 channels: 5 passes an image at most
     fast(torch.randn(2, 1, 8, 8), target=1)
     # 10 passes: not worth building
@@ -207,7 +203,7 @@ def test_a_copy_is_first_built_only_for_a_call_with_many_passes(monkeypatch: pyt
 
 
 def test_a_batch_of_constant_channels_needs_one_pass() -> None:
-    model = bn_model()
+    model = bn_convnet()
     with torch.no_grad():
         model.seq[3].weight.zero_()  # seq.5 = ReLU(BN(bias)): every channel constant
     x = torch.randn(2, 1, 8, 8)
@@ -229,7 +225,7 @@ def test_a_batch_of_constant_channels_needs_one_pass() -> None:
 
 def test_optimize_must_be_none_or_a_bool() -> None:
     with pytest.raises(InputError, match="optimize='yes'"):
-        camlens.ScoreCAM(bn_model(), LAYER, optimize="yes")  # type: ignore[arg-type]
+        camlens.ScoreCAM(bn_convnet(), LAYER, optimize="yes")  # type: ignore[arg-type]
 
 
 def test_channels_with_equal_normalized_maps_share_one_forward_pass() -> None:
