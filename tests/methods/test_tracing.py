@@ -18,7 +18,7 @@ import torch
 from torch import fx, nn
 
 import camlens
-from camlens.methods._tracing import CopyTracer, trace, without_dropout
+from camlens.methods._tracing import TRACE_LOCK, CopyTracer, trace, without_dropout
 from testmodels import GapNet, seeded
 
 
@@ -62,6 +62,7 @@ def traced_while_other_runs(tracer: fx.Tracer, other: nn.Module, x: torch.Tensor
     seen: dict[str, Any] = {}
 
     def run_other() -> None:
+        seen["locked"] = TRACE_LOCK.locked()
         seen.update(in_other_thread(lambda: other(x)))
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), MidTrace(), nn.ReLU())
@@ -84,6 +85,7 @@ def test_another_thread_runs_its_model_untouched_during_a_camlens_trace(
     other, x, want = other_model
     graph, seen = traced_while_other_runs(CopyTracer(), other, x)
     assert "error" not in seen
+    assert seen["locked"] and not TRACE_LOCK.locked()  # held during the trace only: one camlens trace at a time
     assert type(seen["value"]) is torch.Tensor
     assert torch.equal(seen["value"], want)
     # and the trace itself is whole: conv, relu, nothing of the other model

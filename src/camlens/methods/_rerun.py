@@ -55,7 +55,7 @@ from camlens.core.capture import scoped_owner
 from camlens.core.targets import OutputSpec, select_output
 from camlens.errors import InputError
 from camlens.methods._smallmap import densify_small_convs
-from camlens.methods._tracing import TRACE_LOCK, CopyTracer, trace, without_dropout
+from camlens.methods._tracing import CopyTracer, trace, without_dropout
 
 __all__ = ["InferenceCopy"]
 
@@ -130,11 +130,11 @@ def _optimized(model: nn.Module, x1: Tensor) -> nn.Module:
     than their kernel (for ``x1``'s shapes) as dense matrix products, the rest in oneDNN's layout."""
     from torch.fx.experimental.optimization import fuse, optimize_for_inference
 
-    with TRACE_LOCK:  # every trace with CopyTracer, one at a time: other threads' modules run untouched
-        gm = trace(_explicit_padding(_copy_without_forward_hooks(model)))
-        gm = without_dropout(cast(fx.GraphModule, fuse(gm, inplace=True, no_trace=True)))
-        densify_small_convs(gm, x1)
-        return optimize_for_inference(gm, {"conv_bn_fuse": False, "remove_dropout": False}, tracer=CopyTracer)
+    # Both traces (ours, then optimize_for_inference's) with CopyTracer: other threads' modules run untouched.
+    gm = trace(_explicit_padding(_copy_without_forward_hooks(model)))
+    gm = without_dropout(cast(fx.GraphModule, fuse(gm, inplace=True, no_trace=True)))
+    densify_small_convs(gm, x1)
+    return optimize_for_inference(gm, {"conv_bn_fuse": False, "remove_dropout": False}, tracer=CopyTracer)
 
 
 def ineligible(model: nn.Module, x: Tensor) -> str | None:

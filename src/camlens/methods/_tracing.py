@@ -9,9 +9,10 @@ not installed as a submodule`` or gets proxies in place of tensors.
 
 :class:`CopyTracer` hands every call from a thread other than its own straight
 to the module, so those threads run as if no trace were open. Two traces at
-once would stack their replacements and undo each other's, so every trace of
-camlens runs under :data:`TRACE_LOCK`. A trace opened by code outside camlens
-is not covered: ``torch.fx`` itself is not thread-safe.
+once would stack their replacements and undo each other's, so every
+:class:`CopyTracer` trace holds :data:`TRACE_LOCK` while it runs. A trace
+opened by code outside camlens is not covered: ``torch.fx`` itself is not
+thread-safe.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ from camlens.methods._smallmap import DenseSmallConv
 
 __all__ = ["TRACE_LOCK", "CopyTracer", "trace", "without_dropout"]
 
-#: held by every ``torch.fx`` trace camlens makes (see the module docstring).
+#: held by every :class:`CopyTracer` trace while it runs (see the module docstring).
 TRACE_LOCK = threading.Lock()
 
 
 class CopyTracer(fx.Tracer):
-    """``torch.fx``'s tracer, acting only in the thread that traces.
+    """``torch.fx``'s tracer, acting only in the thread that traces, one trace at a time.
 
     It also keeps :class:`~camlens.methods._smallmap.DenseSmallConv` as one
     call: its shape check is not traceable.
@@ -40,11 +41,12 @@ class CopyTracer(fx.Tracer):
     _owner: int | None = None
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
-        self._owner = threading.get_ident()
-        try:
-            return super().trace(root, concrete_args)
-        finally:
-            self._owner = None
+        with TRACE_LOCK:
+            self._owner = threading.get_ident()
+            try:
+                return super().trace(root, concrete_args)
+            finally:
+                self._owner = None
 
     def _mine(self) -> bool:
         return threading.get_ident() == self._owner
@@ -66,7 +68,7 @@ class CopyTracer(fx.Tracer):
 
 
 def trace(module: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace(module)`` with :class:`CopyTracer`; hold :data:`TRACE_LOCK` around it."""
+    """``torch.fx.symbolic_trace(module)`` with :class:`CopyTracer`."""
     tracer = CopyTracer()
     graph = tracer.trace(module)
     return fx.GraphModule(tracer.root, graph, type(module).__name__)
