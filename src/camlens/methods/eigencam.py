@@ -60,7 +60,7 @@ class _EigenBase(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         center: bool = False,
         **options: Unpack[CAMOptions],
