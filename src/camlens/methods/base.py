@@ -203,7 +203,7 @@ class BaseCAM:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if fuse is not None and fuse not in FUSIONS:
-            raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
+            raise InputError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
         _check_eigen_smooth(type(self), eigen_smooth)
         # DataParallel / DDP / torch.compile: hook the real model (camlens.core.wrapped).
         self.wrapped = model
@@ -212,7 +212,7 @@ class BaseCAM:
         if layers is not None:
             if isinstance(layers, str):
                 layers = strip_wrapper_prefix(layers, self.wrapped)
-            elif not isinstance(layers, nn.Module):
+            elif isinstance(layers, Iterable) and not isinstance(layers, nn.Module):
                 layers = [strip_wrapper_prefix(s, self.wrapped) if isinstance(s, str) else s for s in layers]
             self.layers = resolve_layers(model, layers)
             check_not_compiled_inside(model, self.layers)
