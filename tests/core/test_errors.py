@@ -39,6 +39,15 @@ def test_module_that_is_not_a_submodule(model):
         camlens.GradCAM(model, layers=[])
 
 
+def test_a_layer_given_as_an_int_names_the_string_to_give(model):
+    # Before: layers=6 (a Sequential's index) failed with TypeError: 'int' object is not iterable.
+    for layers in (6, [6]):
+        with pytest.raises(camlens.LayerNotFoundError, match=r"^layers got 6 of type int \(did you mean '6'\?\)"):
+            camlens.GradCAM(model.seq, layers=layers)
+    with pytest.raises(camlens.LayerNotFoundError, match=r"^layers got 1.5 of type float; expected a layer name"):
+        camlens.get_method("scorecam")(model, 1.5)
+
+
 def test_layer_passed_as_module_is_named(model, x):
     r = camlens.GradCAM(model, layers=[model.seq[6]])(x)
     assert list(r.maps) == ["seq.6"]
@@ -138,7 +147,7 @@ def test_output_without_scores(x):
 
 
 def test_bad_fuse_and_model_arguments(model):
-    with pytest.raises(ValueError, match="fuse='sum' is not one of"):
+    with pytest.raises(camlens.InputError, match="fuse='sum' is not one of"):  # a ValueError too
         camlens.GradCAM(model, layers="seq.6", fuse="sum")
     with pytest.raises(TypeError, match=r"model must be a torch.nn.Module"):
         camlens.GradCAM("resnet", layers="seq.6")

@@ -109,3 +109,36 @@ def test_the_probe_stops_at_the_first_convolution_and_leaves_the_model_as_found(
     with pytest.raises(InputError):
         check_input(model, torch.rand(2, 1, 8, 8))
     assert calls == [] and model.training and hook_count(model) == 1
+
+
+class Casting(nn.Module):
+    """Takes any floating dtype and casts it to its own weights' before the first convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = GapNet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.net.fc.weight.dtype))
+
+
+@pytest.mark.parametrize(("model_dtype", "x_dtype"), [(torch.float32, torch.float64), (torch.float64, torch.float32)])
+def test_a_floating_dtype_other_than_the_models_is_refused_with_the_fix(model_dtype, x_dtype) -> None:
+    # Before: float64 photos (numpy's default) into a float32 model failed inside the model's first
+    # convolution with torch's "expected scalar type Double but found Float", and no word on the fix.
+    model = seeded(GapNet).to(model_dtype)
+    x = torch.rand(2, 3, 8, 8, dtype=x_dtype)
+    for cam in (camlens.GradCAM(model, "features.2"), camlens.GradCAM(model)):
+        with pytest.raises(InputError, match=rf"x has dtype {x_dtype}, .*with {model_dtype} weights.*x.to\("):
+            cam(x)
+        assert hook_count(model) == 0
+    assert camlens.GradCAM(model, "features.2")(x.to(model_dtype)).map.dtype == model_dtype
+    casting = seeded(Casting).to(model_dtype)
+    check_image_batch(casting, x)  # the model casts the input itself: not refused
+    assert camlens.GradCAM(casting, "net.features.2")(x).map.shape == (2, 8, 8)
+
+
+def test_autocast_takes_another_dtype_than_the_weights() -> None:
+    model = seeded(GapNet)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        check_image_batch(model, torch.rand(2, 3, 8, 8, dtype=torch.bfloat16))

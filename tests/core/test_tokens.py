@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -197,3 +198,19 @@ def test_camlens_never_imports_torchvision():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_layer_the_score_does_not_read_warns_that_its_map_is_empty() -> None:
+    # TinyViT's head reads the class token only: the patch tokens of its last block have a zero gradient.
+    # Before, an explicit layers='blocks.1' gave an all-zero map without a word.
+    from testmodels import seeded
+
+    model, x = seeded(TinyViT), torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match=r"gradient at layer 'blocks.1' is zero at every position for image\(s\) "
+                      r"\[0, 1\], so every gradient method's map there is empty"):  # fmt: skip
+        empty = camlens.GradCAM(model, "blocks.1")(x)
+    assert float(empty.raw["blocks.1"].abs().max()) == 0.0 and float(empty.map.abs().max()) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read = camlens.GradCAM(model, "blocks.0")(x)  # the input of the last block: read through its attention
+    assert float(read.map.amax(dim=(1, 2)).min()) == 1.0

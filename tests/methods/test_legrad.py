@@ -130,8 +130,19 @@ def test_nan_input_names_the_images_and_leaves_no_hooks() -> None:
 
 def test_errors_name_what_to_give() -> None:
     model = vit()
-    with pytest.raises(camlens.InputError, match="layers="):
+    # the model's own block names (before: "e.g. ['encoder.layers.10', ...]" for every model, a name that not
+    # even torchvision's ViT has: its blocks are encoder.layers.encoder_layer_10, ...)
+    with pytest.raises(camlens.InputError, match=r"layers=\['blocks.0', 'blocks.1'\] \(the last blocks\); "
+                       r"TinyViT's 2 blocks: blocks.0, blocks.1$"):  # fmt: skip
         camlens.LeGrad(model)
+    from torchvision.models import vit_b_16
+
+    with pytest.raises(camlens.InputError, match=r"e.g. layers=\['encoder.layers.encoder_layer_10', "
+                       r"'encoder.layers.encoder_layer_11'\].*12 blocks: encoder.layers.encoder_layer_0, "
+                       r"encoder.layers.encoder_layer_1, ..., encoder.layers.encoder_layer_11$"):  # fmt: skip
+        camlens.LeGrad(vit_b_16(weights=None, image_size=32))
+    with pytest.raises(camlens.InputError, match=r"Sequential holds no nn\.MultiheadAttention or timm Attention"):
+        camlens.LeGrad(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()))
     with pytest.raises(camlens.InputError, match="readout="):
         camlens.LeGrad(model, BLOCKS)
     with pytest.raises(camlens.LayerShapeError, match="holds 0 self-attention modules"):

@@ -250,7 +250,10 @@ def eigen_ref(mat: np.ndarray, center: bool) -> np.ndarray:
     m = mat - mat.mean(axis=0, keepdims=True) if center else mat
     _, _, vt = np.linalg.svd(m, full_matrices=False)
     proj = np.array([sum(m[p, k] * vt[0, k] for k in range(m.shape[1])) for p in range(m.shape[0])])
-    return -proj if float((proj * total).sum()) < 0 else proj
+    agree, size = float((proj * total).sum()), float(np.linalg.norm(np.abs(mat).sum(axis=1)))
+    if abs(agree) <= 1e-4 * float(np.linalg.norm(proj)) * size:  # no channel sum to follow: the projection's own
+        return -proj if float(proj.sum()) < 0 else proj
+    return -proj if agree < 0 else proj
 
 
 @pytest.mark.parametrize("center", [False, True])
@@ -272,6 +275,24 @@ def test_eigengradcam_matches_svd_loop() -> None:
         mat = (a[n] * g[n]).flatten(1).T.numpy()
         expected = torch.from_numpy(eigen_ref(mat, False)).view(6, 6)
         torch.testing.assert_close(result.raw["3"][n], expected, rtol=1e-7, atol=1e-10)
+
+
+def test_eigencam_sign_where_the_channel_sum_cancels() -> None:
+    """Features with a zero channel sum at every position (a LayerNorm's output with its initial affine,
+    Swin's automatic layer in torchvision and timm): the sign used to follow the rounding of that sum, so
+    f and -f (and a channels-last copy) gave opposite maps, often all zero after the ReLU."""
+    from camlens.methods.eigencam import first_component
+
+    f = torch.randn(3, 16, 5, 7, generator=torch.Generator().manual_seed(0))
+    f = torch.nn.functional.layer_norm(f.permute(0, 2, 3, 1), (16,)).permute(0, 3, 1, 2)  # channel sums ~1e-7
+    ours, negated = first_component(f, 2), first_component(-f, 2)
+    torch.testing.assert_close(ours, negated, rtol=0, atol=1e-5)
+    for n in range(3):
+        mat = f[n].flatten(1).T.double().numpy()
+        _, _, vt = np.linalg.svd(mat, full_matrices=False)
+        proj = torch.from_numpy(mat @ vt[0]).view(5, 7).float()
+        torch.testing.assert_close(ours[n], proj if float(proj.sum()) >= 0 else -proj, rtol=1e-4, atol=1e-4)
+        assert float(ours[n].sum()) > 0
 
 
 # ---- perturbation methods ---------------------------------------------------------------

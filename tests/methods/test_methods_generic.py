@@ -166,3 +166,15 @@ def test_declared_capabilities_match_what_the_constructor_takes(name: str) -> No
     uses_backward = cls.uses_gradients
     gradient_free = {"cam", "scorecam", "ablationcam", "eigencam", "sscam", "iscam", "fem", "kpcacam", "random", "dff"}
     assert uses_backward == (name not in gradient_free)
+
+
+@pytest.mark.parametrize("name", [n for n in CNN_METHODS if n not in LAYER])
+def test_no_layer_given_explains_the_automatic_layer(name: str) -> None:
+    # Every method takes ``layers=None`` as GradCAM does (README: ``get_method(name)(model)(x)``);
+    # Grad-CAM++, Score-CAM, CAM, ... once required the argument and raised a bare TypeError.
+    model, x = gap_model(), x_batch(2)
+    chosen = camlens.choose_layer(model, x)
+    auto = METHODS[name](model)(x, target=[1, 3])
+    given = METHODS[name](model, chosen)(x, target=[1, 3])
+    assert list(auto.maps) == [chosen]
+    torch.testing.assert_close(auto.maps[chosen], given.maps[chosen], rtol=0, atol=0)

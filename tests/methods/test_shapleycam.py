@@ -83,3 +83,36 @@ def test_shapleycam_names_an_op_without_second_derivatives() -> None:
     with pytest.raises(camlens.InputError, match="hardsigmoid_backward"):
         camlens.ShapleyCAM(model, "0")(inputs(), target=CLASSES)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_shapleycam_differentiates_twice_through_fused_attention() -> None:
+    """A ViT's attention (scaled_dot_product_attention, fused kernels without a double backward) below the head.
+
+    Before: every ViT at any block but the last (timm, torchvision, transformers) raised "derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented", though the method
+    table says Shapley-CAM applies to ViTs. The reference is g - H A / 2 by hand through the math kernel.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import _cur_sdpa_kernel_backends as backends
+
+    from beyond_models import TinyViT
+    from testmodels import seeded
+
+    model = seeded(TinyViT).to(DT)  # nn.MultiheadAttention -> F.scaled_dot_product_attention
+    x = torch.rand(2, 3, 32, 32, dtype=DT, generator=torch.Generator().manual_seed(3))
+    before = backends()
+    result = camlens.ShapleyCAM(model, "blocks.0")(x, target=[0, 2])
+    assert backends() == before  # the kernel choice is restored
+    captured: list[torch.Tensor] = []
+    handle = model.blocks[0].register_forward_hook(lambda m, i, o: captured.append(o))
+    with sdpa_kernel(SDPBackend.MATH):
+        logits = model(x)
+    handle.remove()
+    a = captured[0]
+    (g,) = torch.autograd.grad(logits[[0, 1], [0, 2]].sum(), a, create_graph=True)
+    (hv,) = torch.autograd.grad(g, a, grad_outputs=a.detach())
+    patches, corr = a.detach()[:, 5:], (g - 0.5 * hv).detach()[:, 5:]  # after the class token and 4 registers
+    expected = torch.relu(torch.einsum("nd,ntd->nt", corr.mean(dim=1), patches)).reshape(2, 4, 4)
+    torch.testing.assert_close(result.raw["blocks.0"], expected, rtol=1e-9, atol=1e-12)
+    gradcam = camlens.GradCAM(model, "blocks.0")(x, target=[0, 2]).raw["blocks.0"]
+    assert float((gradcam - expected).abs().max()) > 1e-4  # the second-order term is not zero here

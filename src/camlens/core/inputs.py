@@ -1,4 +1,4 @@
-"""Is ``x`` a batch the model takes? Integer pixels, a missing batch dimension, grayscale or channels-last images.
+"""Is ``x`` a batch the model takes? Integer pixels, another dtype, no batch dimension, grayscale or channels-last.
 
 The engine's input check (:func:`camlens.methods.base.check_input`) calls
 :func:`check_image_batch` before anything runs. The model's first
@@ -39,7 +39,8 @@ def check_image_batch(model: nn.Module, x: Tensor) -> None:
     Raises:
         InputError: ``x`` holds integers (uint8 pixels), lacks the batch
             dimension, has a channel count the model does not take (grayscale
-            into an RGB model, RGB into a grayscale one, RGBA), or is
+            into an RGB model, RGB into a grayscale one, RGBA), has another
+            floating dtype than the model's weights (outside autocast), or is
             channels-last ``(N, H, W, C)``; each message names the shape or
             dtype and the conversion that fixes it.
     """
@@ -56,7 +57,13 @@ def check_image_batch(model: nn.Module, x: Tensor) -> None:
 def _takes(conv: nn.modules.conv._ConvNd, t: Tensor) -> bool:
     """Whether ``conv`` takes ``t`` as a batch: ``(N, in_channels, *spatial)``, floating point."""
     rank = len(conv.kernel_size)
-    return t.ndim == rank + 2 and t.shape[1] == conv.in_channels and (t.is_floating_point() or t.is_complex())
+    floating = t.is_floating_point() or t.is_complex()
+    return t.ndim == rank + 2 and t.shape[1] == conv.in_channels and floating and _dtype_fits(conv, t)
+
+
+def _dtype_fits(conv: nn.modules.conv._ConvNd, t: Tensor) -> bool:
+    """Whether ``conv`` computes in ``t``'s dtype (under autocast it casts both itself)."""
+    return t.dtype == conv.weight.dtype or torch.is_autocast_enabled(t.device.type)
 
 
 def _diagnose(model_name: str, name: str, conv: nn.modules.conv._ConvNd, x: Tensor) -> str | None:
@@ -71,6 +78,12 @@ def _diagnose(model_name: str, name: str, conv: nn.modules.conv._ConvNd, x: Tens
         return (
             f"x has dtype {x.dtype} (integer pixel values{', 0..255' if scale else ''}), but {takes} in floating "
             f"point; convert it with x.float(){scale} and normalize it as the model expects (its mean and std)"
+        )
+    if x.ndim == rank + 2 and shape[1] == c_in:  # the shape fits: only the dtype does not
+        weights = conv.weight.dtype
+        return (
+            f"x has dtype {x.dtype}, but {takes} with {weights} weights; convert the input, "
+            f"x.to({weights}), or the model, model.to({x.dtype}), so that both have one dtype"
         )
     if x.ndim == rank + 1:
         return f"x has shape {shape}: no batch dimension; {takes}: pass x.unsqueeze(0), a batch of one image"

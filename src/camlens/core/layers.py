@@ -50,7 +50,11 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) ->
         LayerNotFoundError: a name is not in the model, or a module is not one
             of its submodules; the message lists near matches and candidates.
     """
-    specs: list[LayerSpec] = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
+    specs: list[LayerSpec]
+    if isinstance(layers, (str, nn.Module)) or not isinstance(layers, Iterable):  # noqa: SIM108 (mypy narrows)
+        specs = [layers]  # one spec; one of another type (an int) is refused below, not by list()
+    else:
+        specs = list(layers)
     if not specs:
         raise LayerNotFoundError(
             f"layers=[] names no layer of {type(model).__name__}; give at least one, "
@@ -80,8 +84,9 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) ->
                 ) from None
             out[name] = spec
         else:
+            hint = f" (did you mean {str(spec)!r}?)" if str(spec) in by_name and str(spec) else ""
             raise LayerNotFoundError(
-                f"layers got {spec!r} of type {type(spec).__name__}; expected a layer name "
+                f"layers got {spec!r} of type {type(spec).__name__}{hint}; expected a layer name "
                 "(str, as in model.named_modules()) or an nn.Module"
             )
     return out

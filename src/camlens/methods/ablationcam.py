@@ -165,7 +165,7 @@ class AblationCAM(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         rerun: str = "auto",
         batch_size: int | None = None,

@@ -12,6 +12,7 @@ the building of the result stay shared.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
@@ -203,7 +204,7 @@ class BaseCAM:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if fuse is not None and fuse not in FUSIONS:
-            raise ValueError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
+            raise InputError(f"fuse={fuse!r} is not one of {sorted(FUSIONS)} (or None)")
         _check_eigen_smooth(type(self), eigen_smooth)
         # DataParallel / DDP / torch.compile: hook the real model (camlens.core.wrapped).
         self.wrapped = model
@@ -212,7 +213,7 @@ class BaseCAM:
         if layers is not None:
             if isinstance(layers, str):
                 layers = strip_wrapper_prefix(layers, self.wrapped)
-            elif not isinstance(layers, nn.Module):
+            elif isinstance(layers, Iterable) and not isinstance(layers, nn.Module):
                 layers = [strip_wrapper_prefix(s, self.wrapped) if isinstance(s, str) else s for s in layers]
             self.layers = resolve_layers(model, layers)
             check_not_compiled_inside(model, self.layers)
@@ -269,6 +270,7 @@ class BaseCAM:
         grads = layer_gradients(scores, acts) if self.uses_gradients else None
         activations = {n: self._as_maps(n, a.detach(), x) for n, a in acts.items()}
         gradients = None if grads is None else {n: self._as_maps(n, g, x, batched=True) for n, g in grads.items()}
+        warn_if_zero_gradients(gradients or {})
         return CAMContext(
             self.model, x, logits.detach(), scores.detach(), classes, activations, gradients, target, multi
         )
@@ -341,6 +343,26 @@ def layer_gradients(scores: Tensor, acts: Mapping[str, Tensor]) -> dict[str, Ten
             "pick layers that lie on the path to the explained output"
         )
     return {n: g for n, g in grads.items() if g is not None}
+
+
+def warn_if_zero_gradients(gradients: Mapping[str, Tensor]) -> None:
+    """Warn about a layer whose gradient maps ``(N, K, C, *s)`` are zero at every position for an image.
+
+    Its gradient maps are then empty: a ViT's last block (a class-token head reads none of its patch
+    tokens), or a head that is all zeros.
+    """
+    for name, g in gradients.items():
+        if g.numel() == 0:
+            continue
+        zero = g.flatten(1).abs().amax(dim=1) == 0
+        if bool(zero.any()):
+            warnings.warn(
+                f"the target score's gradient at layer {name!r} is zero at every position for image(s) "
+                f"{zero.nonzero().flatten().tolist()[:10]}, so every gradient method's map there is empty: the "
+                "score does not read this layer's positions (a ViT's last block: its patch tokens are not read by "
+                "a class-token head; explain the input of the last block) or the head is all zeros",
+                stacklevel=4,
+            )
 
 
 def check_input(model: nn.Module, x: Tensor) -> None:

@@ -64,7 +64,7 @@ class CAM(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         fc: LayerSpec | None = None,
         check_head: bool = True,

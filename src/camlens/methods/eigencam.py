@@ -34,11 +34,14 @@ def first_component(features: Tensor, spatial_dims: int, center: bool = False) -
         Sign rule: the SVD leaves the sign of ``v_1`` arbitrary; it is chosen
         so that the projection correlates non-negatively with the channel sum
         of the uncentred features, ``sum_p (M v_1)_p * sum_k F^k_p >= 0``: the
-        map is bright where the features are strong.
+        map is bright where the features are strong. Where that sum is at
+        most 1e-4 of ``||M v_1|| * ||sum_k |F^k| ||`` (the channel sum cancels,
+        as after a LayerNorm with its initial affine, or is uncorrelated), the
+        sign would follow rounding: ``sum_p (M v_1)_p >= 0`` instead.
     """
     spatial = features.shape[features.ndim - spatial_dims :]
     m = features.flatten(features.ndim - spatial_dims).transpose(-1, -2)  # (..., P, C)
-    total = m.sum(dim=-1)  # (..., P)
+    total, size = m.sum(dim=-1), m.abs().sum(dim=-1)  # (..., P): the channel sum, and what it would be uncancelled
     if center:
         m = m - m.mean(dim=-2, keepdim=True)
     try:
@@ -52,7 +55,11 @@ def first_component(features: Tensor, spatial_dims: int, center: bool = False) -
             "or run the model in float32 if it overflows in half precision"
         ) from None
     proj = (m @ vh[..., 0, :, None]).squeeze(-1)  # (..., P)
-    flip = (proj * total).sum(dim=-1, keepdim=True) < 0
+    agree = (proj * total).sum(dim=-1, keepdim=True)
+    # No channel sum to follow (a LayerNorm's output with its initial affine sums to 0 at every position):
+    # the rule above would follow rounding; there the projection's own sum is made non-negative instead.
+    weak = agree.abs() <= 1e-4 * proj.norm(dim=-1, keepdim=True) * size.norm(dim=-1, keepdim=True)
+    flip = torch.where(weak, proj.sum(dim=-1, keepdim=True) < 0, agree < 0)
     return torch.where(flip, -proj, proj).unflatten(-1, spatial)
 
 
@@ -60,7 +67,7 @@ class _EigenBase(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         center: bool = False,
         **options: Unpack[CAMOptions],

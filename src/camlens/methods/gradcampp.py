@@ -52,7 +52,7 @@ class GradCAMPlusPlus(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         normalize_alpha: bool = False,
         **options: Unpack[CAMOptions],

@@ -81,7 +81,7 @@ class ISCAM(ScoreCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         n_samples: int = 10,
         path: str = "cumulative",

@@ -57,7 +57,7 @@ class LayerCAM(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         gamma: float = 2.0,
         scale: str = "after",

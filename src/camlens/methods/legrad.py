@@ -120,7 +120,7 @@ class LeGrad(BaseCAM):
         if options.get("reshape") is not None:
             raise InputError("LeGrad reads token blocks itself; reshape= is not taken")
         if layers is None:
-            raise InputError("LeGrad needs its transformer blocks: pass layers=, e.g. ['encoder.layers.10', ...]")
+            raise InputError(_no_blocks_message(model))
         super().__init__(model, layers, **options)
         self.attention: dict[str, nn.Module] = {name: _self_attention(name, b) for name, b in self.layers.items()}
         self.readout = readout if readout is not None else default_readout(self.model)
@@ -208,6 +208,38 @@ def _self_attention(name: str, block: nn.Module) -> nn.Module:
             f"LeGrad block {name!r}: attention with kdim/vdim, bias_k or add_zero_attn is not supported"
         )
     return mha
+
+
+def _attention_blocks(model: nn.Module) -> list[str]:
+    """The names of ``model``'s transformer blocks: the outermost modules holding exactly one self-attention."""
+    attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention) or _is_timm_attention(m)]
+    held: dict[str, int] = {}
+    for name in attention:
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            held[".".join(parts[:i])] = held.get(".".join(parts[:i]), 0) + 1
+    blocks = []
+    for name in attention:
+        parts = name.split(".")
+        outer = [".".join(parts[:i]) for i in range(1, len(parts)) if held[".".join(parts[:i])] == 1]
+        if outer:
+            blocks.append(outer[0])
+    return blocks
+
+
+def _no_blocks_message(model: nn.Module) -> str:
+    """What to pass as ``layers=`` when none was given: this model's own blocks, or why there are none."""
+    blocks, kind = _attention_blocks(model), type(model).__name__
+    if not blocks:
+        return (
+            f"LeGrad needs the transformer blocks to read (layers=), and {kind} holds no nn.MultiheadAttention "
+            "or timm Attention module in a block of its own; LeGrad applies to ViTs built of those"
+        )
+    shown = ", ".join(blocks) if len(blocks) <= 4 else f"{blocks[0]}, {blocks[1]}, ..., {blocks[-1]}"
+    return (
+        f"LeGrad needs the transformer blocks to read: pass layers=, e.g. layers={blocks[-2:]!r} "
+        f"(the last blocks); {kind}'s {len(blocks)} blocks: {shown}"
+    )
 
 
 def _is_timm_attention(m: nn.Module) -> bool:

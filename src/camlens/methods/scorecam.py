@@ -197,7 +197,7 @@ class ScoreCAM(BaseCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         weighting: str = "probability",
         batch_size: int | None = None,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from camlens.core.targets import TargetSpec
 from camlens.errors import InputError, LayerNotUsedError
@@ -28,6 +32,33 @@ def _hessian_vector(g: Tensor, a: Tensor, name: str) -> Tensor | None:
             "without its second-order term)"
         ) from None
     return hvp
+
+
+_MATH_LOCK = threading.Lock()
+_math_calls: list[AbstractContextManager[Any]] = []  # one entry per call inside; all hold the one kernel context
+
+
+@contextmanager
+def _math_attention() -> Iterator[None]:
+    """Scaled-dot-product attention through torch's math kernel, the one with second derivatives.
+
+    The fused kernels (flash, memory-efficient, cuDNN) have none, so the HVP through
+    any ViT's attention failed. torch keeps the kernel choice process-wide: while a
+    call is inside, attention in every thread runs the math kernel (the same values up
+    to rounding); the choice from before the first call is restored after the last.
+    """
+    with _MATH_LOCK:
+        kernel: AbstractContextManager[Any] = _math_calls[0] if _math_calls else sdpa_kernel(SDPBackend.MATH)
+        if not _math_calls:
+            kernel.__enter__()
+        _math_calls.append(kernel)
+    try:
+        yield
+    finally:
+        with _MATH_LOCK:
+            _math_calls.pop()
+            if not _math_calls:
+                kernel.__exit__(None, None, None)
 
 
 @register("shapleycam")
@@ -72,7 +103,8 @@ class ShapleyCAM(BaseCAM):
             from camlens.core.layers import resolve_layers
 
             self.layers = resolve_layers(self.model, choose_layer(self.model, x, target, output=self.output))
-        logits, acts, scores, classes, multi = self._forward(x, target, top_k)
+        with _math_attention():  # the forward pass records attention's graph; its kernel decides the HVP
+            logits, acts, scores, classes, multi = self._forward(x, target, top_k)
         k = scores.shape[1]
         corrected: dict[str, Any] = {n: [] for n in acts}
         for j in range(k):

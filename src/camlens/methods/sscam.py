@@ -71,7 +71,7 @@ class SSCAM(ScoreCAM):
     def __init__(
         self,
         model: nn.Module,
-        layers: LayerSpec | Iterable[LayerSpec],
+        layers: LayerSpec | Iterable[LayerSpec] | None = None,
         *,
         n_samples: int = 35,
         std: float = 2.0,
