@@ -202,6 +202,20 @@ def test_decompression_bomb_is_a_data_error(tmp_path, monkeypatch):
         open_photo(tmp_path / "big.png")
 
 
+def test_a_resize_or_crop_over_the_bomb_limit_is_refused_before_it_takes_memory(tmp_path, monkeypatch):
+    Image.new("RGB", (8, 6)).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for image in (tmp_path / "small.png", torch.rand(3, 6, 8), np.zeros((6, 8, 3), np.uint8)):
+        with pytest.raises(InputError, match=r"size=30 would make this 8x6 image 40x30 \(1,200 pixels\), more than "
+                                             r"the limit of 1,000 .*give a smaller size \(--size"):
+            Preprocess(size=30)(image)
+        with pytest.raises(InputError, match=r"crop=\(40, 40\) would make this 8x6 image 40x40 \(1,600 pixels\)"):
+            Preprocess(crop=40)(image)
+        x, geo = Preprocess(size=(25, 40), crop=(20, 50))(image)  # 1000 pixels each: at the limit, allowed
+        assert x.shape == (3, 20, 50) and geo.resized == (25, 40)
+    assert Preprocess()(torch.rand(3, 40, 30))[0].shape == (3, 40, 30)  # no size: a big tensor is the user's own
+
+
 def test_exif_orientation_is_applied(tmp_path):
     im = Image.new("RGB", (6, 4), (255, 0, 0))
     exif = Image.Exif()

@@ -57,6 +57,16 @@ def _pil() -> Any:
     return optional_import("PIL.Image", "plot", "image files")
 
 
+def _pixel_limit() -> int | None:
+    """Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``; its default without Pillow)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return 89_478_485  # Pillow's default: 1024 * 1024 * 1024 // 4 // 3
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else int(limit)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # reading images
 
@@ -324,6 +334,25 @@ def _resized_size(h: int, w: int, size: int | tuple[int, int] | None) -> tuple[i
     return size
 
 
+def _check_pixels(pre: Preprocess, original: tuple[int, int], resized: tuple[int, int]) -> None:
+    """Refuse a resize or crop larger than Pillow's decompression-bomb limit, before it takes any memory.
+
+    Raises:
+        InputError: ``pre.size`` or ``pre.crop`` would make an image of more than
+            ``PIL.Image.MAX_IMAGE_PIXELS`` pixels.
+    """
+    limit = _pixel_limit()
+    if limit is None:
+        return
+    for name, value, (h, w) in (("size", pre.size, resized), ("crop", pre.crop, pre.crop or (0, 0))):
+        if value is not None and h * w > limit:  # no size: the image's own, already read or given
+            raise InputError(
+                f"{name}={value!r} would make this {original[1]}x{original[0]} image {w}x{h} ({h * w:,} pixels), "
+                f"more than the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS); give a smaller {name} "
+                f"(--{name} N or HxW on the command line)"
+            )
+
+
 def _centre_crop(x: Tensor, crop: tuple[int, int]) -> tuple[Tensor, tuple[int, int, int, int]]:
     """torchvision's ``center_crop``: zero padding where the crop is larger, offsets ``round((H - h) / 2)``."""
     H, W = x.shape[-2:]
@@ -428,6 +457,7 @@ class Preprocess:
             im = to_model_mode(image, self.channels)
             H0, W0 = full or (im.height, im.width)
             Hr, Wr = _resized_size(H0, W0, self.size) if H0 and W0 else (H0, W0)
+            _check_pixels(self, (H0, W0), (Hr, Wr))
             if (Hr, Wr) != (H0, W0):
                 im = im.resize((Wr, Hr), _pil_resample(self.interpolation))
             x = _pil_tensor(im)
@@ -435,6 +465,7 @@ class Preprocess:
             x = _as_tensor(image, self.channels)
             H0, W0 = x.shape[-2:]
             Hr, Wr = _resized_size(H0, W0, self.size) if H0 and W0 else (H0, W0)
+            _check_pixels(self, (H0, W0), (Hr, Wr))
             if (Hr, Wr) != (H0, W0):
                 x = self._resize(x, (Hr, Wr))
         if H0 < 1 or W0 < 1:

@@ -221,6 +221,9 @@ def test_target_by_name_from_a_labels_file(photos, factory, tmp_path, capsys):
         (["--batch-size", "0"], "--batch-size 0 must be 1 or more"),
         (["--alpha", "1.5"], "--alpha 1.5 must be in [0, 1]"),
         (["--methods", "gradcam", "--size", "0"], "--size '0'"),
+        # the 451x300 photo would become 150333x100000 pixels: refused before the resize, not killed for memory
+        (["--size", "100000"], "size=100000 would make this 451x300 image 150333x100000 (15,033,300,000 pixels)"),
+        (["--crop", "20000"], "crop=(20000, 20000) would make this 451x300 image 20000x20000"),
     ],
 )
 def test_bad_input_is_a_camlens_error(photos, factory, tmp_path, capsys, extra, match):
