@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as _replace
@@ -570,13 +571,31 @@ def _has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    inside = folder.resolve()
-    return [
+def _pattern_base(pattern: str) -> Path:
+    """The folder a glob pattern names: its leading parts without a wildcard (``photos/**/*.jpg`` -> ``photos``)."""
+    parts = Path(pattern).parts
+    k = next(i for i, part in enumerate(parts) if _has_magic(part))
+    return Path(*parts[:k]) if k else Path(".")
+
+
+def _inside(files: list[Path], folder: Path, skipped: list[Path]) -> list[Path]:
+    """``files`` that resolve inside ``folder``; the others (links out of it) are added to ``skipped``."""
+    inside, kept = folder.resolve(), list[Path]()
+    for p in files:
+        (kept if p.resolve().is_relative_to(inside) else skipped).append(p)
+    return kept
+
+
+def _folder_images(folder: Path, skipped: list[Path]) -> list[Path]:
+    files = [
         p for p in sorted(folder.iterdir())
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-        and p.resolve().is_relative_to(inside)
     ]  # fmt: skip
+    return _inside(files, folder, skipped)
+
+
+def _skipped_note(skipped: list[Path]) -> str:
+    return f" ({len(skipped)} linking outside it skipped: {skipped[0]}{', ...' if len(skipped) > 1 else ''})"
 
 
 def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> list[Path]:
@@ -586,7 +605,8 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
     read). A folder gives the image files directly inside it
     (:data:`IMAGE_SUFFIXES`), sorted by name, leaving out hidden files (as
     patterns do) and links that resolve outside it. A pattern (``photos/*.jpg``, ``**`` for subfolders) gives its
-    matching image files, sorted.
+    matching image files, sorted, leaving out links that resolve outside the folder the pattern
+    names (its part before the first wildcard). Links left out are named in a warning.
 
     Raises:
         DataError: a name that is neither a file, a folder nor a pattern that
@@ -595,12 +615,15 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
     if isinstance(specs, (str, Path)):
         specs = [specs]
     found: dict[Path, None] = {}
+    skipped: list[Path] = []
     for spec in specs:
         p = Path(spec)
+        outside = len(skipped)
         if p.is_dir():
-            files = _folder_images(p)
+            files = _folder_images(p, skipped)
             if not files:
-                raise DataError(f"{what}: folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise DataError(f"{what}: folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                                + (_skipped_note(skipped[outside:]) if skipped[outside:] else ""))  # fmt: skip
         elif p.exists():
             if not p.is_file():
                 raise DataError(f"{what}: {p} is not a regular file or a folder")
@@ -608,13 +631,19 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
         elif _has_magic(str(spec)):
             files = [Path(m) for m in sorted(glob.glob(str(spec), recursive=True))
                      if Path(m).suffix.lower() in IMAGE_SUFFIXES and Path(m).is_file()]  # fmt: skip
+            files = _inside(files, _pattern_base(str(spec)), skipped)
             if not files:
                 raise DataError(
                     f"{what}: the pattern {str(spec)!r} matches no image files ({', '.join(IMAGE_SUFFIXES)})"
+                    + (_skipped_note(skipped[outside:]) if skipped[outside:] else "")
                 )
         else:
             raise DataError(f"{what}: {p} does not exist; give image files, folders or patterns like 'photos/*.jpg'")
         found.update(dict.fromkeys(files))
+    skipped = [p for p in dict.fromkeys(skipped) if p not in found]  # each once; one named as a file is not skipped
+    if skipped:
+        warnings.warn(f"{what}: skipped {len(skipped)} file(s) that link outside the folder naming them (first: "
+                      f"{skipped[0]} -> {skipped[0].resolve()}); copy them in, or name them as files", stacklevel=2)
     if not found:
         raise DataError(f"{what}: no image files given")
     return list(found)

@@ -249,3 +249,19 @@ def test_a_corrupt_photo_in_a_folder_is_a_data_error_naming_it(photos, factory, 
     err = capsys.readouterr().err
     assert f"DataError: image file {folder / 'b.jpg'} is corrupt or not an image" in err and "Traceback" not in err
     assert threading.active_count() == threads  # the reading thread is gone
+
+
+def test_a_link_out_of_the_folder_is_skipped_with_a_camlens_warning(photos, factory, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "photo.jpg").read_bytes())
+    (folder / "z.jpg").symlink_to(photos / "scan.png")  # a link to a file outside the folder
+    for spec in (str(folder), str(folder / "*.jpg")):
+        out = tmp_path / "o"
+        argv = ["explain", factory, spec, "--size", "32", "--out", str(out), "--device", "cpu"]
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        assert (f"camlens explain: warning: images: skipped 1 file(s) that link outside the folder naming them "
+                f"(first: {folder / 'z.jpg'} -> {photos / 'scan.png'})") in captured.err  # fmt: skip
+        assert "UserWarning" not in captured.err and "explained 1 image(s)" in captured.out
+        assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == ["a.png"]
