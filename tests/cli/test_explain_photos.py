@@ -265,3 +265,26 @@ def test_a_link_out_of_the_folder_is_skipped_with_a_camlens_warning(photos, fact
                 f"(first: {folder / 'z.jpg'} -> {photos / 'scan.png'})") in captured.err  # fmt: skip
         assert "UserWarning" not in captured.err and "explained 1 image(s)" in captured.out
         assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == ["a.png"]
+
+
+def test_an_out_folder_holding_the_photos_is_refused_and_no_photo_is_overwritten(photos, factory, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "overlays").mkdir(parents=True)
+    gray = Image.open(photos / "gray.jpg")
+    gray.save(folder / "gray.png")  # its figure would be mine/gray.png: the photo itself
+    gray.save(folder / "overlays" / "g.png")
+    (tmp_path / "elsewhere.png").symlink_to(folder / "gray.png")  # a link from outside to a photo in --out
+    before = {p: p.read_bytes() for p in folder.rglob("*.png")}
+    for image, out, named in ((folder, folder, folder / "gray.png"),
+                              (folder / "gray.png", tmp_path / "mine" / ".." / "mine", folder / "gray.png"),
+                              (folder / "overlays" / "g.png", folder, folder / "overlays" / "g.png"),
+                              (tmp_path / "elsewhere.png", folder, tmp_path / "elsewhere.png")):  # fmt: skip
+        argv = ["explain", factory, str(image), "--size", "32", "--out", str(out), "--device", "cpu"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"InputError: --out {out} holds the image {named}: the run's figures" in err, err
+    assert {p: p.read_bytes() for p in folder.rglob("*.png")} == before
+    argv = ["explain", factory, str(folder), "--size", "32", "--out", str(folder / "figs"), "--device", "cpu"]
+    assert main(argv) == 0  # a subfolder of the photos is apart from them
+    assert {p: p.read_bytes() for p in folder.rglob("*.png") if "figs" not in p.parts} == before
+    assert (folder / "figs" / "gray.png").is_file()

@@ -165,13 +165,30 @@ def _photo_items(paths: list[Path], names: list[str], pre: Any, invert: bool) ->
         yield _Item(name, str(path), photo, x, geometry)
 
 
-def _items(args: argparse.Namespace, pre: Any) -> tuple[Iterator[_Item], list[str], Any]:
+def _check_apart(out: Path, paths: list[Path]) -> None:
+    """Refuse images that lie where the run writes (``out``, ``out/overlays``, ``out/maps``): they would be overwritten.
+
+    Raises:
+        InputError: an image file is in one of those folders (as named, or after its links are followed).
+    """
+    from camlens.errors import InputError
+
+    written = {out.resolve() / sub for sub in ("", "overlays", "maps")}
+    for p in paths:
+        if p.absolute().parent.resolve() in written or p.resolve().parent in written:
+            raise InputError(f"--out {out} holds the image {p}: the run's figures (<out>/<photo's stem>.png) would be "
+                             "written among the photos, over any of the same name; give an --out folder apart from "
+                             "the images, e.g. --out camlens-explain")  # fmt: skip
+
+
+def _items(args: argparse.Namespace, pre: Any, out: Path) -> tuple[Iterator[_Item], list[str], Any]:
     """The images to explain (``--index`` items first, then files, lazily), their names, the dataset or None."""
     from camlens.preprocess import Geometry, expand_image_paths
     from camlens.viz.explained import display_image
     from camlens.viz.photos import output_stems
 
     paths = expand_image_paths([*args.images, *args.image], "images") if args.images or args.image else []
+    _check_apart(out, paths)
     names = output_stems([f"test-{i:05d}" for i in args.index] + [p.stem for p in paths])
     ds, first = None, []
     if args.index:
@@ -317,7 +334,7 @@ class _Run:
         self.counts = {"figure": 0, "overlay": 0, "map file": 0}
 
     def run(self) -> int:
-        items, order, ds = _items(self.args, self.pre)
+        items, order, ds = _items(self.args, self.pre, self.out)
         self.order = {name: k for k, name in enumerate(order)}
         self.dataset_items = set(order[: len(self.args.index)])
         self.names = _known_names(self.args, self.info, ds)
