@@ -219,6 +219,8 @@ def test_target_by_name_from_a_labels_file(photos, factory, tmp_path, capsys):
         (["--labels", "{labels}"], "--labels {labels} names 2 classes; the model scores 1000"),
         (["--target", "tabby"], "target='tabby' is a class name, but the model has no class names"),
         (["--batch-size", "0"], "--batch-size 0 must be 1 or more"),
+        (["--top-k", "0"], "TargetError: --top-k 0 must be 1 or more"),
+        (["--target", "-1"], "target='-1' is a negative class index; give a class index from 0, or 'predicted'"),
         (["--alpha", "1.5"], "--alpha 1.5 must be in [0, 1]"),
         (["--methods", "gradcam", "--size", "0"], "--size '0'"),
         # the 451x300 photo would become 150333x100000 pixels: refused before the resize, not killed for memory

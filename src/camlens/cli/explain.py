@@ -276,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.index and not args.image and not args.images:
         raise InputError("nothing to explain: give image files, folders or patterns (IMAGE ...), "
                          "or --index I [I ...] (items of --data)")  # fmt: skip
+    if args.top_k is not None and args.top_k < 1:
+        raise TargetError(f"--top-k {args.top_k} must be 1 or more: the number of most probable classes to explain")
     if args.top_k is not None and args.target != "predicted":
         raise TargetError(f"--target {args.target!r} and --top-k {args.top_k} both given; use one of them")
     if args.batch_size < 1:
@@ -306,6 +308,8 @@ def _target(value: str, names: list[str] | None) -> int | None:
         return parse_target(value, names or [])
     if value.isdigit():
         return int(value)
+    if value.startswith("-") and value[1:].isdigit():
+        raise TargetError(f"target={value!r} is a negative class index; give a class index from 0, or 'predicted'")
     raise TargetError(f"target={value!r} is a class name, but the model has no class names; give a class index, "
                       "or the names with --labels FILE (one a line)")  # fmt: skip
 
