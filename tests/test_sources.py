@@ -130,6 +130,17 @@ def test_a_factory_file_that_does_not_parse_is_an_input_error_and_runs_again_onc
     assert load_factory(f"{f}:build", "model")() == 7
 
 
+def test_random_weights_are_the_same_on_every_load_and_leave_the_callers_random_state(tmp_path):
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    a, info = load_model("torchvision:resnet18", CPU, weights="none")
+    assert torch.equal(torch.random.get_rng_state(), state) and info["weights"] == "random (--weights none)"
+    torch.rand(3)  # another random state: the same weights
+    b, _ = load_model("torchvision:resnet18", CPU, weights="none")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert float(a.fc.weight.std()) > 0.01  # random, not zeros
+
+
 # --- load_model: checkpoints, factories, weights files, preprocessing -----------------------------------------
 
 CPU = torch.device("cpu")

@@ -135,7 +135,20 @@ def _own_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, 
     )
 
 
+#: the seed ``weights="none"`` draws a zoo model's random weights from: the same weights on every run, so
+#: a run with them repeats and resumes (``camlens explain-dataset``); the caller's random state is left as it was.
+RANDOM_WEIGHTS_SEED = 20_240_531
+
+
 def _zoo_model(spec: str, path: Path, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
+    if weights != "none":
+        return _zoo_build(spec, path, weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return _zoo_build(spec, path, weights)
+
+
+def _zoo_build(spec: str, path: Path, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
     prefix, _, name = spec.partition(":")
     if not spec.startswith(ZOO_PREFIXES):  # a save_pretrained folder
         from camlens.zoo.hf import load_hf
