@@ -392,7 +392,8 @@ class _Run:
         assert classes is not None
         probs = torch.softmax(logits.detach().float(), dim=1).cpu()
         self._check_names(probs.shape[1])
-        pred_prob, pred = probs.max(dim=1)
+        pred = logits.detach().argmax(dim=1).cpu()  # the class the methods explain: softmax can round to ties
+        pred_prob = probs.gather(1, pred[:, None])[:, 0]
         classes = classes.cpu()
         for i, it in enumerate(batch):
             yield PhotoResult(it.name, it.source, it.photo, it.geometry, it.label, int(pred[i]),
