@@ -202,6 +202,20 @@ def test_decompression_bomb_is_a_data_error(tmp_path, monkeypatch):
         open_photo(tmp_path / "big.png")
 
 
+def test_a_resize_or_crop_over_the_bomb_limit_is_refused_before_it_takes_memory(tmp_path, monkeypatch):
+    Image.new("RGB", (8, 6)).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for image in (tmp_path / "small.png", torch.rand(3, 6, 8), np.zeros((6, 8, 3), np.uint8)):
+        with pytest.raises(InputError, match=r"size=30 would make this 8x6 image 40x30 \(1,200 pixels\), more than "
+                                             r"the limit of 1,000 .*give a smaller size \(--size"):
+            Preprocess(size=30)(image)
+        with pytest.raises(InputError, match=r"crop=\(40, 40\) would make this 8x6 image 40x40 \(1,600 pixels\)"):
+            Preprocess(crop=40)(image)
+        x, geo = Preprocess(size=(25, 40), crop=(20, 50))(image)  # 1000 pixels each: at the limit, allowed
+        assert x.shape == (3, 20, 50) and geo.resized == (25, 40)
+    assert Preprocess()(torch.rand(3, 40, 30))[0].shape == (3, 40, 30)  # no size: a big tensor is the user's own
+
+
 def test_exif_orientation_is_applied(tmp_path):
     im = Image.new("RGB", (6, 4), (255, 0, 0))
     exif = Image.Exif()
@@ -319,7 +333,9 @@ def test_expand_image_paths_takes_files_folders_and_patterns_once_each(tmp_path)
     (tmp_path / "secret.jpg").write_bytes(b"x")
     (photos / "link.jpg").symlink_to(tmp_path / "secret.jpg")  # out of the folder: left out
     (photos / "inlink.jpg").symlink_to(photos / "b.jpg")
-    got = expand_image_paths([str(photos), str(photos / "b.jpg"), str(photos / "**" / "*.webp")])
+    with pytest.warns(UserWarning, match=rf"images: skipped 1 file\(s\) that link outside the folder naming them "
+                                          rf"\(first: {photos / 'link.jpg'} -> {tmp_path / 'secret.jpg'}\)"):
+        got = expand_image_paths([str(photos), str(photos / "b.jpg"), str(photos / "**" / "*.webp")])
     assert got == [photos / "a.PNG", photos / "b.jpg", photos / "inlink.jpg", photos / "sub" / "c.webp"]
     assert expand_image_paths([photos / "notes.txt"]) == [photos / "notes.txt"]  # named: read as given
     with pytest.raises(DataError, match=r"images: .*nope.jpg does not exist"):
@@ -331,6 +347,26 @@ def test_expand_image_paths_takes_files_folders_and_patterns_once_each(tmp_path)
         expand_image_paths([tmp_path / "empty"])
     with pytest.raises(DataError, match="no image files given"):
         expand_image_paths([])
+
+
+def test_a_pattern_leaves_out_links_outside_the_folder_it_names_and_says_so(tmp_path):
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    (photos / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for rel in ("photos/a.jpg", "photos/sub/b.jpg", "elsewhere/secret.jpg"):
+        (tmp_path / rel).write_bytes(b"x")
+    (photos / "link.jpg").symlink_to(elsewhere / "secret.jpg")
+    (photos / "sub" / "link.jpg").symlink_to(elsewhere / "secret.jpg")
+    (photos / "sub" / "up.jpg").symlink_to(photos / "a.jpg")  # out of sub/, but inside photos/: the pattern's folder
+    with pytest.warns(UserWarning, match=r"skipped 2 file\(s\) that link outside"):
+        got = expand_image_paths([str(photos / "*.jpg"), str(photos / "**" / "*.jpg")])
+    assert got == [photos / "a.jpg", photos / "sub" / "b.jpg", photos / "sub" / "up.jpg"]
+    assert expand_image_paths([photos / "link.jpg"]) == [photos / "link.jpg"]  # named as a file: read as given
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "x.png").symlink_to(elsewhere / "secret.jpg")
+    for spec in (tmp_path / "only", str(tmp_path / "only" / "*.png")):
+        with pytest.raises(DataError, match=rf"no image files .* \(1 linking outside it skipped: {tmp_path}/only/x"):
+            expand_image_paths([spec])
 
 
 def test_stack_batches_images_of_one_output_size_and_names_the_sizes_otherwise(tmp_path):

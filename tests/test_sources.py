@@ -117,6 +117,30 @@ def test_factory_file_must_be_a_regular_file(tmp_path):
         assert str(e.value) == f"data={spec!r}: file {tmp_path / name} does not exist"
 
 
+def test_a_factory_file_that_does_not_parse_is_an_input_error_and_runs_again_once_fixed(tmp_path):
+    f = tmp_path / "models.py"
+    f.write_text("def build(:\n    pass\n")
+    with pytest.raises(InputError) as e:
+        load_factory(f"{f}:build", "model")
+    assert str(e.value) == f"model='{f}:build': {f}, line 1: invalid syntax (SyntaxError); fix the file and run again"
+    f.write_text("N = 1\nraise RuntimeError('boom')\n")  # the user's own error while importing: as it is
+    with pytest.raises(RuntimeError, match="boom"):
+        load_factory(f"{f}:build", "model")
+    f.write_text("def build():\n    return 7\n")  # fixed: the same process runs the file again, not a half-run module
+    assert load_factory(f"{f}:build", "model")() == 7
+
+
+def test_random_weights_are_the_same_on_every_load_and_leave_the_callers_random_state(tmp_path):
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    a, info = load_model("torchvision:resnet18", CPU, weights="none")
+    assert torch.equal(torch.random.get_rng_state(), state) and info["weights"] == "random (--weights none)"
+    torch.rand(3)  # another random state: the same weights
+    b, _ = load_model("torchvision:resnet18", CPU, weights="none")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert float(a.fc.weight.std()) > 0.01  # random, not zeros
+
+
 # --- load_model: checkpoints, factories, weights files, preprocessing -----------------------------------------
 
 CPU = torch.device("cpu")

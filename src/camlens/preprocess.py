@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as _replace
@@ -55,6 +56,16 @@ _LUMA = (0.299, 0.587, 0.114)
 
 def _pil() -> Any:
     return optional_import("PIL.Image", "plot", "image files")
+
+
+def _pixel_limit() -> int | None:
+    """Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``; its default without Pillow)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return 89_478_485  # Pillow's default: 1024 * 1024 * 1024 // 4 // 3
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else int(limit)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,6 +335,25 @@ def _resized_size(h: int, w: int, size: int | tuple[int, int] | None) -> tuple[i
     return size
 
 
+def _check_pixels(pre: Preprocess, original: tuple[int, int], resized: tuple[int, int]) -> None:
+    """Refuse a resize or crop larger than Pillow's decompression-bomb limit, before it takes any memory.
+
+    Raises:
+        InputError: ``pre.size`` or ``pre.crop`` would make an image of more than
+            ``PIL.Image.MAX_IMAGE_PIXELS`` pixels.
+    """
+    limit = _pixel_limit()
+    if limit is None:
+        return
+    for name, value, (h, w) in (("size", pre.size, resized), ("crop", pre.crop, pre.crop or (0, 0))):
+        if value is not None and h * w > limit:  # no size: the image's own, already read or given
+            raise InputError(
+                f"{name}={value!r} would make this {original[1]}x{original[0]} image {w}x{h} ({h * w:,} pixels), "
+                f"more than the limit of {limit:,} (PIL.Image.MAX_IMAGE_PIXELS); give a smaller {name} "
+                f"(--{name} N or HxW on the command line)"
+            )
+
+
 def _centre_crop(x: Tensor, crop: tuple[int, int]) -> tuple[Tensor, tuple[int, int, int, int]]:
     """torchvision's ``center_crop``: zero padding where the crop is larger, offsets ``round((H - h) / 2)``."""
     H, W = x.shape[-2:]
@@ -428,6 +458,7 @@ class Preprocess:
             im = to_model_mode(image, self.channels)
             H0, W0 = full or (im.height, im.width)
             Hr, Wr = _resized_size(H0, W0, self.size) if H0 and W0 else (H0, W0)
+            _check_pixels(self, (H0, W0), (Hr, Wr))
             if (Hr, Wr) != (H0, W0):
                 im = im.resize((Wr, Hr), _pil_resample(self.interpolation))
             x = _pil_tensor(im)
@@ -435,6 +466,7 @@ class Preprocess:
             x = _as_tensor(image, self.channels)
             H0, W0 = x.shape[-2:]
             Hr, Wr = _resized_size(H0, W0, self.size) if H0 and W0 else (H0, W0)
+            _check_pixels(self, (H0, W0), (Hr, Wr))
             if (Hr, Wr) != (H0, W0):
                 x = self._resize(x, (Hr, Wr))
         if H0 < 1 or W0 < 1:
@@ -539,13 +571,31 @@ def _has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
 
 
-def _folder_images(folder: Path) -> list[Path]:
-    inside = folder.resolve()
-    return [
+def _pattern_base(pattern: str) -> Path:
+    """The folder a glob pattern names: its leading parts without a wildcard (``photos/**/*.jpg`` -> ``photos``)."""
+    parts = Path(pattern).parts
+    k = next(i for i, part in enumerate(parts) if _has_magic(part))
+    return Path(*parts[:k]) if k else Path(".")
+
+
+def _inside(files: list[Path], folder: Path, skipped: list[Path]) -> list[Path]:
+    """``files`` that resolve inside ``folder``; the others (links out of it) are added to ``skipped``."""
+    inside, kept = folder.resolve(), list[Path]()
+    for p in files:
+        (kept if p.resolve().is_relative_to(inside) else skipped).append(p)
+    return kept
+
+
+def _folder_images(folder: Path, skipped: list[Path]) -> list[Path]:
+    files = [
         p for p in sorted(folder.iterdir())
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-        and p.resolve().is_relative_to(inside)
     ]  # fmt: skip
+    return _inside(files, folder, skipped)
+
+
+def _skipped_note(skipped: list[Path]) -> str:
+    return f" ({len(skipped)} linking outside it skipped: {skipped[0]}{', ...' if len(skipped) > 1 else ''})"
 
 
 def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> list[Path]:
@@ -555,7 +605,8 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
     read). A folder gives the image files directly inside it
     (:data:`IMAGE_SUFFIXES`), sorted by name, leaving out hidden files (as
     patterns do) and links that resolve outside it. A pattern (``photos/*.jpg``, ``**`` for subfolders) gives its
-    matching image files, sorted.
+    matching image files, sorted, leaving out links that resolve outside the folder the pattern
+    names (its part before the first wildcard). Links left out are named in a warning.
 
     Raises:
         DataError: a name that is neither a file, a folder nor a pattern that
@@ -564,12 +615,15 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
     if isinstance(specs, (str, Path)):
         specs = [specs]
     found: dict[Path, None] = {}
+    skipped: list[Path] = []
     for spec in specs:
         p = Path(spec)
+        outside = len(skipped)
         if p.is_dir():
-            files = _folder_images(p)
+            files = _folder_images(p, skipped)
             if not files:
-                raise DataError(f"{what}: folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise DataError(f"{what}: folder {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                                + (_skipped_note(skipped[outside:]) if skipped[outside:] else ""))  # fmt: skip
         elif p.exists():
             if not p.is_file():
                 raise DataError(f"{what}: {p} is not a regular file or a folder")
@@ -577,13 +631,19 @@ def expand_image_paths(specs: Sequence[str | Path], what: str = "images") -> lis
         elif _has_magic(str(spec)):
             files = [Path(m) for m in sorted(glob.glob(str(spec), recursive=True))
                      if Path(m).suffix.lower() in IMAGE_SUFFIXES and Path(m).is_file()]  # fmt: skip
+            files = _inside(files, _pattern_base(str(spec)), skipped)
             if not files:
                 raise DataError(
                     f"{what}: the pattern {str(spec)!r} matches no image files ({', '.join(IMAGE_SUFFIXES)})"
+                    + (_skipped_note(skipped[outside:]) if skipped[outside:] else "")
                 )
         else:
             raise DataError(f"{what}: {p} does not exist; give image files, folders or patterns like 'photos/*.jpg'")
         found.update(dict.fromkeys(files))
+    skipped = [p for p in dict.fromkeys(skipped) if p not in found]  # each once; one named as a file is not skipped
+    if skipped:
+        warnings.warn(f"{what}: skipped {len(skipped)} file(s) that link outside the folder naming them (first: "
+                      f"{skipped[0]} -> {skipped[0].resolve()}); copy them in, or name them as files", stacklevel=2)
     if not found:
         raise DataError(f"{what}: no image files given")
     return list(found)

@@ -44,7 +44,8 @@ def load_factory(spec: str, what: str) -> Callable[..., Any]:
         what: the argument's name, for error messages (``"model"``, ``"data"``).
 
     Raises:
-        InputError: the spec is malformed, the module cannot be imported or has no such callable.
+        InputError: the spec is malformed, the module cannot be imported, does not parse, or has no such
+            callable. An error the module's own code raises while it is imported propagates as it is.
     """
     mod_name, sep, attr = spec.rpartition(":")
     if not sep or not mod_name or not attr:
@@ -61,11 +62,18 @@ def load_factory(spec: str, what: str) -> Callable[..., Any]:
                 assert loader_spec is not None and loader_spec.loader is not None
                 module = importlib.util.module_from_spec(loader_spec)
                 sys.modules[key] = module
-                loader_spec.loader.exec_module(module)
+                try:
+                    loader_spec.loader.exec_module(module)
+                except BaseException:  # not kept half-run: the next load runs the (fixed) file again
+                    del sys.modules[key]
+                    raise
         else:
             module = importlib.import_module(mod_name)
     except ImportError as e:
         raise InputError(f"{what}={spec!r}: cannot import {mod_name!r} ({e}); is it on PYTHONPATH?") from None
+    except SyntaxError as e:
+        raise InputError(f"{what}={spec!r}: {e.filename or mod_name}, line {e.lineno}: {e.msg} ({type(e).__name__}); "
+                         "fix the file and run again") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise InputError(f"{what}={spec!r}: {mod_name!r} has no callable {attr!r}")
@@ -127,7 +135,20 @@ def _own_model(spec: str, path: Path, device: torch.device) -> tuple[nn.Module, 
     )
 
 
+#: the seed ``weights="none"`` draws a zoo model's random weights from: the same weights on every run, so
+#: a run with them repeats and resumes (``camlens explain-dataset``); the caller's random state is left as it was.
+RANDOM_WEIGHTS_SEED = 20_240_531
+
+
 def _zoo_model(spec: str, path: Path, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
+    if weights != "none":
+        return _zoo_build(spec, path, weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return _zoo_build(spec, path, weights)
+
+
+def _zoo_build(spec: str, path: Path, weights: str | None) -> tuple[nn.Module, dict[str, Any]]:
     prefix, _, name = spec.partition(":")
     if not spec.startswith(ZOO_PREFIXES):  # a save_pretrained folder
         from camlens.zoo.hf import load_hf

@@ -198,3 +198,37 @@ def test_cli_explain_bad_input(ckpt, tmp_path, capsys, argv, match):
 def test_cli_explain_not_a_checkpoint(tmp_path, capsys):
     assert main(["explain", str(tmp_path), "--index", "0"]) == 1
     assert "is not a camlens checkpoint" in capsys.readouterr().err
+
+
+TIED = """
+import torch
+from torch import nn
+
+
+def build():
+    # logits 1e-9 apart (a random-weights zoo model's kind): softmax rounds them to 5 equal probabilities
+    model = nn.Sequential(nn.Conv2d(3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 5))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+        model[3].weight.copy_(torch.tensor([[0.0], [1.0], [3.0], [2.0], [0.0]]) * 1e-9)
+        model[3].bias.zero_()
+    return model.eval()
+"""
+
+
+def test_the_predicted_class_shown_is_the_one_explained_when_softmax_ties(tmp_path, capsys):
+    (tmp_path / "tied.py").write_text(TIED)
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(tmp_path / "p.png")
+    x = torch.rand(2, 3, 8, 8) + 0.5
+    ns: dict = {}
+    exec(TIED, ns)
+    model = ns["build"]()
+    assert torch.softmax(model(x), 1).unique().numel() == 1  # every probability equal: max() would say class 0
+    ex = explain_batch(model, x, ["0"])
+    assert ex.pred.tolist() == [2, 2] and ex.classes[:, 0].tolist() == [2, 2]
+    assert ex.pred_prob.tolist() == pytest.approx([0.2, 0.2])
+    argv = ["explain", f"{tmp_path / 'tied.py'}:build", str(tmp_path / "p.png"), "--layers", "0", "--out",
+            str(tmp_path / "o"), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    assert "p: predicted: 2 (0.20)" in capsys.readouterr().out

@@ -219,8 +219,13 @@ def test_target_by_name_from_a_labels_file(photos, factory, tmp_path, capsys):
         (["--labels", "{labels}"], "--labels {labels} names 2 classes; the model scores 1000"),
         (["--target", "tabby"], "target='tabby' is a class name, but the model has no class names"),
         (["--batch-size", "0"], "--batch-size 0 must be 1 or more"),
+        (["--top-k", "0"], "TargetError: --top-k 0 must be 1 or more"),
+        (["--target", "-1"], "target='-1' is a negative class index; give a class index from 0, or 'predicted'"),
         (["--alpha", "1.5"], "--alpha 1.5 must be in [0, 1]"),
         (["--methods", "gradcam", "--size", "0"], "--size '0'"),
+        # the 451x300 photo would become 150333x100000 pixels: refused before the resize, not killed for memory
+        (["--size", "100000"], "size=100000 would make this 451x300 image 150333x100000 (15,033,300,000 pixels)"),
+        (["--crop", "20000"], "crop=(20000, 20000) would make this 451x300 image 20000x20000"),
     ],
 )
 def test_bad_input_is_a_camlens_error(photos, factory, tmp_path, capsys, extra, match):
@@ -246,3 +251,42 @@ def test_a_corrupt_photo_in_a_folder_is_a_data_error_naming_it(photos, factory, 
     err = capsys.readouterr().err
     assert f"DataError: image file {folder / 'b.jpg'} is corrupt or not an image" in err and "Traceback" not in err
     assert threading.active_count() == threads  # the reading thread is gone
+
+
+def test_a_link_out_of_the_folder_is_skipped_with_a_camlens_warning(photos, factory, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((photos / "photo.jpg").read_bytes())
+    (folder / "z.jpg").symlink_to(photos / "scan.png")  # a link to a file outside the folder
+    for spec in (str(folder), str(folder / "*.jpg")):
+        out = tmp_path / "o"
+        argv = ["explain", factory, spec, "--size", "32", "--out", str(out), "--device", "cpu"]
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        assert (f"camlens explain: warning: images: skipped 1 file(s) that link outside the folder naming them "
+                f"(first: {folder / 'z.jpg'} -> {photos / 'scan.png'})") in captured.err  # fmt: skip
+        assert "UserWarning" not in captured.err and "explained 1 image(s)" in captured.out
+        assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == ["a.png"]
+
+
+def test_an_out_folder_holding_the_photos_is_refused_and_no_photo_is_overwritten(photos, factory, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    (folder / "overlays").mkdir(parents=True)
+    gray = Image.open(photos / "gray.jpg")
+    gray.save(folder / "gray.png")  # its figure would be mine/gray.png: the photo itself
+    gray.save(folder / "overlays" / "g.png")
+    (tmp_path / "elsewhere.png").symlink_to(folder / "gray.png")  # a link from outside to a photo in --out
+    before = {p: p.read_bytes() for p in folder.rglob("*.png")}
+    for image, out, named in ((folder, folder, folder / "gray.png"),
+                              (folder / "gray.png", tmp_path / "mine" / ".." / "mine", folder / "gray.png"),
+                              (folder / "overlays" / "g.png", folder, folder / "overlays" / "g.png"),
+                              (tmp_path / "elsewhere.png", folder, tmp_path / "elsewhere.png")):  # fmt: skip
+        argv = ["explain", factory, str(image), "--size", "32", "--out", str(out), "--device", "cpu"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"InputError: --out {out} holds the image {named}: the run's figures" in err, err
+    assert {p: p.read_bytes() for p in folder.rglob("*.png")} == before
+    argv = ["explain", factory, str(folder), "--size", "32", "--out", str(folder / "figs"), "--device", "cpu"]
+    assert main(argv) == 0  # a subfolder of the photos is apart from them
+    assert {p: p.read_bytes() for p in folder.rglob("*.png") if "figs" not in p.parts} == before
+    assert (folder / "figs" / "gray.png").is_file()

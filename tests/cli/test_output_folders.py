@@ -43,6 +43,21 @@ def test_a_second_writer_on_one_out_is_refused(argv, tmp_path, capsys):
     assert f"FolderBusyError: {tmp_path} is being written by process" in err and "camlens test" in err
 
 
+def test_an_evaluate_out_in_the_data_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    (photos / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(photos / "cat" / "a.png")
+    monkeypatch.setattr("camlens.sources.load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    for out in (photos, photos / "cat" / "ev"):
+        argv = ["evaluate", MODEL, str(photos), "--out", str(out), "--device", "cpu"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"InputError: --out {out} is inside the data folder {photos}: its curves.png would be read" in err
+    assert sorted(p.name for p in photos.rglob("*")) == ["a.png", "cat"]  # nothing created, no lock file
+
+
 def test_a_full_disk_while_writing_figures_is_a_camlens_error(tmp_path, capsys, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "grid.png"))

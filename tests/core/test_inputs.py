@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import camlens
+from camlens.core.autolayer import scan_layers
 from camlens.core.inputs import check_image_batch, first_convolution
 from camlens.errors import InputError
 from camlens.methods.base import check_input
@@ -69,6 +70,15 @@ def test_images_the_model_cannot_take(build, x, message) -> None:
             cam(x)
         assert hook_count(model) == 0
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(("build", "x", "message"), CASES, ids=lambda v: getattr(v, "__name__", None))
+def test_the_automatic_choice_and_the_layer_scan_say_the_same(build, x, message) -> None:
+    model = seeded(build)  # `camlens explain torchvision:resnet18 --index 0`: Fashion-MNIST's 1x28x28 items
+    for scan in (camlens.choose_layer, scan_layers):
+        with pytest.raises(InputError, match=message):
+            scan(model, x)
+        assert hook_count(model) == 0
 
 
 def test_the_fix_each_message_names_works() -> None:

@@ -274,6 +274,11 @@ def test_bad_arguments_say_what_to_do(tmp_path, model, kwargs, error, message):
 def test_open_results_refuses_an_unfinished_run(tmp_path):
     with pytest.raises(DataError, match=r"has no manifest.json"):
         open_results(tmp_path)
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'typo'} does not exist; give the output folder of "):
+        open_results(tmp_path / "typo")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'notes.txt'} is not a folder; give the output folder"):
+        open_results(tmp_path / "notes.txt")
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "camlens-dataset/1", "complete": False}))
     with pytest.raises(DataError, match=r"is not finished.*rerun the same"):
         open_results(tmp_path)

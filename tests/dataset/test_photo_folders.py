@@ -174,6 +174,17 @@ def test_cli_with_size_crop_and_figures(photos, tmp_path, capsys):
     assert f"figures: 3 in {out / 'figures'}" in printed
 
 
+def test_an_out_folder_in_the_data_folder_is_refused_before_anything_is_written(photos, tmp_path, capsys):
+    before = sorted(p.relative_to(photos) for p in photos.rglob("*"))
+    for out in (photos, photos / "results", photos / "cat" / ".." / "maps"):
+        argv = ["explain-dataset", "--model", "testmodels:small_resnet", "--data", str(photos), "--out", str(out),
+                "--layers", LAYER, "--figures", "1", "--no-progress"]  # fmt: skip
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert f"InputError: out={str(out)!r} (--out) is inside the data folder {str(photos)!r}" in err, err
+    assert sorted(p.relative_to(photos) for p in photos.rglob("*")) == before  # no class 'figures', no manifest
+
+
 def test_an_interrupted_run_resumes_and_another_preprocessing_is_refused(photos, model, mixed, tmp_path, monkeypatch):
     write = ShardWriter._write
 

@@ -84,6 +84,14 @@ def test_methods_that_cannot_apply_are_skipped_with_one_line_and_photos_get_no_p
     assert torch.allclose(with_objects.values["gradcam@1"]["pointing"], torch.ones(1, 6))  # the whole image: 1.0
 
 
+def test_a_layer_the_model_does_not_have_is_an_error_not_every_method_skipped():
+    from camlens.errors import LayerNotFoundError
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(LayerNotFoundError, match=r"no layer 'nope' in"):  # was: a verdict over the baselines alone
+        evaluate(no_pool_model(), x, methods=["cam", "gradcam"], layers=["nope"], steps=2, sanity=False, n_boot=20)
+
+
 def test_the_default_methods_do_not_fail_on_the_tutorial_model():
     torch.manual_seed(0)
     model = ConvNet().eval()

@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
 
 from camlens._util.allocator import keep_freed_memory
 from camlens._util.version import VERSION
@@ -41,6 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def _plain_warnings(name: str) -> Iterator[None]:
+    """camlens' own warnings as ``camlens NAME: warning: ...`` lines, not Python's ``file:line: UserWarning``."""
+    default = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
+        if Path(filename).resolve().is_relative_to(_PACKAGE):
+            print(f"camlens {name}: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
@@ -55,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(rest)
     keep_freed_memory()  # this process is ours: reuse freed CPU memory (camlens._util.allocator)
     try:
-        return int(module.run(args) or 0)
+        with _plain_warnings(name):
+            return int(module.run(args) or 0)
     except CamlensError as e:
         print(f"camlens {name}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

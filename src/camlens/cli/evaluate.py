@@ -107,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"give the data once: DATA {args.data_pos!r} or --data {args.data!r}, not both")
     if args.sanity_images < 1:
         raise InputError(f"--sanity-images {args.sanity_images} must be at least 1 (or pass --no-sanity)")
+    data = args.data or args.data_pos
+    if data is not None and Path(data).is_dir() and Path(args.out).resolve().is_relative_to(Path(data).resolve()):
+        raise InputError(f"--out {args.out} is inside the data folder {data}: its curves.png would be read as an "
+                         "image by the next evaluation; choose an --out folder outside the data")  # fmt: skip
     out = prepare_output_folder(args.out, "--out")  # before any work: a file or an unwritable folder fails now
     with folder_lock(out, "camlens evaluate"):
         return _evaluate_into(out, args)

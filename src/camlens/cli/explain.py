@@ -165,13 +165,30 @@ def _photo_items(paths: list[Path], names: list[str], pre: Any, invert: bool) ->
         yield _Item(name, str(path), photo, x, geometry)
 
 
-def _items(args: argparse.Namespace, pre: Any) -> tuple[Iterator[_Item], list[str], Any]:
+def _check_apart(out: Path, paths: list[Path]) -> None:
+    """Refuse images that lie where the run writes (``out``, ``out/overlays``, ``out/maps``): they would be overwritten.
+
+    Raises:
+        InputError: an image file is in one of those folders (as named, or after its links are followed).
+    """
+    from camlens.errors import InputError
+
+    written = {out.resolve() / sub for sub in ("", "overlays", "maps")}
+    for p in paths:
+        if p.absolute().parent.resolve() in written or p.resolve().parent in written:
+            raise InputError(f"--out {out} holds the image {p}: the run's figures (<out>/<photo's stem>.png) would be "
+                             "written among the photos, over any of the same name; give an --out folder apart from "
+                             "the images, e.g. --out camlens-explain")  # fmt: skip
+
+
+def _items(args: argparse.Namespace, pre: Any, out: Path) -> tuple[Iterator[_Item], list[str], Any]:
     """The images to explain (``--index`` items first, then files, lazily), their names, the dataset or None."""
     from camlens.preprocess import Geometry, expand_image_paths
     from camlens.viz.explained import display_image
     from camlens.viz.photos import output_stems
 
     paths = expand_image_paths([*args.images, *args.image], "images") if args.images or args.image else []
+    _check_apart(out, paths)
     names = output_stems([f"test-{i:05d}" for i in args.index] + [p.stem for p in paths])
     ds, first = None, []
     if args.index:
@@ -259,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.index and not args.image and not args.images:
         raise InputError("nothing to explain: give image files, folders or patterns (IMAGE ...), "
                          "or --index I [I ...] (items of --data)")  # fmt: skip
+    if args.top_k is not None and args.top_k < 1:
+        raise TargetError(f"--top-k {args.top_k} must be 1 or more: the number of most probable classes to explain")
     if args.top_k is not None and args.target != "predicted":
         raise TargetError(f"--target {args.target!r} and --top-k {args.top_k} both given; use one of them")
     if args.batch_size < 1:
@@ -289,6 +308,8 @@ def _target(value: str, names: list[str] | None) -> int | None:
         return parse_target(value, names or [])
     if value.isdigit():
         return int(value)
+    if value.startswith("-") and value[1:].isdigit():
+        raise TargetError(f"target={value!r} is a negative class index; give a class index from 0, or 'predicted'")
     raise TargetError(f"target={value!r} is a class name, but the model has no class names; give a class index, "
                       "or the names with --labels FILE (one a line)")  # fmt: skip
 
@@ -317,7 +338,7 @@ class _Run:
         self.counts = {"figure": 0, "overlay": 0, "map file": 0}
 
     def run(self) -> int:
-        items, order, ds = _items(self.args, self.pre)
+        items, order, ds = _items(self.args, self.pre, self.out)
         self.order = {name: k for k, name in enumerate(order)}
         self.dataset_items = set(order[: len(self.args.index)])
         self.names = _known_names(self.args, self.info, ds)
@@ -371,7 +392,8 @@ class _Run:
         assert classes is not None
         probs = torch.softmax(logits.detach().float(), dim=1).cpu()
         self._check_names(probs.shape[1])
-        pred_prob, pred = probs.max(dim=1)
+        pred = logits.detach().argmax(dim=1).cpu()  # the class the methods explain: softmax can round to ties
+        pred_prob = probs.gather(1, pred[:, None])[:, 0]
         classes = classes.cpu()
         for i, it in enumerate(batch):
             yield PhotoResult(it.name, it.source, it.photo, it.geometry, it.label, int(pred[i]),

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from camlens.core.capture import module_outputs
+from camlens.core.inputs import check_image_batch
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
 from camlens.core.tokens import auto_reshape, plausible_grid
 from camlens.errors import CamlensError, LayerNotUsedError
@@ -146,7 +147,12 @@ def scan_layers(
 
     Returns:
         ``[LayerInfo, ...]`` in the order the modules finished their (last) call.
+
+    Raises:
+        InputError: ``x`` does not fit the model's first convolution (grayscale into an RGB model, ...;
+            :func:`camlens.core.inputs.check_image_batch`).
     """
+    check_image_batch(model, x)
     with module_outputs(model) as outs, torch.enable_grad():
         # A leaf input that requires grad: frozen models still build a graph, and the walk
         # back to it tells which outputs depend on the image.

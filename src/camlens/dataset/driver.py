@@ -177,8 +177,10 @@ def _no_repeats(what: str, names: list[str]) -> None:
         )
 
 
-def _check_sizes(batch_size: int, shard_size: int, num_workers: int, limit: int | None, dtype: str,
-                 figures: int = 0) -> None:  # fmt: skip
+def _check_arguments(out: str | Path, data: str | Dataset, batch_size: int, shard_size: int, num_workers: int,
+                     limit: int | None, dtype: str, figures: int = 0) -> None:  # fmt: skip
+    """Refuse, before any work, sizes out of range and an output folder in the data folder."""
+    _check_out_apart(out, data)
     sizes = (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0),
              ("figures", figures, 0))  # fmt: skip
     for name, value, low in sizes:
@@ -372,7 +374,7 @@ def explain_dataset(
             ``'torchvision:NAME'``, ...), or an ``nn.Module`` (left as found: its ``training`` flags are restored).
         data: a name :func:`camlens.sources.load_dataset` resolves (``'fashion-mnist:test'``, a folder of one
             image subfolder per class, ...), or a map-style ``Dataset`` of ``(image (C, H, W), label)`` or images.
-        out: the output folder (created; reused to resume).
+        out: the output folder (created; reused to resume); not the folder ``data`` names, nor one inside it.
         methods: method names from :data:`camlens.METHODS`.
         layers: layer names; default :func:`camlens.choose_layer` on the first batch (recorded in the manifest).
         targets: ``'predicted'``, ``'label'``, ``'top-K'`` or a class index.
@@ -403,7 +405,7 @@ def explain_dataset(
         >>> camlens.open_results("maps")[7].maps["gradcam/seq.4"].shape  # doctest: +SKIP
         torch.Size([28, 28])
     """
-    _check_sizes(batch_size, shard_size, num_workers, limit, dtype, figures)
+    _check_arguments(out, data, batch_size, shard_size, num_workers, limit, dtype, figures)
     target, (method_names, method_classes) = parse_targets(targets), _method_classes(methods)
     t0, (rank, world, local_rank, own_group) = time.perf_counter(), D.setup(device)
     with ExitStack() as stack:  # on the way out: the model's flags restored, the lock freed, the group left
@@ -424,6 +426,20 @@ def explain_dataset(
         return RunSummary(run.folder, inputs.n_items, run.n_shards, computed, skipped, items,
                           time.perf_counter() - t0, world, rank, stats, run.layers, layer_choice,
                           run.header["preprocessing"], drawn, n_batches, n_groups)  # fmt: skip
+
+
+def _check_out_apart(out: str | Path, data: str | Dataset) -> None:
+    """Refuse an output folder in the data folder: the next run would read its figures and files as data.
+
+    Raises:
+        InputError: ``out`` is ``data`` (a folder) or a folder inside it.
+    """
+    if isinstance(data, (str, Path)) and Path(data).is_dir() and Path(out).resolve().is_relative_to(
+            Path(data).resolve()):  # fmt: skip
+        raise InputError(
+            f"out={str(out)!r} (--out) is inside the data folder {str(data)!r}: the results (figures/ would be a "
+            "class folder of images) would be read as data by the next run; choose an output folder outside it"
+        )
 
 
 def _restore(flags: dict[nn.Module, bool] | None) -> None:

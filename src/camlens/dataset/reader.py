@@ -283,6 +283,9 @@ def open_results(path: str | Path) -> Results:
     folder = Path(path)
     if folder.name == MANIFEST:
         folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"{folder} {'is not a folder' if folder.exists() else 'does not exist'}; give the output "
+                        "folder of `camlens explain-dataset` (its --out)")  # fmt: skip
     manifest = read_manifest(folder)
     if manifest is None:
         raise DataError(f"{folder} has no {MANIFEST}; is it the output folder of `camlens explain-dataset`?")

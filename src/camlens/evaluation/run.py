@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from camlens._util.progress import progress_bar
+from camlens.core.layers import resolve_layers
+from camlens.core.wrapped import strip_wrapper_prefix, unwrap_model
 from camlens.errors import CamlensError, InputError
 from camlens.evaluation.extra import resolve_extra, score_extras
 from camlens.evaluation.result import SANITY_STATS, Evaluation
@@ -98,12 +100,15 @@ def collect_maps(
         skipped: when given, a method whose construction or call raises a camlens error
             (CAM without a linear head, a callable target, ...) is appended as
             ``(method, one-line reason)`` and left out; when ``None`` the error propagates.
+            A layer the model does not have raises :class:`~camlens.errors.LayerNotFoundError` first.
         progress: show a bar over the methods.
 
     Returns:
         ``({"method@key": (N, H, W)}, [(method, key), ...])`` in entry order,
         ``key`` a layer or ``"input"`` for an input-sized method.
     """
+    # a layer the model does not have is the caller's mistake for every method: an error, not all skipped
+    resolve_layers(unwrap_model(model), [strip_wrapper_prefix(n, model) for n in layers])
     maps: dict[str, Tensor] = {}
     explained: list[tuple[str, str]] = []
     bar = progress_bar(len(methods), "maps (methods)", enabled=progress)

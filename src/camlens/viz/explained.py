@@ -55,7 +55,8 @@ def explain_batch(
     cam = get_method(method)(model, layers=None if layers is None else list(layers))
     result = cam(x, target if target is None else [target] * x.shape[0], top_k=top_k)
     probs_all = torch.softmax(result.logits, dim=1)
-    pred_prob, pred = probs_all.max(dim=1)
+    pred = result.logits.argmax(dim=1)  # the class the method explains: softmax can round close logits to ties
+    pred_prob = probs_all.gather(1, pred[:, None])[:, 0]
     classes = result.targets
     assert classes is not None  # class targets always have indices
     # maps with channels (guided backpropagation: (N, [K,] C, H, W)) are drawn signed: keep the raw gradients
