@@ -25,6 +25,7 @@ from camlens.errors import (
     LayerNotFoundError,
     LayerNotUsedError,
     LayerShapeError,
+    MethodNotFoundError,
     TargetError,
 )
 from camlens.evaluation import Evaluation, evaluate, recommend
@@ -104,6 +105,7 @@ __all__ = [
     "LayerNotUsedError",
     "LayerShapeError",
     "LeGrad",
+    "MethodNotFoundError",
     "NoiseSmooth",
     "Preprocess",
     "RandomCAM",

@@ -15,6 +15,7 @@ __all__ = [
     "LayerNotFoundError",
     "LayerNotUsedError",
     "LayerShapeError",
+    "MethodNotFoundError",
     "TargetError",
 ]
 
@@ -27,6 +28,13 @@ class LayerNotFoundError(CamlensError, LookupError):
     """A requested layer is not a submodule of the model."""
 
     def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MethodNotFoundError(CamlensError, KeyError):
+    """A method name is not in the registry (:data:`camlens.METHODS`)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 

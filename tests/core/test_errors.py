@@ -48,6 +48,21 @@ def test_a_layer_given_as_an_int_names_the_string_to_give(model):
         camlens.get_method("scorecam")(model, 1.5)
 
 
+def test_an_unknown_method_name_is_a_camlens_error_that_names_the_registered_ones():
+    # Before: a bare KeyError (quoted message, not a CamlensError), "no method 'x' Registered: ..." without a
+    # full stop, and an AttributeError for a name that is not a string.
+    with pytest.raises(camlens.MethodNotFoundError) as e:
+        camlens.get_method("gradcam+++")
+    assert isinstance(e.value, KeyError) and isinstance(e.value, camlens.CamlensError)
+    assert str(e.value).startswith("no method 'gradcam+++'; did you mean gradcam++, gradcam")
+    assert str(e.value).endswith(", ".join(sorted(camlens.METHODS)))
+    with pytest.raises(camlens.MethodNotFoundError, match=r"^no method 'zzz'\. Registered: "):
+        camlens.get_method("zzz")
+    with pytest.raises(camlens.MethodNotFoundError, match=r"^no method 7\. Registered: "):
+        camlens.get_method(7)  # type: ignore[arg-type]
+    assert camlens.get_method("GradCAM++") is camlens.GradCAMPlusPlus
+
+
 def test_layer_passed_as_module_is_named(model, x):
     r = camlens.GradCAM(model, layers=[model.seq[6]])(x)
     assert list(r.maps) == ["seq.6"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from camlens.errors import MethodNotFoundError
 from camlens.methods.base import BaseCAM
 
 __all__ = ["METHODS", "get_method", "register"]
@@ -28,12 +29,17 @@ def register(name: str) -> Callable[[T], T]:
 
 
 def get_method(name: str) -> type[BaseCAM]:
-    """The method class registered as ``name`` (case-insensitive; '_' and '-' alike)."""
-    key = name.lower().replace("_", "-")
+    """The method class registered as ``name`` (case-insensitive; '_' and '-' alike).
+
+    Raises:
+        MethodNotFoundError: no method is registered as ``name`` (a ``KeyError``); the message
+            names close matches and every registered method.
+    """
+    key = name.lower().replace("_", "-") if isinstance(name, str) else None
     if key not in METHODS:
         import difflib
 
-        near = difflib.get_close_matches(key, list(METHODS), n=3)
-        hint = f"; did you mean {', '.join(near)}?" if near else ""
-        raise KeyError(f"no method {name!r}{hint} Registered: {', '.join(sorted(METHODS))}")
+        near = difflib.get_close_matches(key, list(METHODS), n=3) if key else []
+        hint = f"; did you mean {', '.join(near)}?" if near else "."
+        raise MethodNotFoundError(f"no method {name!r}{hint} Registered: {', '.join(sorted(METHODS))}")
     return METHODS[key]
