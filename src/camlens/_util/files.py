@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_writer",
     "errno_name",
+    "inside_data_folder",
     "prepare_output_folder",
     "sha256_bytes",
     "sha256_file",
@@ -81,6 +82,14 @@ def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def inside_data_folder(out: str | Path, data: object) -> bool:
+    """Whether the output folder ``out`` is the folder ``data`` names, or inside it (a run's files would be
+    read as data by the next run); ``False`` when ``data`` is not a folder (a dataset name, a ``Dataset``)."""
+    return isinstance(data, (str, Path)) and Path(data).is_dir() and Path(out).resolve().is_relative_to(
+        Path(data).resolve()
+    )
 
 
 def prepare_output_folder(folder: str | Path, what: str) -> Path:

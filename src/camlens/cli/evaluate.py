@@ -95,7 +95,7 @@ def evaluate_spec(model: str, data: str = "fashion-mnist:test", **kwargs: Any) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from camlens._util.files import prepare_output_folder
+    from camlens._util.files import inside_data_folder, prepare_output_folder
     from camlens._util.lock import folder_lock
     from camlens.errors import InputError
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sanity_images < 1:
         raise InputError(f"--sanity-images {args.sanity_images} must be at least 1 (or pass --no-sanity)")
     data = args.data or args.data_pos
-    if data is not None and Path(data).is_dir() and Path(args.out).resolve().is_relative_to(Path(data).resolve()):
+    if inside_data_folder(args.out, data):
         raise InputError(f"--out {args.out} is inside the data folder {data}: its curves.png would be read as an "
                          "image by the next evaluation; choose an --out folder outside the data")  # fmt: skip
     out = prepare_output_folder(args.out, "--out")  # before any work: a file or an unwritable folder fails now

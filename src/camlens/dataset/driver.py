@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from camlens._util.device import select_device
+from camlens._util.files import inside_data_folder
 from camlens._util.lock import folder_lock
 from camlens._util.progress import progress_bar
 from camlens._util.version import VERSION
@@ -434,8 +435,7 @@ def _check_out_apart(out: str | Path, data: str | Dataset) -> None:
     Raises:
         InputError: ``out`` is ``data`` (a folder) or a folder inside it.
     """
-    if isinstance(data, (str, Path)) and Path(data).is_dir() and Path(out).resolve().is_relative_to(
-            Path(data).resolve()):  # fmt: skip
+    if inside_data_folder(out, data):
         raise InputError(
             f"out={str(out)!r} (--out) is inside the data folder {str(data)!r}: the results (figures/ would be a "
             "class folder of images) would be read as data by the next run; choose an output folder outside it"
