@@ -34,12 +34,7 @@ def _hessian_vector(g: Tensor, a: Tensor, name: str) -> Tensor | None:
     return hvp
 
 
-_MATH_LOCK = threading.Lock()
-_math_calls: list[AbstractContextManager[Any]] = []  # one entry per call inside; all hold the one kernel context
-
-
-@contextmanager
-def _math_attention() -> Iterator[None]:
+class _MathAttention:
     """Scaled-dot-product attention through torch's math kernel, the one with second derivatives.
 
     The fused kernels (flash, memory-efficient, cuDNN) have none, so the HVP through
@@ -47,18 +42,30 @@ def _math_attention() -> Iterator[None]:
     call is inside, attention in every thread runs the math kernel (the same values up
     to rounding); the choice from before the first call is restored after the last.
     """
-    with _MATH_LOCK:
-        kernel: AbstractContextManager[Any] = _math_calls[0] if _math_calls else sdpa_kernel(SDPBackend.MATH)
-        if not _math_calls:
-            kernel.__enter__()
-        _math_calls.append(kernel)
-    try:
-        yield
-    finally:
-        with _MATH_LOCK:
-            _math_calls.pop()
-            if not _math_calls:
-                kernel.__exit__(None, None, None)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls = 0  # calls inside; the first enters the kernel context, the last leaves it
+        self._kernel: AbstractContextManager[Any] | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if not self._calls:
+                self._kernel = sdpa_kernel(SDPBackend.MATH)
+                self._kernel.__enter__()
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
+                if not self._calls and self._kernel is not None:
+                    self._kernel.__exit__(None, None, None)
+                    self._kernel = None
+
+
+_math_attention = _MathAttention()
 
 
 @register("shapleycam")
