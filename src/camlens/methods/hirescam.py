@@ -46,10 +46,13 @@ class HiResCAM(BaseCAM):
         return gradients
 
     def layer_maps(self, ctx: CAMContext) -> dict[str, Tensor]:
-        maps = super().layer_maps(ctx)
-        if not self.eigen_smooth and ctx.gradients is not None:
-            for name, m in maps.items():
-                _warn_if_cancelled(name, m, ctx.gradients[name] * ctx.activations[name].unsqueeze(1))
+        if self.eigen_smooth or ctx.gradients is None:
+            return super().layer_maps(ctx)
+        maps = {}
+        for name, acts in ctx.activations.items():
+            terms = ctx.gradients[name] * acts.unsqueeze(1)  # (N, K, C, *s): combine()'s element-wise products, once
+            maps[name] = terms.sum(dim=2)
+            _warn_if_cancelled(name, maps[name], terms)
         return maps
 
 
