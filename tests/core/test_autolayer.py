@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -35,6 +37,41 @@ def test_choice_on_the_tutorials_convnet_and_a_cnn_with_a_pooled_head():
     assert choose_layer(ConvNet().eval(), torch.rand(2, 1, 28, 28)) == "seq.5"
     # the pooled (N, 5, 1, 1) output has one position: not a map, so the choice is the block before it
     assert choose_layer(FullyConv().eval(), torch.rand(2, 1, 20, 36)) == "features"
+
+
+class EnlargingPool(nn.Module):
+    """AlexNet's shape on a small input: the convolutions end in a 1x1 map that ``avgpool`` repeats to 3x3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(8))  # 8x8 -> 1x1
+        self.avgpool = nn.AdaptiveAvgPool2d(3)  # (N, 6, 3, 3), every position the same value
+        self.head = nn.Linear(6 * 9, 4)
+
+    def forward(self, x):
+        return self.head(self.avgpool(self.features(x)).flatten(1))
+
+
+def test_choice_skips_a_pooling_that_repeats_one_position():
+    torch.manual_seed(0)
+    model, x = EnlargingPool().eval(), torch.rand(2, 3, 8, 8)
+    info = {i.name: i for i in scan_layers(model, x)}
+    assert info["avgpool"].spatial and info["avgpool"].on_path and info["avgpool"].uniform
+    assert not info["avgpool"].candidate
+    assert not info["features.0"].uniform
+    chosen = choose_layer(model, x)
+    assert chosen == "features.1"  # the 8x8 map after the ReLU: the 1x1 max-pool has one position
+    raw = camlens.GradCAM(model)(x).raw[chosen]
+    assert raw.shape == (2, 8, 8) and bool((raw.flatten(1).amax(1) > raw.flatten(1).amin(1)).all())
+    # given by hand, the repeated map is explained as asked, with a warning that names it
+    with pytest.warns(UserWarning, match=r"layer 'avgpool' holds one value at every position of its \(3, 3\) maps"):
+        flat = camlens.GradCAM(model, "avgpool")(x).raw["avgpool"]
+    assert bool((flat == flat[:, :1, :1]).all())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        camlens.GradCAM(model)(x)  # the automatic choice: no warning
+    # an all-black image leaves every map uniform; the choice is then the last such map, as before
+    assert choose_layer(model, torch.zeros(1, 3, 8, 8)) == "avgpool"
 
 
 def test_choice_uses_the_real_input_size_not_224():

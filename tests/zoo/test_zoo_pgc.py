@@ -25,12 +25,14 @@ from test_zoo_autolayer import build_torchvision, reinit_zero_heads, two_images
 
 import camlens
 
-#: model -> input side; the ViT is built for 32x32 (2x2 patches of 16)
+#: model -> input side; the ViT is built for 32x32 (2x2 patches of 16). AlexNet at 128: at 64 its convolutions
+#: end in a 1x1 map that avgpool only repeats, so the choice is ``features.10``, whose output the next ReLU
+#: overwrites in place, and there pytorch-grad-cam reads the ReLU's output as the convolution's (its known departure).
 MODELS = {
     "resnet18": 64,
     "resnet50": 64,
     "vgg11_bn": 64,
-    "alexnet": 64,
+    "alexnet": 128,
     "mobilenet_v2": 64,
     "mobilenet_v3_small": 64,
     "efficientnet_b0": 64,

@@ -22,7 +22,12 @@ weights alone is the same for every image, whatever its shape), and a map
 read channels-first must be a grid of the image, its sides shrunk by one
 stride up to a few border cells (a ``(N, heads, tokens, head_dim)`` tensor
 inside an attention block, as timm CoaT's convolutional position encoding
-returns, is not). Neither test looks at the batch size, so neither does the
+returns, is not). A map that holds one value at every position, in every
+channel of every image, is one position repeated: an adaptive pooling that
+enlarges a 1x1 map (AlexNet's and VGG's ``avgpool`` on an input under about
+100 pixels) is skipped for the convolution before it, whose map has a real
+grid (unless every map is uniform, as for an all-black image: the last
+one is taken then). Neither test looks at the batch size, so neither does the
 choice. When every gradient is zero (a classifier head initialised to zero,
 as untrained torchvision ViTs and timm's MLP-Mixer family are built), the
 error says so instead of blaming the layers.
@@ -30,7 +35,7 @@ error says so instead of blaming the layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -68,6 +73,9 @@ class LayerInfo:
             timm CoaT's parallel blocks returning their stage-1 input): the
             producer is the layer to hook, since what uses the tensor may have
             run before this module.
+        uniform: whether every channel of every map is one value at all
+            positions (a 1x1 map repeated by an enlarging adaptive pooling):
+            any CAM there is flat.
     """
 
     name: str
@@ -79,6 +87,7 @@ class LayerInfo:
     varies: bool = True
     real_grid: bool = True
     passed_on: bool = False
+    uniform: bool = False
 
     @property
     def spatial(self) -> bool:
@@ -88,7 +97,14 @@ class LayerInfo:
     @property
     def candidate(self) -> bool:
         """Whether the automatic choice may take it: image-dependent maps on a real grid, on the score's path."""
-        return self.spatial and self.varies and self.real_grid and not self.passed_on and bool(self.on_path)
+        return (
+            self.spatial
+            and self.varies
+            and self.real_grid
+            and not self.passed_on
+            and not self.uniform
+            and bool(self.on_path)
+        )
 
 
 def _positions(map_shape: tuple[int, ...]) -> int:
@@ -178,7 +194,9 @@ def scan_layers(
         m = _as_maps(t.detach(), x)
         on_path: bool | None = None
         real = True
+        uniform = False
         if m is not None:
+            uniform = bool((m == m.flatten(2)[:, :, :1].reshape(*m.shape[:2], *([1] * (m.ndim - 2)))).all())
             g = grad_of.get(name)
             gm = None if g is None else _as_maps(g, x)
             on_path = gm is not None and bool(gm.any())
@@ -186,7 +204,7 @@ def scan_layers(
             real = m.shape != t.shape or plausible_grid(m.shape[2:], x.shape[2:])
         varies = name in varying or not xg.requires_grad
         shape = None if m is None else tuple(m.shape)
-        infos.append(LayerInfo(name, kind, tuple(t.shape), shape, on_path, same_as, varies, real, passed_on))
+        infos.append(LayerInfo(name, kind, tuple(t.shape), shape, on_path, same_as, varies, real, passed_on, uniform))
     return infos
 
 
@@ -235,6 +253,9 @@ def choose_layer(
 
     for info in reversed(infos):
         if info.candidate and not inside_dead(info.name):
+            return info.name
+    for info in reversed(infos):  # a flat image (all zeros) can leave every map uniform: take the last one then
+        if info.uniform and replace(info, uniform=False).candidate and not inside_dead(info.name):
             return info.name
     maps = [i for i in infos if i.spatial and i.varies and i.real_grid]
     if maps and not any(i.on_path for i in maps):

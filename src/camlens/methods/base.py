@@ -270,7 +270,7 @@ class BaseCAM:
         grads = layer_gradients(scores, acts) if self.uses_gradients else None
         activations = {n: self._as_maps(n, a.detach(), x) for n, a in acts.items()}
         gradients = None if grads is None else {n: self._as_maps(n, g, x, batched=True) for n, g in grads.items()}
-        warn_if_zero_gradients(gradients or {})
+        warn_if_flat(activations, gradients or {})
         return CAMContext(
             self.model, x, logits.detach(), scores.detach(), classes, activations, gradients, target, multi
         )
@@ -345,6 +345,32 @@ def layer_gradients(scores: Tensor, acts: Mapping[str, Tensor]) -> dict[str, Ten
     return {n: g for n, g in grads.items() if g is not None}
 
 
+def warn_if_flat(activations: Mapping[str, Tensor], gradients: Mapping[str, Tensor]) -> None:
+    """Warn about a layer whose maps cannot vary: the same value at every position (see below) or zero gradients."""
+    warn_if_uniform(activations)
+    warn_if_zero_gradients(gradients)
+
+
+def warn_if_uniform(activations: Mapping[str, Tensor]) -> None:
+    """Warn about a layer whose maps ``(N, C, *s)``, in every channel of every image, hold one value at every position.
+
+    Every CAM there is flat: an adaptive pooling repeating a 1x1 map (AlexNet's and VGG's ``avgpool`` on an
+    input under about 100 pixels). The automatic layer choice skips such layers.
+    """
+    for name, a in activations.items():
+        if a.ndim < 3 or a[0, 0].numel() < 2:
+            continue
+        first = a.flatten(2)[:, :, :1]
+        if bool((a.flatten(2) == first).all()):
+            warnings.warn(
+                f"layer {name!r} holds one value at every position of its {tuple(a.shape[2:])} maps, in every "
+                "channel of every image (a 1x1 map repeated, as an adaptive pooling after convolutions that end in "
+                "1x1 does), so every map there is flat: explain an earlier layer with a real grid (layers=None "
+                "chooses one), or give a larger input",
+                stacklevel=5,
+            )
+
+
 def warn_if_zero_gradients(gradients: Mapping[str, Tensor]) -> None:
     """Warn about a layer whose gradient maps ``(N, K, C, *s)`` are zero at every position for an image.
 
@@ -361,7 +387,7 @@ def warn_if_zero_gradients(gradients: Mapping[str, Tensor]) -> None:
                 f"{zero.nonzero().flatten().tolist()[:10]}, so every gradient method's map there is empty: the "
                 "score does not read this layer's positions (a ViT's last block: its patch tokens are not read by "
                 "a class-token head; explain the input of the last block) or the head is all zeros",
-                stacklevel=4,
+                stacklevel=5,
             )
 
 
