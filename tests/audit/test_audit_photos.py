@@ -49,3 +49,23 @@ def test_audit_of_a_photo_run_reads_the_photos_as_the_run_did_and_lists_their_fi
     with Image.open(first) as im:
         assert im.height == 32
     assert torch.isfinite(torch.tensor([c["spread"]["border"] for c in report["classes"]])).all()
+
+
+def test_an_audit_folder_inside_the_photo_folder_is_refused_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    from camlens.cli import main
+
+    files = _folder(tmp_path / "photos")
+    model = seeded(lambda: SmallResNet(num_classes=3))
+    pre = Preprocess(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    camlens.explain_dataset(model, str(tmp_path / "photos"), tmp_path / "maps", methods="gradcam", layers="layer3",
+                            preprocess=pre, progress=False, device="cpu")  # fmt: skip
+    photos = tmp_path / "photos"
+    # the data folder the results name, and the one given with --data (also with --no-images: the next run reads it)
+    for out, more in ((photos / "audit", []), (photos / "cat" / "a", ["--data", str(photos)]),
+                      (photos, ["--no-images"])):  # fmt: skip
+        assert main(["audit", str(tmp_path / "maps"), "--out", str(out), *more]) == 1
+        err = capsys.readouterr().err
+        assert f"InputError: out={str(out)!r} (--out) is inside the data folder {str(photos)!r}" in err
+        assert "choose an audit folder outside it" in err
+    assert sorted(str(p.relative_to(photos)) for p in photos.rglob("*") if p.is_file()) == files  # nothing written
+    assert main(["audit", str(tmp_path / "maps"), "--out", str(tmp_path / "audit"), "--no-explorer"]) == 0

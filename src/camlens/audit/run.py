@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from camlens._util.files import prepare_output_folder, writing
+from camlens._util.files import inside_data_folder, prepare_output_folder, writing
 from camlens._util.lock import folder_lock
 from camlens.audit.clusters import cluster_maps
 from camlens.audit.collect import Collected, audit_class, collect
@@ -81,6 +81,23 @@ def choose_map(results: Results, method: str | None, layer: str | None, reason: 
     return key, reason or "user"
 
 
+def _check_out_apart(out: str | Path, data: Any, results: Results) -> None:
+    """Refuse an audit folder in the data folder (the one given, or the one the results name): the next run
+    would read the audit's pictures as images of the data.
+
+    Raises:
+        InputError: ``out`` is such a folder or a folder inside it.
+    """
+    named = results.config.get("data", {}).get("spec")
+    for folder in (data, named):
+        if inside_data_folder(out, folder):
+            raise InputError(
+                f"out={str(out)!r} (--out) is inside the data folder {str(folder)!r}: the audit's pictures "
+                "(classes/, items/) would be read as images by the next run on that data; choose an audit folder "
+                "outside it"
+            )
+
+
 def _open_data(data: Any, results: Results) -> tuple[Any | None, str]:
     """The dataset to read images from, and how it was found (for the record)."""
     if data is False:
@@ -137,7 +154,7 @@ def audit(
 
     Args:
         results: the explain-dataset output folder (or the opened :class:`~camlens.dataset.Results`).
-        out: the audit's folder (created).
+        out: the audit's folder (created); not the data folder, nor one inside it.
         data: the explained data (a ``Dataset`` or a spec as explain-dataset takes); ``None``: the data
             the results name, if it can be opened; ``False``: no images (nothing is flagged then: the
             object is unknown).
@@ -152,7 +169,8 @@ def audit(
         An :class:`AuditReport`.
 
     Raises:
-        InputError: no such map, several maps and none chosen, ``out`` not writable.
+        InputError: no such map, several maps and none chosen, ``out`` not writable, ``out`` inside the data
+            folder (``data``, or the one the results name).
         DataError: unreadable results, or data that does not match them.
         FolderBusyError: another audit writes ``out``.
 
@@ -161,6 +179,7 @@ def audit(
         []
     """
     res = results if isinstance(results, Results) else open_results(results)
+    _check_out_apart(out, data, res)
     key, chosen_by = choose_map(res, method, layer, reason)
     ds, images_note = _open_data(data, res)
     folder = prepare_output_folder(out, "the audit folder (out)")
