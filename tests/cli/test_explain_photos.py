@@ -201,6 +201,30 @@ def test_guided_methods_draw_signed_gradients_on_the_photo(photos, factory, tmp_
         assert (out / f"{stem}.png").is_file()
 
 
+@pytest.mark.parametrize(
+    "methods, warned, maps",
+    [
+        (["guided-backprop"], "--layers layer3 is ignored for guided-backprop: it takes no layers; omit --layers",
+         ["guided-backprop/input"]),
+        (["gradcam", "guided-backprop"], "--layers layer3 is ignored for guided-backprop: it takes no layers",
+         ["gradcam/layer3", "guided-backprop/input"]),
+        # both use the layer: FullGrad sums the bias terms inside it into one map
+        (["fullgrad", "guided-gradcam"], None, ["fullgrad/fullgrad", "guided-gradcam/layer3"]),
+    ],
+)
+def test_layers_given_to_a_method_that_takes_none_are_named_in_one_warning(photos, factory, tmp_path, capsys,
+                                                                           methods, warned, maps):  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["explain", factory, str(photos / "photo.jpg"), "--size", "32", "--crop", "32", "--methods", *methods,
+            "--layers", "layer3", "--no-figures", "--save-maps", "--out", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "warning" in line] == ([] if warned is None else
+                                                                       [f"camlens explain: warning: {warned}"])
+    with safe_open(str(out / "maps" / "photo.safetensors"), "pt") as f:
+        assert sorted(f.keys()) == ["classes", *maps, "probs"]
+
+
 def test_target_by_name_from_a_labels_file(photos, factory, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"class {i}\n" for i in range(999)) + "tabby & <co>\n\n")
@@ -226,6 +250,8 @@ def test_target_by_name_from_a_labels_file(photos, factory, tmp_path, capsys):
         # the 451x300 photo would become 150333x100000 pixels: refused before the resize, not killed for memory
         (["--size", "100000"], "size=100000 would make this 451x300 image 150333x100000 (15,033,300,000 pixels)"),
         (["--crop", "20000"], "crop=(20000, 20000) would make this 451x300 image 20000x20000"),
+        (["--layers", "layer4", "layer3", "layer4"], "InputError: --layers layer4 layer3 layer4 names layer4 more "
+         "than once; give each layer once"),
     ],
 )
 def test_bad_input_is_a_camlens_error(photos, factory, tmp_path, capsys, extra, match):

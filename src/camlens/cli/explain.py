@@ -9,6 +9,7 @@ method and batch, and drawn back on the photo at its own resolution.
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size {args.batch_size} must be 1 or more")
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha {args.alpha} must be in [0, 1]")
+    twice = [n for n in dict.fromkeys(args.layers or []) if args.layers.count(n) > 1]
+    if twice:
+        raise InputError(f"--layers {' '.join(args.layers)} names {', '.join(twice)} more than once; give each layer "
+                         "once (each is explained once per image)")  # fmt: skip
     check_colormap(args.colormap)
     device = select_device(args.device)
     out = prepare_output_folder(args.out, "--out")  # before any work: a file or an unwritable folder fails now
@@ -365,8 +370,17 @@ class _Run:
         else:
             how = "given" if layers else "guided backpropagation explains the input"
         self.cams = {m: get_method(m)(self.model, layers=layers) for m in dict.fromkeys(self.args.methods)}
+        self._warn_unused_layers()
         self.layers_line = f"{', '.join(layers or ['input'])} ({how})"
         print(f"layers: {self.layers_line}")
+
+    def _warn_unused_layers(self) -> None:
+        """One warning naming the methods that take no layers (guided backpropagation) when --layers was given."""
+        free = [m for m, cam in self.cams.items() if not cam.layers]
+        if self.args.layers and free:
+            rest = "; omit --layers" if len(free) == len(self.cams) else ""
+            warnings.warn(f"--layers {' '.join(self.args.layers)} is ignored for {', '.join(free)}: "
+                          f"{'it takes' if len(free) == 1 else 'they take'} no layers{rest}", stacklevel=2)  # fmt: skip
 
     def _explain(self, batch: list[_Item], target: int | None) -> Iterator[Any]:
         from camlens.viz.photos import PhotoResult
