@@ -337,6 +337,16 @@ def test_an_out_that_is_a_file_or_cannot_be_written_is_refused_before_any_work(m
     assert rc == 1 and err.startswith("camlens explain-dataset: error: DataError: out=") and "Traceback" not in err
 
 
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_limit_below_one_is_refused_on_the_command_line_before_any_work(tmp_path, capsys, limit):
+    out = tmp_path / "maps"
+    rc = main(["explain-dataset", "--model", "x:y", "--out", str(out), "--limit", str(limit), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err == (f"camlens explain-dataset: error: InputError: --limit {limit} must be 1 or more: the "
+                               "number of items to explain; omit --limit to explain every item\n")  # fmt: skip
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("failing", "code"), [("shard-000001.json", errno.ENOSPC), ("manifest.json", errno.EACCES)])
 def test_a_full_disk_or_denied_write_keeps_finished_shards_and_the_rerun_resumes(
     model, tmp_path, monkeypatch, failing, code

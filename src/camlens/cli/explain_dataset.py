@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", default="predicted", help="'predicted' | 'label' | 'top-K' | a class index")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--shard-size", type=int, default=1024, help="items per shard file (default: %(default)s)")
-    parser.add_argument("--limit", type=int, default=None, help="explain only the first N items")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="explain only the first N items, N >= 1 (default: every item)")  # fmt: skip
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored maps' dtype")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per process")
@@ -63,7 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from camlens.dataset import explain_dataset
+    from camlens.errors import InputError
 
+    if args.limit is not None and args.limit < 1:  # the API takes limit=0 (no items); asked for here, it is a slip
+        raise InputError(f"--limit {args.limit} must be 1 or more: the number of items to explain; omit --limit to "
+                         "explain every item")  # fmt: skip
     mask = {"auto": None, "nonzero": True, "none": False}[args.object_mask]
     flags = {k: v for k, v in preprocess_flags(args).items() if v is not None}
     summary = explain_dataset(

@@ -380,7 +380,7 @@ def explain_dataset(
         layers: layer names; default :func:`camlens.choose_layer` on the first batch (recorded in the manifest).
         targets: ``'predicted'``, ``'label'``, ``'top-K'`` or a class index.
         batch_size, shard_size: items per forward/backward pass; per shard file (the unit of resume and of work).
-        limit: explain only the first ``limit`` items.
+        limit: explain only the first ``limit`` items (``None``: every item; ``0``: none, an empty run).
         device: ``'auto'`` (CUDA, then MPS, then CPU), ``'cpu'``, ``'cuda'`` (each rank
             takes ``cuda:LOCAL_RANK``), ``'mps'``; for an ``nn.Module``, ``'auto'`` is its device.
         dtype, num_workers: the stored maps' ``'float16'`` (default) or ``'float32'``; ``DataLoader`` workers per rank.
