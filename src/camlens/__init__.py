@@ -20,6 +20,7 @@ from camlens.core.tokens import channels_last_to_maps
 from camlens.dataset import explain_dataset, open_results
 from camlens.errors import (
     CamlensError,
+    ChannelError,
     DataError,
     InputError,
     LayerNotFoundError,
@@ -80,6 +81,7 @@ __all__ = [
     "BaseCAM",
     "CAMResult",
     "CamlensError",
+    "ChannelError",
     "CounterfactualCAM",
     "DFFResult",
     "DataError",

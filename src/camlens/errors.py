@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CamlensError",
+    "ChannelError",
     "DataError",
     "FolderBusyError",
     "InputError",
@@ -52,6 +53,22 @@ class TargetError(CamlensError, ValueError):
 
 class InputError(CamlensError, ValueError):
     """The input tensor cannot be explained as given (device, inference mode, rank)."""
+
+
+class ChannelError(InputError):
+    """The images have another number of channels than the model's first convolution takes (grayscale into RGB).
+
+    ``given`` and ``expected`` are the two channel counts and ``where`` the convolution (``"ResNet's first
+    convolution 'conv1'"``), so that a caller can say the fix in its own terms: the message gives the tensor's
+    (``x.expand(...)``), the command line its ``--channels`` flag.
+    """
+
+    def __init__(self, message: str, given: int, expected: int, where: str) -> None:
+        super().__init__(message, given, expected, where)
+        self.given, self.expected, self.where = given, expected, where
+
+    def __str__(self) -> str:  # the message alone, not the tuple of arguments
+        return str(self.args[0])
 
 
 class DataError(CamlensError, ValueError):

@@ -8,15 +8,17 @@ preprocessing used (so every run says how images were prepared).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-from camlens.errors import InputError
+from camlens.errors import ChannelError, InputError
 from camlens.preprocess import INTERPOLATIONS, Preprocess
 
-__all__ = ["add_model_arguments", "model_from_args", "parse_floats", "parse_size"]
+__all__ = ["add_model_arguments", "channels_as_flags", "model_from_args", "parse_floats", "parse_size"]
 
 
 def parse_size(text: str, flag: str = "--size") -> int | tuple[int, int]:
@@ -93,3 +95,33 @@ def model_from_args(args: argparse.Namespace, device: torch.device) -> tuple[nn.
     info = {**info, "preprocess": pre}
     print(f"preprocess: {pre.describe()}")
     return model, info, pre
+
+
+def _channels(n: int) -> str:
+    return {1: "1 channel (grayscale)", 3: "3 channels (RGB)"}.get(n, f"{n} channels")
+
+
+@contextmanager
+def channels_as_flags(args: argparse.Namespace, fixes: str) -> Iterator[None]:
+    """Say a channel mismatch with what the command line offers, not in Python's words (``x.expand(...)``).
+
+    Args:
+        args: the command's arguments (its ``--channels``, if it has one).
+        fixes: what fixes it when ``--channels`` did not make the images so, with ``{n}`` for the model's channels.
+
+    Raises:
+        ChannelError: the one the engine raised (:func:`camlens.core.inputs.check_image_batch`), reworded.
+    """
+    try:
+        yield
+    except ChannelError as e:
+        head = f"the images reach {e.where} with {_channels(e.given)}, but it takes {_channels(e.expected)}"
+        flag = getattr(args, "channels", None)
+        if e.expected not in (1, 3):
+            fix = f"give images with {e.expected} channels (the preprocessing makes 1 or 3)"
+        elif flag is not None and flag == e.given:
+            fix = (f"--channels {flag} converts the images to {_channels(flag)}: pass --channels {e.expected}, or "
+                   "leave --channels out for the model's own preprocessing")  # fmt: skip
+        else:
+            fix = fixes.replace("{n}", str(e.expected))
+        raise ChannelError(f"{head}: {fix}", e.given, e.expected, e.where) from None

@@ -94,9 +94,16 @@ def evaluate_spec(model: str, data: str = "fashion-mnist:test", **kwargs: Any) -
     return run_spec(model, data, **kwargs)
 
 
+#: what gives the model images of the channels it takes (``{n}``), said when the evaluated images lack them.
+CHANNEL_FIXES = ("a folder of images is read through the preprocessing, which converts every image: pass "
+                 "--channels {n}; a dataset of tensors is used as it is: give --data whose images have {n} "
+                 "channel(s)")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from camlens._util.files import inside_data_folder, prepare_output_folder
     from camlens._util.lock import folder_lock
+    from camlens.cli._model_args import channels_as_flags
     from camlens.errors import InputError
 
     if args.batch_size < 1:
@@ -112,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out} is inside the data folder {data}: its curves.png would be read as an "
                          "image by the next evaluation; choose an --out folder outside the data")  # fmt: skip
     out = prepare_output_folder(args.out, "--out")  # before any work: a file or an unwritable folder fails now
-    with folder_lock(out, "camlens evaluate"):
+    with folder_lock(out, "camlens evaluate"), channels_as_flags(args, CHANNEL_FIXES):
         return _evaluate_into(out, args)
 
 

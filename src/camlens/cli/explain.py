@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from camlens._util.files import atomic_write_bytes, prepare_output_folder, writing
 from camlens._util.lock import folder_lock
 from camlens._util.optional import optional_import
+from camlens.cli._model_args import channels_as_flags
 from camlens.core.targets import select_output
 from camlens.viz.explained import Explained, explain_batch, title_for, write_figures
 
@@ -292,8 +293,20 @@ def run(args: argparse.Namespace) -> int:
     check_colormap(args.colormap)
     device = select_device(args.device)
     out = prepare_output_folder(args.out, "--out")  # before any work: a file or an unwritable folder fails now
-    with folder_lock(out, "camlens explain"):
+    with folder_lock(out, "camlens explain"), channels_as_flags(args, _channel_fixes(args)):
         return _explain_into(out, args, device)
+
+
+def _channel_fixes(args: argparse.Namespace) -> str:
+    """What gives the model images of the channels it takes (``{n}``): for image files, for ``--index`` items."""
+    fixes = []
+    if args.images or args.image:
+        fixes.append("image files are converted to the channels of the preprocessing (the 'preprocess:' line): "
+                     "pass --channels {n}")  # fmt: skip
+    if args.index:
+        fixes.append(f"--index items of --data {args.data} are used as they are: give --data whose images have "
+                     "{n} channel(s), or explain image files")  # fmt: skip
+    return "; ".join(fixes)
 
 
 def _known_names(args: argparse.Namespace, info: dict[str, Any], ds: Any) -> list[str] | None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 
 from camlens._util.device import DEVICE_HELP
-from camlens.cli._model_args import add_model_arguments, preprocess_flags
+from camlens.cli._model_args import add_model_arguments, channels_as_flags, preprocess_flags
+
+#: what gives the model images of the channels it takes (``{n}``), said when a run's images do not have them.
+CHANNEL_FIXES = ("pass --channels {n}: an image folder is read through the preprocessing, which converts every "
+                 "image, and so is a dataset of tensors once a preprocessing flag is given; or give --data whose "
+                 "images have {n} channel(s)")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,25 +76,26 @@ def run(args: argparse.Namespace) -> int:
                          "explain every item")  # fmt: skip
     mask = {"auto": None, "nonzero": True, "none": False}[args.object_mask]
     flags = {k: v for k, v in preprocess_flags(args).items() if v is not None}
-    summary = explain_dataset(
-        args.model,
-        args.data,
-        args.out,
-        methods=args.methods,
-        layers=args.layers,
-        targets=args.targets,
-        batch_size=args.batch_size,
-        shard_size=args.shard_size,
-        limit=args.limit,
-        device=args.device,
-        dtype=args.dtype,
-        num_workers=args.num_workers,
-        object_mask_from_pixels=mask,
-        progress=not args.no_progress,
-        preprocess=flags or None,
-        weights=args.weights,
-        figures=args.figures,
-    )
+    with channels_as_flags(args, CHANNEL_FIXES):
+        summary = explain_dataset(
+            args.model,
+            args.data,
+            args.out,
+            methods=args.methods,
+            layers=args.layers,
+            targets=args.targets,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            limit=args.limit,
+            device=args.device,
+            dtype=args.dtype,
+            num_workers=args.num_workers,
+            object_mask_from_pixels=mask,
+            progress=not args.no_progress,
+            preprocess=flags or None,
+            weights=args.weights,
+            figures=args.figures,
+        )
     if summary.rank == 0:
         print(summary)
     return 0

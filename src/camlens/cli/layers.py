@@ -70,6 +70,7 @@ def load_model(spec: str, device: torch.device, weights: str | None = None) -> t
 
 def run(args: argparse.Namespace) -> int:
     from camlens._util.device import select_device
+    from camlens.cli._model_args import channels_as_flags
     from camlens.core.autolayer import choose_layer, scan_layers
     from camlens.core.wrapped import unwrap_model
 
@@ -84,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"input shape {shape} has {math.prod(shape)} values, more than the {MAX_INPUT_ELEMENTS} "
                          "`camlens layers` probes with; pass a smaller --input-shape (e.g. 3,224,224)")
     x = torch.rand(1, *shape, device=device)
-    infos = scan_layers(model, x)
+    with channels_as_flags(args, "pass --input-shape {n}," + ",".join(map(str, shape[1:])) + " (one input's shape)"):
+        infos = scan_layers(model, x)
     try:
         chosen: str | None = choose_layer(model, x)
     except CamlensError:  # no candidate is a fact to print, not a failure

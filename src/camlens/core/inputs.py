@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camlens.errors import InputError
+from camlens.errors import ChannelError, InputError
 
 __all__ = ["check_image_batch", "first_convolution"]
 
@@ -42,7 +42,9 @@ def check_image_batch(model: nn.Module, x: Tensor) -> None:
             into an RGB model, RGB into a grayscale one, RGBA), has another
             floating dtype than the model's weights (outside autocast), or is
             channels-last ``(N, H, W, C)``; each message names the shape or
-            dtype and the conversion that fixes it.
+            dtype and the conversion that fixes it. A channel count the model
+            does not take is a :class:`~camlens.errors.ChannelError` (an
+            ``InputError``) that also holds both counts.
     """
     found = first_convolution(model)
     if found is None or x.numel() == 0:
@@ -51,7 +53,7 @@ def check_image_batch(model: nn.Module, x: Tensor) -> None:
     problem = _diagnose(type(model).__name__, name, conv, x)
     probe = x[:1] if x.ndim == len(conv.kernel_size) + 2 else x  # the first image (all of an unbatched x)
     if problem is not None and not _model_adapts(model, probe):
-        raise InputError(problem)
+        raise problem
 
 
 def _takes(conv: nn.modules.conv._ConvNd, t: Tensor) -> bool:
@@ -66,32 +68,43 @@ def _dtype_fits(conv: nn.modules.conv._ConvNd, t: Tensor) -> bool:
     return t.dtype == conv.weight.dtype or torch.is_autocast_enabled(t.device.type)
 
 
-def _diagnose(model_name: str, name: str, conv: nn.modules.conv._ConvNd, x: Tensor) -> str | None:
+def _diagnose(model_name: str, name: str, conv: nn.modules.conv._ConvNd, x: Tensor) -> InputError | None:
     """What is wrong with ``x`` for a model whose first convolution is ``conv`` (``None``: nothing seen)."""
     if _takes(conv, x):
         return None
     rank, c_in, shape = len(conv.kernel_size), conv.in_channels, tuple(x.shape)
     spatial = {1: "L", 2: "H, W", 3: "D, H, W"}.get(rank, "...")
-    takes = f"{model_name}'s first convolution {name!r} takes (N, {c_in}, {spatial})"
+    where = f"{model_name}'s first convolution {name!r}"
+    takes = f"{where} takes (N, {c_in}, {spatial})"
     if not (x.is_floating_point() or x.is_complex()):
         scale = " / 255" if x.dtype == torch.uint8 else ""
-        return (
+        return InputError(
             f"x has dtype {x.dtype} (integer pixel values{', 0..255' if scale else ''}), but {takes} in floating "
             f"point; convert it with x.float(){scale} and normalize it as the model expects (its mean and std)"
         )
     if x.ndim == rank + 2 and shape[1] == c_in:  # the shape fits: only the dtype does not
         weights = conv.weight.dtype
-        return (
+        return InputError(
             f"x has dtype {x.dtype}, but {takes} with {weights} weights; convert the input, "
             f"x.to({weights}), or the model, model.to({x.dtype}), so that both have one dtype"
         )
     if x.ndim == rank + 1:
-        return f"x has shape {shape}: no batch dimension; {takes}: pass x.unsqueeze(0), a batch of one image"
+        return InputError(
+            f"x has shape {shape}: no batch dimension; {takes}: pass x.unsqueeze(0), a batch of one image"
+        )
     if x.ndim != rank + 2:
-        return f"x has shape {shape} ({x.ndim} dimensions), but {takes}"
+        return InputError(f"x has shape {shape} ({x.ndim} dimensions), but {takes}")
     c = shape[1]
     if rank == 2 and shape[-1] == c_in:
-        return f"x has shape {shape}, channels last (N, H, W, C); {takes}, channels first: pass x.permute(0, 3, 1, 2)"
+        return InputError(
+            f"x has shape {shape}, channels last (N, H, W, C); {takes}, channels first: pass x.permute(0, 3, 1, 2)"
+        )
+    return ChannelError(_channel_problem(shape, takes, c_in), c, c_in, where)
+
+
+def _channel_problem(shape: tuple[int, ...], takes: str, c_in: int) -> str:
+    """The message for an ``x`` of ``shape`` whose channel count ``shape[1]`` is not the ``c_in`` the model takes."""
+    c = shape[1]
     if c == 1 and c_in == 3:
         return (
             f"x has 1 channel (shape {shape}, a grayscale image), but {takes}, RGB: repeat the channel, "
