@@ -48,17 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
 _PACKAGE = Path(__file__).resolve().parent.parent
 
 
+def _source(filename: str, lineno: int) -> str:
+    """The module a warning came from (``torch.nn.modules.module``), else its ``file:line``."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return f"{filename}:{lineno}"
+
+
 @contextmanager
 def _plain_warnings(name: str) -> Iterator[None]:
-    """camlens' own warnings as ``camlens NAME: warning: ...`` lines, not Python's ``file:line: UserWarning``."""
-    default = warnings.showwarning
+    """Every warning as one line, ``camlens NAME: warning: ...``, not Python's ``file:line: UserWarning`` and source
+    line: camlens' own as they are, another library's (torch, timm, PIL, ...) with ``(Category from module)``.
+
+    The override lives for one command (``catch_warnings`` restores ``showwarning`` and the filters), so the
+    Python API never changes the global warning state.
+    """
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
              file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
-        if Path(filename).resolve().is_relative_to(_PACKAGE):
-            print(f"camlens {name}: warning: {message}", file=file or sys.stderr)
-        else:
-            default(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())  # one line, whatever the message holds
+        if not Path(filename).resolve().is_relative_to(_PACKAGE):
+            text = f"{text} ({category.__name__} from {_source(filename, lineno)})"
+        print(f"camlens {name}: warning: {text}", file=file or sys.stderr)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
