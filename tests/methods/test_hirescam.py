@@ -38,3 +38,41 @@ def test_no_warning_where_the_map_is_real() -> None:
         cnn = camlens.HiResCAM(seeded(GapNet), "features.2")(torch.rand(2, 3, 8, 8)).map
         camlens.HiResCAM(model, "blocks.0", eigen_smooth=True)(x)  # the first component, not the sum
     assert float(after_norm.amax(dim=(1, 2)).min()) == 1.0 and float(cnn.amax(dim=(1, 2)).min()) == 1.0
+
+
+def _tiny_vits() -> list[tuple[str, torch.nn.Module, str, str]]:
+    """timm's and torchvision's ViT at 32x32, two blocks: (family, model, the first block, its reader's norm)."""
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=16,
+                                              mlp_dim=32).eval()  # fmt: skip
+    torch.nn.init.normal_(tv.heads.head.weight)  # torchvision starts its head at zero: no gradient at all
+    tm = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=2).eval()
+    return [("torchvision", tv, "encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1.ln_1"),
+            ("timm", tm, "blocks.0", "blocks.1.norm1")]  # fmt: skip
+
+
+def test_the_warning_names_the_models_own_layernorm_and_that_layer_has_a_real_map() -> None:
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    for family, model, block, norm in _tiny_vits():
+        with pytest.warns(UserWarning, match="what is left after its terms cancel") as record:
+            camlens.HiResCAM(model, block)(x)
+        (message,) = [str(w.message) for w in record if "cancel" in str(w.message)]
+        assert message.endswith(f"explain the output of the LayerNorm that reads it (here {norm!r}, the next "
+                                "LayerNorm in the model's definition order) or use 'gradcam' at this layer"), family
+        assert "blocks.11" not in message
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the layer it names does not cancel
+            raw = camlens.HiResCAM(model, norm, relu=False, normalize=False)(x).raw[norm]
+        grad = camlens.GradCAM(model, norm, relu=False, normalize=False)(x).raw[norm]
+        assert float(raw.abs().amax()) > 0.01 * float(grad.abs().amax()), family
+
+
+def test_without_a_layernorm_after_the_layer_the_advice_names_none() -> None:
+    from camlens.methods.hirescam import _next_layernorm
+
+    model, _ = vit_and_input()
+    assert _next_layernorm(model, "blocks.0") == "blocks.1.norm1"
+    assert _next_layernorm(model, "norm") is None and _next_layernorm(model, "no.such.layer") is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from camlens.methods.base import BaseCAM, CAMContext
 from camlens.methods.registry import register
@@ -33,8 +33,10 @@ class HiResCAM(BaseCAM):
     block's first LayerNorm), ``sum_k g^k A^k`` is zero but for rounding and
     the LayerNorm's ``eps``, since a LayerNorm does not change when a token is
     scaled; the normalized map then shows only those, and a warning names the
-    layer: explain the LayerNorm's output (``blocks.11.norm1`` in timm) or use
-    Grad-CAM there.
+    layer and what to explain instead: the output of the LayerNorm that reads
+    it (the next LayerNorm in the model's definition order, by its name: timm's
+    ``blocks.11.norm1``, torchvision's ``encoder.layers.encoder_layer_11.ln_1``),
+    or Grad-CAM there.
 
     Shapes: activations ``(N, C, *s)``, gradients ``(N, K, C, *s)`` used as
     element-wise weights, maps ``(N, K, *s)``.
@@ -52,11 +54,23 @@ class HiResCAM(BaseCAM):
         for name, acts in ctx.activations.items():
             terms = ctx.gradients[name] * acts.unsqueeze(1)  # (N, K, C, *s): combine()'s element-wise products, once
             maps[name] = terms.sum(dim=2)
-            _warn_if_cancelled(name, maps[name], terms)
+            _warn_if_cancelled(self.model, name, maps[name], terms)
         return maps
 
 
-def _warn_if_cancelled(name: str, m: Tensor, terms: Tensor) -> None:
+def _next_layernorm(model: nn.Module, name: str) -> str | None:
+    """The name of the first ``nn.LayerNorm`` after the layer ``name`` and its submodules, in definition order
+    (a ViT block's output: the next block's first norm); ``None`` if there is none or no such layer."""
+    past = False
+    for other, module in model.named_modules():
+        if other == name:
+            past = True
+        elif past and not other.startswith(f"{name}.") and isinstance(module, nn.LayerNorm):
+            return other
+    return None
+
+
+def _warn_if_cancelled(model: nn.Module, name: str, m: Tensor, terms: Tensor) -> None:
     """Warn where the map ``(N, K, *s)`` is what is left after its channel terms ``(N, K, C, *s)``."""
     scale = terms.abs().sum(dim=2).flatten(2).amax(dim=-1)  # (N, K)
     top = m.abs().flatten(2).amax(dim=-1)
@@ -67,7 +81,12 @@ def _warn_if_cancelled(name: str, m: Tensor, terms: Tensor) -> None:
         warnings.warn(
             f"HiResCAM's map at {name!r} is what is left after its terms cancel, for image(s) {images}: "
             f"sum_k g^k A^k is at most {share:.1e} of sum_k |g^k A^k| at every position, as where the layer "
-            "reaches the score only through a LayerNorm (a ViT's input to its last block); explain the LayerNorm's "
-            "output (timm: 'blocks.11.norm1') or use 'gradcam' at this layer",
+            "reaches the score only through a LayerNorm (a ViT's input to its last block); explain the output of "
+            f"the LayerNorm that reads it{_here(model, name)} or use 'gradcam' at this layer",
             stacklevel=5,
         )
+
+
+def _here(model: nn.Module, name: str) -> str:
+    norm = _next_layernorm(model, name)
+    return "" if norm is None else f" (here {norm!r}, the next LayerNorm in the model's definition order)"
