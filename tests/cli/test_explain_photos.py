@@ -225,6 +225,38 @@ def test_layers_given_to_a_method_that_takes_none_are_named_in_one_warning(photo
         assert sorted(f.keys()) == ["classes", *maps, "probs"]
 
 
+BIASED_FACTORY = FACTORY + """
+def build_biased():  # batch norms with bias terms (a fresh one has none: beta 0, running mean 0)
+    model = build()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.normal_(0, 0.5)
+                m.running_mean.normal_(0, 0.5)
+    return model
+"""
+
+
+def test_fullgrad_beside_the_automatic_layer_sums_every_bias_layer(photos, tmp_path, capsys):
+    path = tmp_path / "biased_models.py"
+    path.write_text(BIASED_FACTORY)
+    factory = f"{path}:build_biased"
+
+    def fullgrad_map(name: str, *extra: str) -> torch.Tensor:
+        out = tmp_path / name
+        _run(["explain", factory, str(photos / "photo.jpg"), "--size", "32", "--crop", "32", *extra, "--no-figures",
+              "--save-maps", "--out", str(out), "--device", "cpu"], capsys)  # fmt: skip
+        with safe_open(str(out / "maps" / "photo.safetensors"), "pt") as f:
+            return f.get_tensor("fullgrad/fullgrad")
+
+    auto = fullgrad_map("auto", "--methods", "gradcam", "fullgrad")  # layer4 chosen, for Grad-CAM only
+    every = fullgrad_map("every", "--methods", "fullgrad", "--layers", "bn1", "layer1", "layer2", "layer3", "layer4",
+                         "fc")  # fmt: skip
+    inside = fullgrad_map("inside", "--methods", "fullgrad", "--layers", "layer4")
+    torch.testing.assert_close(auto, every, atol=1e-6, rtol=0)
+    assert float((auto - inside).abs().max()) > 0.05  # layer4's biases alone give another map
+
+
 def test_target_by_name_from_a_labels_file(photos, factory, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"class {i}\n" for i in range(999)) + "tabby & <co>\n\n")

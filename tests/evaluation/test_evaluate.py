@@ -165,6 +165,22 @@ def test_an_input_sized_method_is_one_entry_scored_on_its_channel_mean():
     assert ev.sanity["guided-backprop@input"]["cascading"]["layers"] == ["seq.5", "seq.2", "seq.0"]
 
 
+def test_fullgrad_is_scored_on_its_map_from_every_bias_layer_not_the_evaluated_layer():
+    from camlens.evaluation.run import collect_maps
+    from camlens.methods import FullGrad
+    from camlens.metrics.sanity import image_map
+
+    torch.manual_seed(0)
+    model = ConvNet().eval()  # convolutions with biases in seq.0, seq.2 and seq.4
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    maps, explained = collect_maps(model, x, ["fullgrad"], ["seq.4"], 2)
+    assert explained == [("fullgrad", "fullgrad")]
+    every = image_map(FullGrad(model)(x).maps["fullgrad"])
+    torch.testing.assert_close(maps["fullgrad@fullgrad"], every, atol=0, rtol=0)
+    inside = image_map(FullGrad(model, "seq.4")(x).maps["fullgrad"])
+    assert float((every - inside).abs().max()) > 0.05  # the evaluated layer's biases alone: another map
+
+
 def build_convnet() -> nn.Module:
     torch.manual_seed(0)
     return ConvNet()

@@ -333,9 +333,9 @@ def _target(value: str, names: list[str] | None) -> int | None:
 
 
 def _uses_layers(method: str) -> bool:
-    from camlens.methods import GuidedBackprop, get_method
+    from camlens.methods import get_method, takes_chosen_layer
 
-    return not issubclass(get_method(method), GuidedBackprop)
+    return takes_chosen_layer(get_method(method))
 
 
 class _Run:
@@ -381,8 +381,10 @@ class _Run:
             layers = [choose_layer(self.model, x)]
             how = "automatic choice; others with --layers, candidates in `camlens layers`"
         else:
-            how = "given" if layers else "guided backpropagation explains the input"
-        self.cams = {m: get_method(m)(self.model, layers=layers) for m in dict.fromkeys(self.args.methods)}
+            how = "given" if layers else "none chosen: guided backpropagation and FullGrad explain the input"
+        given = self.args.layers is not None  # a chosen layer is not for FullGrad nor guided backprop (None there)
+        self.cams = {m: get_method(m)(self.model, layers=layers if given or _uses_layers(m) else None)
+                     for m in dict.fromkeys(self.args.methods)}  # fmt: skip
         self._warn_unused_layers()
         self.layers_line = f"{', '.join(layers or ['input'])} ({how})"
         print(f"layers: {self.layers_line}")

@@ -23,7 +23,7 @@ from camlens.core.wrapped import strip_wrapper_prefix, unwrap_model
 from camlens.errors import CamlensError, InputError
 from camlens.evaluation.extra import resolve_extra, score_extras
 from camlens.evaluation.result import SANITY_STATS, Evaluation
-from camlens.methods import METHODS, get_method
+from camlens.methods import METHODS, get_method, takes_chosen_layer
 from camlens.metrics import (
     BASELINES,
     ROAD_PERCENTAGES,
@@ -74,8 +74,11 @@ def _method_maps(model: nn.Module, x: Tensor, method: str, layers: list[str], ba
 
     The keys are the layers, or ``"input"`` for a method whose map is input-sized (guided backprop);
     input-like ``(N, C, H, W)`` maps are averaged over channels (:func:`camlens.metrics.sanity.image_map`).
+    FullGrad and guided backprop get ``layers=None`` (:func:`camlens.methods.takes_chosen_layer`): their one map
+    is the input's, FullGrad's from every bias layer, as in their papers.
     """
-    explainer = get_method(method)(model, layers)
+    cls = get_method(method)
+    explainer = cls(model, layers if takes_chosen_layer(cls) else None)
     out: dict[str, list[Tensor]] = {}
     for xc in x.split(batch_size):
         res = explainer(xc)

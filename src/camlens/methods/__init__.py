@@ -21,7 +21,7 @@ from camlens.methods.legrad import LeGrad
 from camlens.methods.protocol import CAPABILITIES, FAMILIES, Explainer
 from camlens.methods.random_map import RandomCAM
 from camlens.methods.refinecam import RefineCAM
-from camlens.methods.registry import METHODS, get_method, register
+from camlens.methods.registry import METHODS, get_method, register, takes_chosen_layer
 from camlens.methods.scorecam import ScoreCAM
 from camlens.methods.shapleycam import ShapleyCAM
 from camlens.methods.smooth import NoiseSmooth, TTASmooth
@@ -69,4 +69,5 @@ __all__ = [
     "combine",
     "get_method",
     "register",
+    "takes_chosen_layer",
 ]

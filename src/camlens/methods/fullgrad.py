@@ -83,6 +83,8 @@ class FullGrad(BaseCAM):
 
     input_sized = True
     accepts_reshape = False
+    #: the automatic layer is not for FullGrad: ``layers=None`` is every bias layer (:func:`takes_chosen_layer`)
+    takes_chosen_layer = False
 
     def __init__(
         self,

@@ -100,6 +100,7 @@ class GuidedBackprop(BaseCAM):
     uses_gradients = True
     input_sized = True
     accepts_reshape = False
+    takes_chosen_layer = False  # no layer at all (camlens.methods.registry.takes_chosen_layer)
 
     def __init__(
         self,

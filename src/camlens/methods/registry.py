@@ -8,7 +8,7 @@ from typing import TypeVar
 from camlens.errors import MethodNotFoundError
 from camlens.methods.base import BaseCAM
 
-__all__ = ["METHODS", "get_method", "register"]
+__all__ = ["METHODS", "get_method", "register", "takes_chosen_layer"]
 
 METHODS: dict[str, type[BaseCAM]] = {}
 
@@ -43,3 +43,13 @@ def get_method(name: str) -> type[BaseCAM]:
         hint = f"; did you mean {', '.join(near)}?" if near else "."
         raise MethodNotFoundError(f"no method {name!r}{hint} Registered: {', '.join(sorted(METHODS))}")
     return METHODS[key]
+
+
+def takes_chosen_layer(cls: type[BaseCAM]) -> bool:
+    """Whether ``cls`` explains the layer chosen automatically (:func:`camlens.choose_layer`) when the user names none.
+
+    Every method does but FullGrad, whose ``layers`` select the modules whose biases contribute (``None``: every
+    one, the paper's map), and guided backpropagation, which reads no layer: where a command or a run chooses the
+    layer for the user, these two get ``layers=None``.
+    """
+    return bool(getattr(cls, "takes_chosen_layer", True))
