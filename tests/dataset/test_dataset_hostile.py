@@ -285,6 +285,18 @@ def test_repeated_methods_or_layers_are_refused(model, tmp_path, kw, message):
     assert not list(tmp_path.glob("shard-*"))
 
 
+@pytest.mark.parametrize("methods", [["fullgrad"], ["gradcam", "guided-backprop"]])
+def test_methods_whose_map_is_the_inputs_are_refused_before_any_work(model, tmp_path, methods):
+    free = methods[-1]
+    out = tmp_path / "maps"
+    said = rf"{free} explains the input pixels, not a layer's maps, and explain-dataset stores each method's maps"
+    with pytest.raises(InputError, match=rf"{said} at its layers; .*get_method\('{free}'\)"):
+        camlens.explain_dataset(model, Images(), out, methods=methods, progress=False)  # the automatic layer
+    with pytest.raises(InputError, match=f"{free} explains the input pixels"):
+        run(model, Images(), out, methods=methods)  # layers given
+    assert not out.exists()
+
+
 def test_non_finite_input_is_refused_naming_the_items_and_finished_shards_stay(model, tmp_path):
     data = Images()
     data.x[6, 0, 3, 3] = float("nan")

@@ -153,7 +153,7 @@ def _names(x: str | Sequence[str] | None) -> list[str] | None:
 
 def _method_classes(methods: str | Sequence[str]) -> tuple[list[str], list[type[BaseCAM]]]:
     """The method names and their classes, checked against the registry."""
-    from camlens.methods import get_method
+    from camlens.methods import get_method, takes_chosen_layer
 
     names = _names(methods) or []
     if not names:
@@ -165,6 +165,14 @@ def _method_classes(methods: str | Sequence[str]) -> tuple[list[str], list[type[
             classes.append(get_method(m))
         except KeyError as e:
             raise InputError(f"methods: {e.args[0]}") from None
+    free = [n for n, c in zip(names, classes, strict=True) if not takes_chosen_layer(c)]
+    if free:  # their maps are the input's size and belong to no layer: the shards store maps per method and layer
+        raise InputError(
+            f"methods={names!r}: {', '.join(free)} {'explains' if len(free) == 1 else 'explain'} the input pixels, "
+            "not a layer's maps, and explain-dataset "
+            "stores each method's maps at its layers; explain those images with `camlens explain` (or "
+            f"camlens.get_method({free[0]!r})(model)), and here use layer methods such as gradcam"
+        )
     return names, classes
 
 
@@ -396,7 +404,8 @@ def explain_dataset(
         A :class:`RunSummary` (its ``stats`` are set on rank 0).
 
     Raises:
-        InputError: an argument is out of range or names nothing usable (a method or layer named twice).
+        InputError: an argument is out of range or names nothing usable (a method or layer named twice, a method
+            whose map is the input's, not a layer's: ``fullgrad``, ``guided-backprop``).
         DataError: ``out`` is not writable or holds results of another configuration or other data; an item
             holds NaN/inf; a write failed (finished shards are kept: rerun to resume).
         FolderBusyError: another live run writes ``out``.
