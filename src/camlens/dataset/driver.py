@@ -404,8 +404,7 @@ def explain_dataset(
         A :class:`RunSummary` (its ``stats`` are set on rank 0).
 
     Raises:
-        InputError: an argument is out of range or names nothing usable (a method or layer named twice, a method
-            whose map is the input's, not a layer's: ``fullgrad``, ``guided-backprop``).
+        InputError: an argument is out of range or names nothing usable (a repeat, ``fullgrad``, ``guided-backprop``).
         DataError: ``out`` is not writable or holds results of another configuration or other data; an item
             holds NaN/inf; a write failed (finished shards are kept: rerun to resume).
         FolderBusyError: another live run writes ``out``.
