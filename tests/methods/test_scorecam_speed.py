@@ -209,7 +209,8 @@ def test_a_batch_of_constant_channels_needs_one_pass() -> None:
     x = torch.randn(2, 1, 8, 8)
     rows: list[int] = []
     model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
-    result = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64, skip_constant=False)(x, target=[0, 1])
+    with pytest.warns(UserWarning, match=f"layer '{LAYER}' holds one value at every position of its \\(8, 8\\) maps"):
+        result = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64, skip_constant=False)(x, target=[0, 1])
     assert rows == [2, 1]  # the call's own pass, then the all-zero input once
     with torch.no_grad():
         zero = model(torch.zeros(1, 1, 8, 8)).softmax(1)[0]
@@ -218,7 +219,8 @@ def test_a_batch_of_constant_channels_needs_one_pass() -> None:
     torch.testing.assert_close(result.raw[LAYER], expected)
     # The default skips constant channels, as the authors' code does: no extra pass, every weight 0.
     rows.clear()
-    skipped = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64)(x, target=[0, 1])
+    with pytest.warns(UserWarning, match="every map there is flat"):
+        skipped = camlens.ScoreCAM(model, LAYER, optimize=False, batch_size=64)(x, target=[0, 1])
     assert rows == [2]
     assert float(skipped.raw[LAYER].abs().max()) == 0.0
 

@@ -360,12 +360,12 @@ def warn_if_uniform(activations: Mapping[str, Tensor]) -> None:
     for name, a in activations.items():
         if a.ndim < 3 or a[0, 0].numel() < 2:
             continue
-        first = a.flatten(2)[:, :, :1]
-        if bool((a.flatten(2) == first).all()):
+        flat = a.flatten(2)
+        if bool((flat == flat[:, :, :1]).all()) and bool(torch.isfinite(flat[:, :, 0]).all()):
             warnings.warn(
                 f"layer {name!r} holds one value at every position of its {tuple(a.shape[2:])} maps, in every "
-                "channel of every image (a 1x1 map repeated, as an adaptive pooling after convolutions that end in "
-                "1x1 does), so every map there is flat: explain an earlier layer with a real grid (layers=None "
+                "channel of every image, so every map there is flat (as where an adaptive pooling repeats the 1x1 "
+                "map of convolutions that end in 1x1): explain an earlier layer with a real grid (layers=None "
                 "chooses one), or give a larger input",
                 stacklevel=5,
             )
