@@ -15,6 +15,7 @@ under the same allocator; ``--default-allocator`` leaves glibc's defaults for al
 
     PYTHONPATH=src python benchmarks/bench_methods.py [--rounds 5] [--batch 16] [--samples 4]
         [--only scorecam,sscam,iscam,ablationcam] [--peers torchcam,grad-cam] [--default-allocator]
+        [--model resnet18 --size 224]   (photo scale: ResNet-18 at 224, ``layer4`` 7x7)
 
 ``--peers torchcam`` times torchcam alone: pytorch-grad-cam imports torchvision, which on this machine imports
 only beside the CUDA build of torch 2.14.1 (the test environment), so on a CPU build of torch (the demo
@@ -40,9 +41,13 @@ import camlens
 from camlens.core.capture import capture, forward_hooks
 from camlens.methods import METHODS
 from camlens.methods.scorecam import side_by_side
-from models import resnet_small
+from models import resnet18, resnet_small
 
 LAYER = "layer4"
+
+#: the benchmark models: the issue's ResNet-style model at 64x64, and ResNet-18 for photo-sized inputs.
+MODELS: dict[str, Callable[[], torch.nn.Module]] = {"resnet_small": lambda: resnet_small(num_classes=100),
+                                                     "resnet18": resnet18}  # fmt: skip
 
 #: camlens' perturbation methods -> the peers' implementations timed against them.
 PEERS = {
@@ -181,6 +186,9 @@ def peer_ratios(med: dict[str, float]) -> dict[str, str]:
 def main() -> None:
     p = harness.parser(__doc__, rounds=5)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--model", choices=sorted(MODELS), default="resnet_small",
+                   help="resnet_small (the issue's input, 3x64x64) or resnet18 (photo scale: --size 224)")  # fmt: skip
+    p.add_argument("--size", type=int, default=64, help="input side in pixels (default 64)")
     p.add_argument("--samples", type=int, default=4, help="SS-CAM noise samples / IS-CAM steps, on both sides")
     p.add_argument("--only", default="", help="comma-separated method names (gradcam is always timed)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls of each contender first (default 1)")
@@ -196,8 +204,8 @@ def main() -> None:
     kept = False if args.default_allocator else camlens.keep_freed_memory()
     threads = harness.set_threads(args.threads)
     torch.manual_seed(0)
-    model = resnet_small(num_classes=100).eval()
-    x = torch.randn(args.batch, 3, 64, 64)
+    model = MODELS[args.model]().eval()
+    x = torch.randn(args.batch, 3, args.size, args.size)
     with torch.no_grad():
         classes = model(x).argmax(1).tolist()
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
@@ -209,7 +217,7 @@ def main() -> None:
     )
     warnings.simplefilter("ignore")
     # One call per contender and round ("once"): the peers' calls take seconds; the order flips every round.
-    sub = f"resnet_small b{args.batch}"
+    sub = f"{args.model} b{args.batch}"
     bench = harness.SideBySide(
         runs, mode="once", alternate=True, label="methods", sub_label=sub,
         after_each=lambda r, name, t: print(f"# round {r}: {name} {t:.3f} s", flush=True),
@@ -219,7 +227,7 @@ def main() -> None:
     ratios = peer_ratios(med)
     cpu = platform.processor() or platform.machine()
     print(
-        f"# resnet_small, batch {args.batch}, 3x64x64, layer {LAYER}, CPU ({cpu}, "
+        f"# {args.model}, batch {args.batch}, 3x{args.size}x{args.size}, layer {LAYER}, CPU ({cpu}, "
         f"{threads} threads), torch {torch.__version__}, SS-CAM/IS-CAM {args.samples} samples, "
         f"median of {args.rounds} interleaved rounds, freed memory {'kept' if kept else 'returned (glibc defaults)'}"
     )

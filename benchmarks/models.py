@@ -86,6 +86,11 @@ def resnet_small(num_classes: int = 100) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], [32, 64, 128, 256], num_classes=num_classes)
 
 
+def resnet18(num_classes: int = 1000) -> ResNet:
+    """ResNet-18 layout and size (11.7 M parameters), for 3x224x224 inputs: ``layer4`` is 7x7 there."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], num_classes=num_classes)
+
+
 def resnet50(num_classes: int = 1000) -> ResNet:
     """ResNet-50 layout and size (25.6 M parameters), for 3x224x224 inputs."""
     return ResNet(Bottleneck, [3, 4, 6, 3], [64, 128, 256, 512], num_classes=num_classes)
