@@ -24,8 +24,8 @@ stride up to a few border cells (a ``(N, heads, tokens, head_dim)`` tensor
 inside an attention block, as timm CoaT's convolutional position encoding
 returns, is not). A map that holds one value at every position, in every
 channel of every image, is one position repeated: an adaptive pooling that
-enlarges a 1x1 map (AlexNet's and VGG's ``avgpool`` on an input under about
-100 pixels) is skipped for the convolution before it, whose map has a real
+enlarges a 1x1 map (AlexNet's ``avgpool`` on a 64x64 input, VGG's on a
+32x32 one) is skipped for the convolution before it, whose map has a real
 grid (unless every map is uniform, as for an all-black image: the last
 one is taken then). Neither test looks at the batch size, so neither does the
 choice. When every gradient is zero (a classifier head initialised to zero,

@@ -354,8 +354,8 @@ def warn_if_flat(activations: Mapping[str, Tensor], gradients: Mapping[str, Tens
 def warn_if_uniform(activations: Mapping[str, Tensor]) -> None:
     """Warn about a layer whose maps ``(N, C, *s)``, in every channel of every image, hold one value at every position.
 
-    Every CAM there is flat: an adaptive pooling repeating a 1x1 map (AlexNet's and VGG's ``avgpool`` on an
-    input under about 100 pixels). The automatic layer choice skips such layers.
+    Every CAM there is flat: an adaptive pooling repeating a 1x1 map (AlexNet's ``avgpool`` on a 64x64 input,
+    VGG's on a 32x32 one). The automatic layer choice skips such layers.
     """
     for name, a in activations.items():
         if a.ndim < 3 or a[0, 0].numel() < 2:
