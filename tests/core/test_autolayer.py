@@ -52,7 +52,7 @@ class EnlargingPool(nn.Module):
         return self.head(self.avgpool(self.features(x)).flatten(1))
 
 
-def test_choice_skips_a_pooling_that_repeats_one_position():
+def test_choice_skips_a_pooling_that_repeats_one_position(capsys):
     torch.manual_seed(0)
     model, x = EnlargingPool().eval(), torch.rand(2, 3, 8, 8)
     info = {i.name: i for i in scan_layers(model, x)}
@@ -70,6 +70,11 @@ def test_choice_skips_a_pooling_that_repeats_one_position():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         camlens.GradCAM(model)(x)  # the automatic choice: no warning
+    # `camlens layers` marks the flat map and points at the real grid
+    assert main(["layers", f"{__file__}:EnlargingPool", "--input-shape", "3,8,8"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert rows["avgpool"].endswith("yes (flat: one value repeated)")
+    assert rows["features.1"].endswith("yes  <- auto") and "flat" not in rows["features.0"]
     # an all-black image leaves every map uniform; the choice is then the last such map, as before
     assert choose_layer(model, torch.zeros(1, 3, 8, 8)) == "avgpool"
 

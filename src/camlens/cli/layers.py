@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         for i in rows:
             maps = "-" if i.map_shape is None else str(tuple(i.map_shape[1:]))
             path = {True: "yes", False: "no", None: "-"}[i.on_path]
+            path += " (flat: one value repeated)" if i.uniform else ""
             mark = "  <- auto" if i.name == chosen else ""
             print(f"{i.name:<{width}}  {i.kind:<{kind_w}}  {i.shape[1:]!s:<18}  {maps:<18}  {path}{mark}")
     print(f"automatic choice (layers=None): {chosen or 'none: pass layers='}")
