@@ -138,3 +138,8 @@ def test_figures_draw_rgb_and_gray_photos_of_any_size(channels):
     assert "cat (0.61)" in texts and "gradcam\nlayer4" in texts
     fig = grid_figure([wide, tall], [{"gradcam": torch.rand(5, 5)}, {"gradcam": torch.rand(3, 3)}], ["a", "b"])
     assert _png_size(fig)[0] > 100
+    # a map named after its method (FullGrad's, from every bias layer) is labelled once, not "fullgrad\nfullgrad"
+    both = {"gradcam · layer4": torch.rand(5, 5), "fullgrad · fullgrad": torch.rand(300, 451)}
+    fig = grid_figure([wide, wide], [both, both], ["a", "b"])
+    labels = [ax.yaxis.label.get_text() for ax in fig.axes if ax.yaxis.label.get_text()]
+    assert labels == ["image", "gradcam\nlayer4", "fullgrad"]

@@ -30,6 +30,7 @@ __all__ = [
     "explanation_figure",
     "figure_bytes",
     "grid_figure",
+    "map_label",
     "map_picture",
     "new_figure",
     "overlay",
@@ -45,6 +46,13 @@ _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 FIGURE_PIXELS = 448
 #: ITU-R 601 luma weights: how a greyed (no value) region and a gray photo are drawn.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def map_label(key: str) -> str:
+    """A figure's label for the map ``"method · layer"``: two lines, or the method alone when the map is named after
+    it (FullGrad's, from every bias layer, is ``"fullgrad · fullgrad"``)."""
+    method, _, layer = key.partition(" · ")
+    return method if layer in ("", method) else f"{method}\n{layer}"
 
 
 def _mpl() -> tuple[Any, Any]:
@@ -376,7 +384,7 @@ def explanation_figure(
             flat_maps = flat_maps or m.ndim == 2
             axes[r, c].imshow(np.asarray(map_picture(photo, m, cmap, alpha)))
             if r == 0:
-                axes[r, c].set_title(key.replace(" · ", "\n"), fontsize=8)
+                axes[r, c].set_title(map_label(key), fontsize=8)
     axes[0, 0].set_title("image", fontsize=8)
     _bare(axes)
     if flat_maps:
@@ -422,7 +430,7 @@ def grid_figure(
             axes[r, c].imshow(np.asarray(map_picture(photo, m[key], cmap, alpha)))
     axes[0, 0].set_ylabel("image", fontsize=8)
     for r, key in enumerate(rows_of, start=1):
-        axes[r, 0].set_ylabel(key.replace(" · ", "\n"), fontsize=7)
+        axes[r, 0].set_ylabel(map_label(key), fontsize=7)
     _bare(axes)
     return fig
 
