@@ -52,6 +52,13 @@ def test_the_method_that_beats_every_baseline_is_recommended():
     assert next(r for r in v.ranking if r.entry == "hirescam@l").mean_rank == 1.0
 
 
+@pytest.mark.parametrize("entry", ["fullgrad@fullgrad", "guided-backprop@input"])
+def test_a_method_whose_map_has_no_layer_is_recommended_without_one(entry):
+    ev = synthetic({entry: base(0.05, 0.80, 0.40), "random": base(0.30, 0.55, 0.00)})
+    method = entry.partition("@")[0]
+    assert ev.verdict().headline.startswith(f"For Net, use {method}: it beats every model-free baseline (random;")
+
+
 def test_no_recommendation_when_no_method_beats_the_baselines():
     ev = synthetic({"gradcam@l": base(0.10, 0.50, -0.05), "random": base(0.30, 0.55, 0.00)})
     v = ev.verdict()

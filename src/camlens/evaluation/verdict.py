@@ -114,7 +114,8 @@ class Verdict:
             return (f"No method beats the model-free baselines ({', '.join(self.baselines)}) on {model}: "
                     "do not read these maps as the model's reasons.")  # fmt: skip
         method, layer = self.recommended
-        return (f"For {model}, use {method} at {layer}: it beats every model-free baseline "
+        at = "" if layer in (method, "input") else f" at {layer}"  # FullGrad's and guided backprop's maps: no layer
+        return (f"For {model}, use {method}{at}: it beats every model-free baseline "
                 f"({', '.join(self.baselines)}; better on deletion, insertion or ROAD and worse on none) "
                 "and ranks best among the methods that do.")
 
