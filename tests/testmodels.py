@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -13,6 +14,13 @@ from models import BasicBlock  # benchmarks/models.py: torchvision's BasicBlock
 
 M = TypeVar("M", bound=nn.Module)
 
+
+
+def write_factory(folder: Path, source: str, builder: str = "build", name: str = "models.py") -> str:
+    """Write the Python ``source`` as ``folder/name`` and return the model spec ``"path:builder"`` that names it."""
+    path = folder / name
+    path.write_text(source)
+    return f"{path}:{builder}"
 
 class GapNet(nn.Module):
     """conv -> ReLU -> conv -> ReLU -> global average pool -> linear: the CAM architecture."""

@@ -13,6 +13,7 @@ from skimage import data as skdata
 from camlens.cli import main
 from camlens.core.inputs import check_image_batch
 from camlens.errors import ChannelError, InputError
+from testmodels import write_factory
 
 FACTORY = """
 import torch, torchvision
@@ -34,9 +35,7 @@ def camera(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("factory") / "gray_models.py"
-    path.write_text(FACTORY)
-    return f"{path}:build"
+    return write_factory(tmp_path_factory.mktemp("factory"), FACTORY, name="gray_models.py")
 
 
 def _error(argv, capsys) -> str:

@@ -20,6 +20,7 @@ import camlens
 from camlens._util.lock import LOCK_NAME
 from camlens.cli import main
 from camlens.preprocess import Geometry, Preprocess
+from testmodels import write_factory
 
 PHOTOS = {"photo.jpg": skdata.chelsea, "scan.png": skdata.coffee, "gray.jpg": skdata.camera}
 SIZES = {"photo": (451, 300), "scan": (600, 400), "gray": (512, 512)}  # (width, height)
@@ -46,9 +47,7 @@ def photos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory):
-    path = tmp_path_factory.mktemp("factory") / "my_models.py"
-    path.write_text(FACTORY)
-    return f"{path}:build"
+    return write_factory(tmp_path_factory.mktemp("factory"), FACTORY, name="my_models.py")
 
 
 def _run(argv, capsys) -> str:
@@ -238,9 +237,7 @@ def build_biased():  # batch norms with bias terms (a fresh one has none: beta 0
 
 
 def test_fullgrad_beside_the_automatic_layer_sums_every_bias_layer(photos, tmp_path, capsys):
-    path = tmp_path / "biased_models.py"
-    path.write_text(BIASED_FACTORY)
-    factory = f"{path}:build_biased"
+    factory = write_factory(tmp_path, BIASED_FACTORY, "build_biased", "biased_models.py")
 
     def fullgrad_map(name: str, *extra: str) -> torch.Tensor:
         out = tmp_path / name

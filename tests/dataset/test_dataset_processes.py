@@ -18,6 +18,7 @@ import torch
 
 import camlens
 from camlens.dataset import open_results
+from testmodels import write_factory
 
 SRC = str(Path(camlens.__file__).resolve().parents[1])
 FACTORY = """
@@ -42,9 +43,7 @@ def env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("factory") / "factory.py"
-    path.write_text(FACTORY)
-    return f"{path}:model"
+    return write_factory(tmp_path_factory.mktemp("factory"), FACTORY, "model", "factory.py")
 
 
 def cli(factory: str, out: Path, *extra: str) -> list[str]:
