@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from camlens.core.capture import module_outputs
 from camlens.core.inputs import check_image_batch
+from camlens.core.ops import is_uniform
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
 from camlens.core.tokens import auto_reshape, plausible_grid
 from camlens.errors import CamlensError, LayerNotUsedError
@@ -196,7 +197,7 @@ def scan_layers(
         real = True
         uniform = False
         if m is not None:
-            uniform = bool((m == m.flatten(2)[:, :, :1].reshape(*m.shape[:2], *([1] * (m.ndim - 2)))).all())
+            uniform = is_uniform(m)
             g = grad_of.get(name)
             gm = None if g is None else _as_maps(g, x)
             on_path = gm is not None and bool(gm.any())

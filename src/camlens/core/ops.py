@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["FUSIONS", "fuse", "minmax_normalize", "upsample"]
+__all__ = ["FUSIONS", "fuse", "is_uniform", "minmax_normalize", "upsample"]
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -30,6 +30,15 @@ def upsample(maps: Tensor, size: Sequence[int]) -> Tensor:
     if mode is None or maps.ndim - 2 != len(size):
         raise ValueError(f"cannot upsample maps of shape {tuple(maps.shape)} to size {size}")
     return F.interpolate(maps, size=size, mode=mode, align_corners=False)
+
+
+def is_uniform(maps: Tensor) -> bool:
+    """Whether maps ``(N, C, *spatial)`` hold one value at every position, in every channel of every image.
+
+    Such maps are one position repeated (an adaptive pooling enlarging a 1x1 map): any CAM on them is flat.
+    """
+    flat = maps.flatten(2)
+    return bool((flat == flat[:, :, :1]).all())
 
 
 def minmax_normalize(maps: Tensor, start_dim: int = 2) -> Tensor:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from camlens.core.capture import capture, target_gradients
 from camlens.core.inputs import check_image_batch
 from camlens.core.layers import LayerSpec, resolve_layers
-from camlens.core.ops import FUSIONS, fuse, minmax_normalize, upsample
+from camlens.core.ops import FUSIONS, fuse, is_uniform, minmax_normalize, upsample
 from camlens.core.targets import OutputSpec, TargetSpec, select_output, target_scores
 from camlens.core.tokens import auto_reshape
 from camlens.core.wrapped import check_not_compiled_inside, strip_wrapper_prefix, unwrap_model
@@ -360,8 +360,7 @@ def warn_if_uniform(activations: Mapping[str, Tensor]) -> None:
     for name, a in activations.items():
         if a.ndim < 3 or a[0, 0].numel() < 2:
             continue
-        flat = a.flatten(2)
-        if bool((flat == flat[:, :, :1]).all()) and bool(torch.isfinite(flat[:, :, 0]).all()):
+        if is_uniform(a) and bool(torch.isfinite(a.flatten(2)[:, :, 0]).all()):
             warnings.warn(
                 f"layer {name!r} holds one value at every position of its {tuple(a.shape[2:])} maps, in every "
                 "channel of every image, so every map there is flat (as where an adaptive pooling repeats the 1x1 "
